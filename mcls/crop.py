@@ -1,0 +1,171 @@
+"""Face crops: MTCNN (facenet-pytorch) with the seed's centre-crop fallback, cached by content and settings."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from .images import open_rgb
+from .settings import CropSettings
+
+try:   # facenet-pytorch is installed with --no-deps (its metadata pins an old torch): check that it really works
+    from facenet_pytorch import MTCNN
+except Exception as e:  # noqa: BLE001 - any failure here means the same fix
+    raise ImportError(f'facenet-pytorch does not import ({type(e).__name__}: {e}). Install it with '
+                      f'`pip install --no-deps facenet-pytorch==2.6.0` (setup.sh does this).') from e
+
+__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'detector', 'crop_images', 'attach_crops']
+
+log = logging.getLogger(__name__)
+FACE, CENTRE = 'face', 'centre'
+
+
+@dataclass
+class CropStats:
+    total: int = 0
+    cached: int = 0
+    faces: int = 0
+    fallbacks: int = 0
+    seconds: float = 0.0
+    skipped: Counter = field(default_factory=Counter)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def cropped(self): return self.faces + self.fallbacks
+
+    @property
+    def images_per_s(self): return self.cropped / self.seconds if self.seconds else 0.0
+
+
+def _settings_tag(cs: CropSettings) -> str:
+    return f'{cs.size}|{cs.margin}|{cs.min_prob}|{cs.fallback_crop}|{cs.fallback_ref}'
+
+
+def crop_key(path: Path | str, cs: CropSettings) -> str:
+    "Cache key: the source file's bytes plus every setting that changes the crop."
+    h = hashlib.sha1(Path(path).read_bytes())
+    h.update(_settings_tag(cs).encode())
+    return h.hexdigest()
+
+
+def _cache_file(cache: Path, key: str, kind: str) -> Path:
+    return cache / key[:2] / f'{key}.{kind}.jpg'
+
+
+def _cached(cache: Path, key: str) -> Path | None:
+    for kind in (FACE, CENTRE):
+        p = _cache_file(cache, key, kind)
+        if p.exists(): return p
+    return None
+
+
+def centre_box(w: int, h: int, cs: CropSettings) -> tuple[float, float, float, float]:
+    "The seed's fallback: a fallback_crop box on a fallback_ref photo, scaled to this photo, centred."
+    cw = w * cs.fallback_crop[0] / cs.fallback_ref[0]
+    ch = h * cs.fallback_crop[1] / cs.fallback_ref[1]
+    return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+
+
+def face_box(box, w: int, h: int, margin: float) -> tuple[float, float, float, float]:
+    "Square box around an MTCNN box, grown by `margin` x its side, kept inside the photo where it fits."
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + margin)
+    side = min(side, max(w, h))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    x0 = min(max(cx - side / 2, 0), max(w - side, 0))
+    y0 = min(max(cy - side / 2, 0), max(h - side, 0))
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def detector(cs: CropSettings) -> MTCNN:
+    import torch
+    device = cs.device if cs.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    return MTCNN(keep_all=False, select_largest=True, device=device)
+
+
+def _write_atomic(img: Image.Image, dest: Path):
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
+    img.save(tmp, format='JPEG', quality=95)
+    os.replace(tmp, dest)
+
+
+def _progress(total: int, description: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    return Progress(TextColumn('[bold]{task.description}'), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
+def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = False, mtcnn: MTCNN | None = None,
+                progress: bool = True) -> tuple[dict[str, Path], CropStats]:
+    """Crop each photo into the cache (skipping those already there) and return {file: crop path}.
+    Unreadable photos are skipped and counted, or raise OSError naming the file when `strict` (eval photos).
+    Photos are detected in batches of equal size (MTCNN batches need it); each crop is written atomically,
+    so a killed run resumes where it stopped."""
+    cache = Path(cache)
+    stats, out, todo = CropStats(total=len(files)), {}, []
+    for f in files:
+        key = crop_key(f, cs)
+        hit = _cached(cache, key)
+        if hit is not None: out[f] = hit; stats.cached += 1
+        else: todo.append((f, key))
+    if not todo: return out, stats
+    mtcnn = mtcnn or detector(cs)
+    t0 = time.perf_counter()
+    by_size: dict[tuple[int, int], list] = defaultdict(list)
+    with _progress(len(todo), 'crop') as bar:
+        task = bar.add_task('cropping faces', total=len(todo), visible=progress)
+
+        def flush(size):
+            batch, by_size[size] = by_size[size], []
+            boxes, probs = mtcnn.detect([im for _, _, im in batch])
+            for (f, key, im), b, p in zip(batch, boxes, probs):
+                found = b is not None and p[0] is not None and p[0] >= cs.min_prob
+                box = face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)
+                dest = _cache_file(cache, key, FACE if found else CENTRE)
+                _write_atomic(im.crop(tuple(round(v) for v in box)).resize((cs.size, cs.size), Image.BICUBIC), dest)
+                out[f] = dest
+                if found: stats.faces += 1
+                else: stats.fallbacks += 1
+            bar.advance(task, len(batch))
+
+        for f, key in todo:
+            try:
+                im = open_rgb(f)
+            except (OSError, SyntaxError, ValueError) as e:
+                if strict: raise OSError(f'{f}: cannot read this image ({e}). Replace the file.') from e
+                stats.skipped['unreadable image'] += 1
+                stats.skipped_files.append((f, f'unreadable image: {e}'))
+                log.warning('skipped %s: unreadable image (%s)', f, e)
+                bar.advance(task)
+                continue
+            by_size[im.size].append((f, key, im))
+            if len(by_size[im.size]) >= cs.batch: flush(im.size)
+        for size in list(by_size):
+            if by_size[size]: flush(size)
+    stats.seconds = time.perf_counter() - t0
+    return out, stats
+
+
+def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool = True) -> tuple[pd.DataFrame, CropStats]:
+    """Crop every photo of an image table (train and/or eval) and add a `crop` column. Unreadable training photos
+    are dropped (counted in the stats); an unreadable eval photo is an error, since a submission needs every row."""
+    stats = CropStats()
+    crops: dict[str, Path] = {}
+    for strict, part in ((False, df[df.get('split', 'train') != 'eval']), (True, df[df.get('split', 'train') == 'eval'])):
+        if not len(part): continue
+        got, s = crop_images(part.file.tolist(), cs, cache, strict=strict, progress=progress)
+        crops.update(got)
+        for k in ('total', 'cached', 'faces', 'fallbacks', 'seconds'): setattr(stats, k, getattr(stats, k) + getattr(s, k))
+        stats.skipped.update(s.skipped)
+        stats.skipped_files += s.skipped_files
+    df = df[df.file.isin(crops)].copy()
+    df['crop'] = [str(crops[f]) for f in df.file]
+    return df.reset_index(drop=True), stats

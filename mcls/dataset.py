@@ -1,0 +1,169 @@
+"""The competition layout -> one image table (one row per photo), with label corrections and a load report."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .images import IMAGE_EXTS, is_hidden
+from .labels import GENDERS, MASK_STEMS, age_group, encode
+
+__all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'load_train', 'load_eval', 'load_images', 'read_corrections',
+           'apply_corrections']
+
+log = logging.getLogger(__name__)
+TRAIN_COLUMNS = ('id', 'gender', 'race', 'age', 'path')
+AGE_RANGE = (0, 120)
+
+
+class DataError(ValueError):
+    "Input data that cannot be used; the message names the file and the fix."
+
+
+@dataclass
+class LoadReport:
+    persons: int = 0
+    images: int = 0
+    eval_images: int = 0
+    corrections: int = 0
+    skipped: Counter = field(default_factory=Counter)        # reason -> count
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
+    incomplete_persons: int = 0
+
+    def skip(self, path, reason: str):
+        self.skipped[reason] += 1
+        self.skipped_files.append((str(path), reason))
+        log.warning('skipped %s: %s', path, reason)
+
+
+def _read_csv(path: Path, columns, fix: str) -> pd.DataFrame:
+    if not path.exists(): raise DataError(f'{path}: not found. {fix}')
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f'{path}: not a readable CSV ({e}). {fix}') from None
+    df.columns = [c.strip() for c in df.columns]
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f'{path}: missing column(s) {missing}; found {list(df.columns)}. '
+                        f'The file needs the header {",".join(columns)}.')
+    return df
+
+
+def read_corrections(path: Path) -> pd.DataFrame:
+    """Label corrections: CSV `key,field,value`. key is a person id (field gender or age) or an image
+    `person_folder/stem` (field mask: wear|incorrect|not_wear or 0-2; or gender/age for that photo only)."""
+    df = _read_csv(Path(path), ('key', 'field', 'value'), 'Write it as key,field,value (see README).')
+    bad = df[~df.field.isin(['gender', 'age', 'mask'])]
+    if len(bad):
+        raise DataError(f'{path}: row {bad.index[0] + 2}: field {bad.field.iloc[0]!r} must be gender, age or mask')
+    return df
+
+
+def _parse_value(path, fld: str, value: str) -> int:
+    from .labels import MASK_NAMES
+    names = {'gender': GENDERS, 'mask': MASK_NAMES}.get(fld, ())
+    v = value.strip().lower()
+    if v in names: return names.index(v)
+    try:
+        n = int(float(v))
+    except ValueError:
+        raise DataError(f'{path}: {fld} value {value!r} is not valid') from None
+    hi = {'gender': 1, 'mask': 2, 'age': AGE_RANGE[1]}[fld]
+    if not 0 <= n <= hi: raise DataError(f'{path}: {fld} value {value!r} is out of range 0-{hi}')
+    return n
+
+
+def apply_corrections(df: pd.DataFrame, corrections: pd.DataFrame, source='corrections') -> int:
+    "Apply corrections in place to an image table; returns how many rows changed. Unknown keys are an error."
+    changed = 0
+    image_key = df.folder + '/' + df.stem
+    for _, row in corrections.iterrows():
+        sel = (df.person == row.key) if row.key in set(df.person) else (image_key == row.key)
+        if not sel.any():
+            raise DataError(f'{source}: key {row.key!r} matches no person id and no image folder/stem; '
+                            f'fix or remove that row')
+        if row.field == 'mask' and (df.person == row.key).any():
+            raise DataError(f'{source}: key {row.key!r}: a mask correction needs an image key (folder/stem)')
+        value = _parse_value(source, row.field, row.value)
+        changed += int((df.loc[sel, row.field] != value).sum())
+        df.loc[sel, row.field] = value
+    return changed
+
+
+def _finish_labels(df: pd.DataFrame) -> pd.DataFrame:
+    df['age_group'] = age_group(df.age.to_numpy())
+    df['label'] = encode(df['mask'].to_numpy(), df.gender.to_numpy(), df.age_group.to_numpy())
+    return df
+
+
+def load_train(root: Path | str, corrections: Path | str | None = None,
+               report: LoadReport | None = None) -> pd.DataFrame:
+    """`root/train/train.csv` + `root/train/images/{path}/` -> one row per photo with columns
+    file, person, folder, stem, mask, gender, age, age_group (true groups, boundary 60), label, race."""
+    root, report = Path(root), report if report is not None else LoadReport()
+    csv = root / 'train' / 'train.csv'
+    meta = _read_csv(csv, TRAIN_COLUMNS, 'Point --data at a folder in the competition layout.')
+    for c in TRAIN_COLUMNS: meta[c] = meta[c].str.strip()
+    dup = meta.id[meta.id.duplicated()]
+    if len(dup): raise DataError(f'{csv}: duplicate id(s) {sorted(set(dup))[:5]}: each person needs one row')
+    dup = meta.path[meta.path.duplicated()]
+    if len(dup): raise DataError(f'{csv}: duplicate path(s) {sorted(set(dup))[:5]}: each person needs a folder')
+    bad_g = meta[~meta.gender.str.lower().isin(GENDERS)]
+    if len(bad_g):
+        raise DataError(f'{csv}: row {bad_g.index[0] + 2} (id {bad_g.id.iloc[0]}): gender {bad_g.gender.iloc[0]!r} '
+                        f'must be male or female')
+    ages = pd.to_numeric(meta.age, errors='coerce')
+    bad_a = meta[ages.isna() | (ages < AGE_RANGE[0]) | (ages > AGE_RANGE[1]) | (ages % 1 != 0)]
+    if len(bad_a):
+        raise DataError(f'{csv}: row {bad_a.index[0] + 2} (id {bad_a.id.iloc[0]}): age {bad_a.age.iloc[0]!r} '
+                        f'must be a whole number in {AGE_RANGE[0]}-{AGE_RANGE[1]}')
+    img_dir = root / 'train' / 'images'
+    rows = []
+    for person, folder, gender, age, race in zip(meta.id, meta.path, meta.gender.str.lower(), ages.astype(int),
+                                                  meta.race):
+        d = img_dir / folder
+        if not d.is_dir():
+            raise DataError(f'{csv}: person {person}: folder {d} is missing. Restore it or remove the row.')
+        found = 0
+        for f in sorted(d.iterdir()):
+            if is_hidden(f): report.skip(f, 'hidden file'); continue
+            if f.suffix.lower() not in IMAGE_EXTS or f.stem not in MASK_STEMS:
+                report.skip(f, 'unknown image name'); continue
+            rows.append((str(f), person, folder, f.stem, MASK_STEMS[f.stem], GENDERS.index(gender), age, race))
+            found += 1
+        if found != len(MASK_STEMS):
+            report.incomplete_persons += 1
+            log.warning('%s: %d photos instead of %d; using what is there', d, found, len(MASK_STEMS))
+    df = pd.DataFrame(rows, columns=['file', 'person', 'folder', 'stem', 'mask', 'gender', 'age', 'race'])
+    if corrections:
+        report.corrections = apply_corrections(df, read_corrections(Path(corrections)), str(corrections))
+        log.info('%s: %d label(s) corrected', corrections, report.corrections)
+    report.persons, report.images = len(meta), len(df)
+    return _finish_labels(df)
+
+
+def load_eval(root: Path | str, report: LoadReport | None = None) -> pd.DataFrame:
+    "`root/eval/info.csv` + `root/eval/images/` -> rows in info.csv's order with columns image_id, file."
+    root = Path(root)
+    csv = root / 'eval' / 'info.csv'
+    info = _read_csv(csv, ('ImageID',), 'It needs the header ImageID,ans.')
+    files = [root / 'eval' / 'images' / i.strip() for i in info.ImageID]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f'{csv}: {len(missing)} listed image(s) missing, first {missing[0]}. '
+                        f'Restore them or remove their rows.')
+    if report is not None: report.eval_images = len(files)
+    return pd.DataFrame({'image_id': info.ImageID.str.strip(), 'file': [str(f) for f in files]})
+
+
+def load_images(root: Path | str, corrections: Path | str | None = None,
+                report: LoadReport | None = None) -> pd.DataFrame:
+    "Train and eval photos in one table, `split` = train|eval; eval rows have no labels."
+    report = report if report is not None else LoadReport()
+    tr = load_train(root, corrections, report).assign(split='train')
+    ev = load_eval(root, report).assign(split='eval')
+    return pd.concat([tr, ev], ignore_index=True)

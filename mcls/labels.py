@@ -1,0 +1,42 @@
+"""Label maths: pure functions between (mask, gender, age group) and the 18-class label."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ['MASK_STEMS', 'MASK_NAMES', 'GENDERS', 'AGE_NAMES', 'SCORE_BOUNDARY', 'N_CLASSES',
+           'age_group', 'encode', 'decode', 'class_name']
+
+# photo stem -> mask state: wear 0, incorrect 1, not wear 2
+MASK_STEMS = {'mask1': 0, 'mask2': 0, 'mask3': 0, 'mask4': 0, 'mask5': 0, 'incorrect_mask': 1, 'normal': 2}
+MASK_NAMES = ('wear', 'incorrect', 'not_wear')
+GENDERS = ('male', 'female')
+AGE_NAMES = ('<30', '30-59', '60+')
+SCORE_BOUNDARY = 60   # the competition's 60+ boundary: every score uses it, whatever the training boundary
+N_CLASSES = 18
+
+
+def age_group(age, boundary: int = SCORE_BOUNDARY):
+    "Age(s) -> 0 (<30), 1 (30..boundary-1), 2 (>=boundary). Scalars give an int, arrays an array."
+    if not 30 < boundary: raise ValueError(f'age boundary must be above 30, got {boundary}')
+    a = np.asarray(age)
+    g = np.where(a < 30, 0, np.where(a < boundary, 1, 2))
+    return int(g) if g.ndim == 0 else g
+
+
+def encode(mask, gender, age_grp):
+    "(mask 0-2, gender 0-1, age group 0-2) -> class 0-17 = mask*6 + gender*3 + age. Works on arrays."
+    return np.asarray(mask) * 6 + np.asarray(gender) * 3 + np.asarray(age_grp) if np.ndim(mask) else \
+        int(mask) * 6 + int(gender) * 3 + int(age_grp)
+
+
+def decode(label):
+    "Class 0-17 -> (mask, gender, age group). Works on arrays."
+    lab = np.asarray(label)
+    if ((lab < 0) | (lab >= N_CLASSES)).any(): raise ValueError(f'labels must be 0-17, got {label}')
+    out = (lab // 6, (lab // 3) % 2, lab % 3)
+    return tuple(int(v) for v in out) if lab.ndim == 0 else out
+
+
+def class_name(label: int) -> str:
+    m, g, a = decode(label)
+    return f'{MASK_NAMES[m]}/{GENDERS[g]}/{AGE_NAMES[a]}'
