@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from .atomic import atomic_path
 from .images import open_rgb
 from .settings import CropSettings
 
@@ -90,14 +90,7 @@ def detector(cs: CropSettings) -> MTCNN:
     return MTCNN(keep_all=False, select_largest=True, device=device)
 
 
-def _write_atomic(img: Image.Image, dest: Path):
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
-    img.save(tmp, format='JPEG', quality=95)
-    os.replace(tmp, dest)
-
-
-def _progress(total: int, description: str):
+def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     return Progress(TextColumn('[bold]{task.description}'), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     transient=True)
@@ -120,7 +113,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
     mtcnn = mtcnn or detector(cs)
     t0 = time.perf_counter()
     by_size: dict[tuple[int, int], list] = defaultdict(list)
-    with _progress(len(todo), 'crop') as bar:
+    with _progress() as bar:
         task = bar.add_task('cropping faces', total=len(todo), visible=progress)
 
         def flush(size):
@@ -130,7 +123,8 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
                 found = b is not None and p[0] is not None and p[0] >= cs.min_prob
                 box = face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)
                 dest = _cache_file(cache, key, FACE if found else CENTRE)
-                _write_atomic(im.crop(tuple(round(v) for v in box)).resize((cs.size, cs.size), Image.BICUBIC), dest)
+                crop = im.crop(tuple(round(v) for v in box)).resize((cs.size, cs.size), Image.BICUBIC)
+                with atomic_path(dest) as tmp: crop.save(tmp, format='JPEG', quality=95)
                 out[f] = dest
                 if found: stats.faces += 1
                 else: stats.fallbacks += 1
