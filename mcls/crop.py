@@ -153,7 +153,8 @@ def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool
     are dropped (counted in the stats); an unreadable eval photo is an error, since a submission needs every row."""
     stats = CropStats()
     crops: dict[str, Path] = {}
-    for strict, part in ((False, df[df.get('split', 'train') != 'eval']), (True, df[df.get('split', 'train') == 'eval'])):
+    is_eval = df.split.eq('eval') if 'split' in df else pd.Series(False, index=df.index)
+    for strict, part in ((False, df[~is_eval]), (True, df[is_eval])):
         if not len(part): continue
         got, s = crop_images(part.file.tolist(), cs, cache, strict=strict, progress=progress)
         crops.update(got)

@@ -20,7 +20,7 @@ def distributions(df: pd.DataFrame, boundary: int = 60) -> dict[str, pd.DataFram
     """Per-person gender and age group (true and at the training `boundary`), per-photo mask, and the 18 classes.
     Only training rows count."""
     from .labels import age_group
-    tr = df[df.get('split', 'train') == 'train']
+    tr = df[df.split.eq('train')] if 'split' in df else df
     persons = tr.drop_duplicates('person')
     return {
         'gender (persons)': _count(persons.gender, GENDERS),
@@ -40,7 +40,7 @@ def plot_distributions(df: pd.DataFrame, out_dir: Path | str, boundary: int = 60
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tr = df[df.get('split', 'train') == 'train']
+    tr = df[df.split.eq('train')] if 'split' in df else df
     persons = tr.drop_duplicates('person')
     tables = distributions(df, boundary)
     written = []

@@ -159,7 +159,7 @@ def load_settings(config: Path | str | None = None, overrides: dict[str, str] | 
     layers = [(PACKAGED, 'packaged defaults')]
     local = cwd / 'settings.ini'
     if local.exists() and local.resolve() != PACKAGED.resolve(): layers.append((local, str(local)))
-    elif local.exists(): layers[0] = (PACKAGED, f'{local} (packaged defaults)')
+    elif local.exists(): layers[0] = (PACKAGED, f'{local} (= packaged defaults)')
     if config is not None:
         config = Path(config)
         if not config.exists(): raise SettingsError(f'--config {config}: no such file')

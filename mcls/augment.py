@@ -1,0 +1,96 @@
+"""albumentations pipelines by name, and the fastai Transform that runs one on the training split only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+from fastai.vision.all import DisplayedTransform, PILImage
+
+__all__ = ['PIPELINES', 'pipeline_names', 'build_pipeline', 'AlbumentationsTransform']
+
+
+def _geometry(rotate: int = 20):
+    return [A.Perspective(scale=(0.02, 0.08), p=0.5), A.Rotate(limit=rotate, border_mode=0, p=0.7)]
+
+
+def real_capture():
+    """Real mask photos are smaller, blurrier, more compressed and oddly lit than the composites:
+    degrade towards them (a classifier at 0.99 on composites scored 0.60 on real photos without this)."""
+    return [A.Downscale(scale_range=(0.25, 0.6), p=0.4),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=0.35),
+            A.ImageCompression(quality_range=(25, 90), p=0.5),
+            A.RandomGamma(gamma_limit=(70, 140), p=0.3),
+            A.ToGray(p=0.05)]
+
+
+def mask_seed():
+    return [*_geometry(20), A.RandomBrightnessContrast(p=0.5), A.HueSaturationValue(p=0.5)]
+
+
+def age_seed():
+    return [A.Rotate(limit=20, border_mode=0, p=0.7), A.RandomGridShuffle(grid=(2, 2), p=0.3),
+            A.Perspective(scale=(0.02, 0.08), p=0.5), A.GaussNoise(std_range=(0.02, 0.08), p=0.3)]
+
+
+def gender_seed():
+    return [*_geometry(20), A.GaussNoise(std_range=(0.02, 0.08), p=0.3)]
+
+
+def no_augmentation():
+    return []
+
+
+def tta_light():
+    "TTA-safe: flips and small geometric changes only (no grid shuffle, no noise)."
+    return [A.HorizontalFlip(p=0.5), A.Affine(scale=(0.95, 1.05), rotate=(-8, 8), border_mode=0, p=0.7)]
+
+
+def _real(seed_fn):
+    def build(): return [A.HorizontalFlip(p=0.5), *seed_fn(), *real_capture()]
+    build.__doc__ = f'{seed_fn.__name__} plus a horizontal flip and real-capture degradations.'
+    return build
+
+
+PIPELINES = {
+    'none': no_augmentation,
+    'mask_seed': mask_seed, 'age_seed': age_seed, 'gender_seed': gender_seed,
+    'mask_real': _real(mask_seed), 'age_real': _real(age_seed), 'gender_real': _real(gender_seed),
+    'real_capture': real_capture, 'tta_light': tta_light,
+}
+
+
+def pipeline_names() -> list[str]: return sorted(PIPELINES)
+
+
+def build_pipeline(name: str) -> A.Compose:
+    """A built-in pipeline by name, or an albumentations file (`A.save` JSON/YAML) by path, so a user can
+    add one without touching code."""
+    if name in PIPELINES: return A.Compose(PIPELINES[name]())
+    path = Path(name)
+    if path.suffix.lower() in ('.json', '.yaml', '.yml'):
+        if not path.exists(): raise ValueError(f'pipeline file {path} not found')
+        return A.load(str(path), data_format='yaml' if path.suffix.lower() != '.json' else 'json')
+    raise ValueError(f'unknown pipeline {name!r}: use one of {pipeline_names()} or an albumentations JSON/YAML file')
+
+
+class AlbumentationsTransform(DisplayedTransform):
+    "Apply a named albumentations pipeline to PIL images of the training split (split_idx 0) only."
+    split_idx, order = 0, 2     # after Resize (order 1): augment at model size, which is cheaper
+
+    def __init__(self, pipeline: str):
+        super().__init__()
+        self.pipeline = pipeline
+        self.aug = build_pipeline(pipeline)
+
+    def __getstate__(self):   # pickle the name, not the albumentations objects: exports stay small and portable
+        state = self.__dict__.copy()
+        state.pop('aug', None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.aug = build_pipeline(self.pipeline)
+
+    def encodes(self, img: PILImage):
+        return PILImage.create(self.aug(image=np.asarray(img))['image'])

@@ -1,0 +1,187 @@
+"""Training one task on one fold (or on all data): run folders, checkpoints, resume, export."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.vision.all import (Callback, ChannelsLast, CSVLogger, MixedPrecision, SaveModelCallback, set_seed)
+
+from .atomic import atomic_path, write_text_atomic
+from .crop import attach_crops
+from .dataset import LoadReport, load_train
+from .export import export_learner
+from .folds import assign_folds
+from .learner import TARGET, build_learner, check_task_settings, task_dls
+from .settings import Settings, load_settings
+
+__all__ = ['SaveLastCallback', 'TrainResult', 'training_table', 'new_run_dir', 'train_task', 'resume_task',
+           'latest_run', 'list_runs']
+
+MONITOR = 'f1_score'
+
+
+class SaveLastCallback(Callback):
+    """Save weights + optimizer after every epoch and note the epoch, so a crash loses at most the current
+    epoch. (fastai's SaveModelCallback(every_epoch=True) keeps one file per epoch; this keeps one.)"""
+    order = 61   # after SaveModelCallback, so 'best' is decided before 'last' is written
+
+    def __init__(self, run_dir: Path): self.run_dir = Path(run_dir)
+
+    def after_epoch(self):
+        self.learn.save('last', with_opt=True)
+        state = {'epoch': self.epoch}
+        best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
+        if best is not None and best.best is not None: state['best'] = float(best.best)
+        write_text_atomic(self.run_dir / 'last_epoch.json', json.dumps(state))
+
+
+@dataclass
+class TrainResult:
+    task: str
+    run_dir: Path
+    export_dir: Path | None
+    valid_f1: float | None
+    valid_acc: float | None
+    epochs: int
+    seconds: float
+    images_per_s: float
+
+
+def training_table(s: Settings, progress: bool = True, report: LoadReport | None = None) -> pd.DataFrame:
+    "Training photos with crops (cropping what the cache lacks) and person-aware folds."
+    df = load_train(s.paths.data, s.paths.corrections, report=report)
+    df, _ = attach_crops(df, s.crop, s.paths.cache, progress=progress)
+    df['fold'] = assign_folds(df, s.split.folds, s.split.by, s.split.seed)
+    return df
+
+
+def new_run_dir(s: Settings, task: str, tag: str) -> Path:
+    d = Path(s.paths.runs) / f'{datetime.now():%Y%m%d-%H%M%S}-{task}-{tag}'
+    while d.exists(): d = d.with_name(d.name + 'x')
+    d.mkdir(parents=True)
+    return d
+
+
+def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None):
+    "Callbacks for the fit call only, so an exported Learner carries none of them."
+    cbs = [CSVLogger(fname='history.csv', append=resume_state is not None)]
+    if validate:
+        best = SaveModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
+        if resume_state is not None: best.best = resume_state.get('best', -float('inf'))
+        cbs.append(best)
+    cbs.append(SaveLastCallback(run_dir))
+    if torch.cuda.is_available(): cbs += [MixedPrecision(amp_mode='bf16'), ChannelsLast()]
+    try:
+        from fastai.callback.tensorboard import TensorBoardCallback
+        import tensorboard  # noqa: F401 - the optional extra
+        cbs.append(TensorBoardCallback(log_dir=str(run_dir / 'tensorboard'), trace_model=False))
+    except ImportError:
+        pass
+    return cbs
+
+
+def _fit(learn, ts, epochs: int, cbs, start_epoch: int = 0):
+    if ts.fit == 'fine_tune' and start_epoch == 0:
+        learn.fine_tune(epochs, base_lr=ts.lr, cbs=cbs)
+    else:
+        learn.fit_one_cycle(epochs, ts.lr, cbs=cbs, start_epoch=start_epoch)
+
+
+def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0, export_dir: Path | None = None,
+               run_dir: Path | None = None, resume_state: dict | None = None, workers: int | None = None,
+               progress: bool = True) -> TrainResult:
+    """Train `task` with fold `fold` held out (None: on all photos for full_epochs), keep the best-F1 epoch,
+    export to `export_dir` and record everything in a run folder."""
+    ts = s.tasks[task]
+    check_task_settings(ts)
+    full = fold is None
+    tag = 'full' if full else f'fold{fold}'
+    run_dir = run_dir or new_run_dir(s, task, tag)
+    if resume_state is None:
+        write_text_atomic(run_dir / 'settings.ini', s.to_ini())
+        write_text_atomic(run_dir / 'run.json', json.dumps({'task': task, 'fold': fold, 'status': 'training',
+                                                            'data': str(s.paths.data)}))
+    set_seed(ts.seed, reproducible=True)
+    df = table.assign(is_valid=False if full else (table.fold == fold))
+    dls = task_dls(df, ts, workers=workers)
+    learn = build_learner(dls, ts, path=run_dir)
+    if not progress: learn.remove_cb(learn.progress)
+    epochs = ts.full_epochs if full else ts.epochs
+    start = 0
+    if resume_state is not None:
+        learn.load('last', with_opt=True)
+        start = resume_state['epoch'] + 1
+    t0 = time.perf_counter()
+    if start < epochs: _fit(learn, ts, epochs, _fit_cbs(run_dir, not full, resume_state), start_epoch=start)
+    seconds = time.perf_counter() - t0
+    if resume_state is not None and not full and (run_dir / 'best.pth').exists():
+        learn.load('best')    # the best epoch may predate the crash
+    f1 = acc = None
+    if not full:
+        _, f1, acc = learn.validate()
+        _save_valid_probs(learn, df[df.is_valid], run_dir / f'{task}.valid.npz')
+    n_train = int((~df.is_valid).sum())
+    result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
+                         n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0)
+    if export_dir is not None:
+        result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1)
+        if (run_dir / f'{task}.valid.npz').exists():
+            shutil.copy(run_dir / f'{task}.valid.npz', Path(export_dir) / f'{task}.valid.npz')
+    meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
+            'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s, 'arch': ts.arch,
+            'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
+    write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
+    return result
+
+
+def _save_valid_probs(learn, valid_df: pd.DataFrame, dest: Path):
+    "Validation probabilities (out-of-fold when every fold is trained), for decision tuning and ensembles."
+    probs, targs = learn.get_preds(ds_idx=1)
+    with atomic_path(dest) as tmp:
+        with open(tmp, 'wb') as fh:
+            np.savez(fh, files=valid_df.file.to_numpy().astype(str), probs=probs.numpy(), targets=targs.numpy(),
+                     labels=valid_df.label.to_numpy())
+
+
+def latest_run(runs: Path, task: str) -> Path:
+    cands = sorted(p for p in Path(runs).glob(f'*-{task}-*') if (p / 'run.json').exists())
+    if not cands: raise FileNotFoundError(f'no run of task {task} under {runs}: nothing to resume')
+    return cands[-1]
+
+
+def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | None = None,
+                progress: bool = True) -> TrainResult:
+    "Continue a killed run from its last saved epoch, with the settings it was started with."
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / 'run.json').read_text())
+    last = run_dir / 'last_epoch.json'
+    if not last.exists() or not (run_dir / 'last.pth').exists():
+        raise FileNotFoundError(f'{run_dir}: no saved epoch to resume from (it stopped before the first epoch ended); '
+                                f'start it again without --resume')
+    s = load_settings(run_dir / 'settings.ini')
+    table = training_table(s, progress=progress)
+    return train_task(table, s, meta['task'], meta['fold'], export_dir=export_dir, run_dir=run_dir,
+                      resume_state=json.loads(last.read_text()), workers=workers, progress=progress)
+
+
+def list_runs(runs: Path) -> pd.DataFrame:
+    "Past runs with their scores, best first."
+    rows = []
+    for p in Path(runs).glob('*/run.json'):
+        try:
+            m = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        rows.append({'run': p.parent.name, 'task': m.get('task'), 'fold': m.get('fold'), 'status': m.get('status'),
+                     'valid_f1': m.get('valid_f1'), 'valid_acc': m.get('valid_acc'), 'epochs': m.get('epochs'),
+                     'arch': m.get('arch'), 'images_per_s': m.get('images_per_s')})
+    df = pd.DataFrame(rows, columns=['run', 'task', 'fold', 'status', 'valid_f1', 'valid_acc', 'epochs', 'arch',
+                                     'images_per_s'])
+    return df.sort_values(['valid_f1', 'run'], ascending=[False, False], na_position='last').reset_index(drop=True)
