@@ -123,11 +123,237 @@ def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
     console.print(f'cache: {s.paths.cache}  ({time.perf_counter() - t0:.1f} s in all)')
 
 
+TaskArg = Annotated[str, typer.Argument(help='mask, age, gender (or all, where allowed)')]
+ModelsOpt = Annotated[Optional[list[Path]], typer.Option('--models', '-m', help='model folder(s); several are averaged')]
+
+
+def _tasks(task: str, allow_all=True) -> list[str]:
+    if task == 'all' and allow_all: return list(TASKS)
+    if task not in TASKS: raise UserError(f"unknown task {task!r}: use {', '.join(TASKS)}{' or all' if allow_all else ''}")
+    return [task]
+
+
+def _task_overrides(tasks, **named) -> dict[str, str]:
+    "Named flags apply to the task sections being trained."
+    return {f'{t}.{k}': str(v) for t in tasks for k, v in named.items() if v is not None}
+
+
+def _folds(fold: str, n: int) -> list[int]:
+    if fold == 'all': return list(range(n))
+    try:
+        k = int(fold)
+    except ValueError:
+        raise UserError(f'--fold {fold}: give a number 0-{n - 1} or all') from None
+    if not 0 <= k < n: raise UserError(f'--fold {fold}: folds are 0-{n - 1} ([split] folds = {n})')
+    return [k]
+
+
+def _train_table(s: Settings):
+    from .crop import attach_crops  # noqa: F401 - fail early if facenet-pytorch is broken
+    from .dataset import LoadReport
+    from .train import training_table
+    report = LoadReport()
+    table = training_table(s, report=report)
+    console.print(_load_summary(report))
+    return table
+
+
+def _results_table(results) -> Table:
+    rows = [(r.task, r.run_dir.name, '-' if r.valid_f1 is None else f'{r.valid_f1:.4f}',
+             '-' if r.valid_acc is None else f'{r.valid_acc:.4f}', r.epochs, f'{r.seconds:.0f}',
+             f'{r.images_per_s:.1f}', str(r.export_dir or '-')) for r in results]
+    return _table('training', ('task', 'run', 'valid F1', 'valid acc', 'epochs', 'seconds', 'images/s', 'exported to'),
+                  rows)
+
+
+@app.command()
+def train(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
+          fold: Annotated[str, typer.Option(help='validation fold, or all for every fold')] = '0',
+          full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs')] = False,
+          arch: Annotated[Optional[str], typer.Option(help='timm architecture')] = None,
+          weights: Annotated[Optional[Path], typer.Option(help='local ImageNet weights (.safetensors)')] = None,
+          pretrained: Annotated[Optional[bool], typer.Option('--pretrained/--no-pretrained')] = None,
+          epochs: Annotated[Optional[int], typer.Option(help='epochs (full_epochs with --full)')] = None,
+          lr: Optional[float] = None, size: Optional[int] = None, batch: Optional[int] = None,
+          pipeline: Optional[str] = None, loss: Optional[str] = None,
+          boundary: Annotated[Optional[int], typer.Option(help='age training boundary (60; 58 is the seed trick)')] = None,
+          resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run")] = False,
+          run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume')] = None,
+          export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full')] = None,
+          workers: Annotated[Optional[int], typer.Option(help='DataLoader workers')] = None):
+    "Train one task (or all) on a person-aware fold, or on all data with --full; export the learner."
+    from .learner import check_task_settings
+    from .train import latest_run, resume_task, train_task
+    tasks = _tasks(task)
+    if resume:
+        s = _settings(config, set, data)
+        results = [resume_task(run_dir or latest_run(s.paths.runs, t), export_dir, workers) for t in tasks]
+        console.print(_results_table(results))
+        return
+    named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch, pipeline=pipeline,
+                 loss=loss, **{'full_epochs' if full else 'epochs': epochs})
+    overrides = _task_overrides(tasks, **named)
+    if boundary is not None: overrides['age.boundary'] = str(boundary)
+    s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
+    for t in tasks: check_task_settings(s.tasks[t])     # every task, before any work
+    table = _train_table(s)
+    folds = [None] if full else _folds(fold, s.split.folds)
+    results = []
+    for k in folds:
+        dest = export_dir or Path(s.paths.models) / ('full' if k is None else f'fold{k}')
+        for t in tasks:
+            results.append(train_task(table, s, t, k, export_dir=dest, workers=workers))
+            console.print(_results_table(results[-1:]))
+    console.print(_results_table(results))
+
+
+@app.command('lr-find')
+def lr_find(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
+            out: Annotated[Optional[Path], typer.Option(help='plot PNG (default reports/lr_find_<task>.png)')] = None,
+            num_it: int = 100, workers: Optional[int] = None):
+    "fastai's learning-rate finder for one task: saves the plot and prints the suggestions."
+    from .train import lr_find_task
+    t = _tasks(task, allow_all=False)[0]
+    s = _settings(config, set, data)
+    out = out or Path(s.paths.reports) / f'lr_find_{t}.png'
+    sugg = lr_find_task(_train_table(s), s, t, _folds(str(fold), s.split.folds)[0], out, workers, num_it)
+    console.print(_table(f'lr_find {t} (current lr {s.tasks[t].lr:g})', ('suggestion', 'lr'),
+                         [(k, f'{v:.2e}') for k, v in sugg.items()]))
+    console.print(f'wrote {out}')
+
+
+@app.command()
+def runs(config: ConfigOpt = None, set: SetOpt = None, task: Optional[str] = None, last: int = 30):
+    "Past training runs with their validation scores, best first."
+    from .train import list_runs
+    s = _settings(config, set)
+    df = list_runs(s.paths.runs)
+    if task: df = df[df.task == task]
+    console.print(_table(f'runs in {s.paths.runs}', list(df.columns),
+                         [['-' if pd_isna(v) else v for v in r] for r in df.head(last).itertuples(index=False)]))
+
+
+def pd_isna(v) -> bool:
+    import pandas as pd
+    return v is None or (not isinstance(v, str) and pd.isna(v))
+
+
+def _model_dirs(s: Settings, models) -> list[Path]:
+    if models: return list(models)
+    full = Path(s.paths.models) / 'full'
+    if (full / 'mask.json').exists(): return [full]
+    folds = sorted(Path(s.paths.models).glob('fold*'))
+    if not folds: raise UserError(f'no models under {s.paths.models}: run `mcls train all` first, or pass --models')
+    return folds
+
+
+@app.command()
+def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, models: ModelsOpt = None,
+            tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help='default: [predict] tta')] = None,
+            out: Annotated[Optional[Path], typer.Option(help='submission CSV (default [predict] out)')] = None,
+            tune: Annotated[bool, typer.Option('--tune/--no-tune', help='apply tuned class offsets')] = True,
+            safe: Annotated[bool, typer.Option('--safe', help='rebuild from weights, never unpickle')] = False):
+    "Predict the eval photos with the three learners (fold folders are averaged) and write the submission."
+    from .predict import predict_eval
+    s = _settings(config, set, data)
+    dirs = _model_dirs(s, models)
+    use_tta = s.predict.tta if tta is None else tta
+    out = out or s.predict.out
+    t0 = time.perf_counter()
+    sub = predict_eval(s, dirs, out, use_tta, tune, safe)
+    console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
+                  f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
+
+
+def print_scores(scores, title='scores'):
+    console.print(_table(title, ('metric', 'value'), [('macro F1 (18 classes)', scores.f1), ('accuracy', scores.accuracy),
+                                                      *[(f'{t} macro F1', v) for t, v in scores.task_f1.items()]]))
+
+
+@app.command()
+def evaluate(submission: Path, answers: Path,
+             out: Annotated[Optional[Path], typer.Option(help='confusion-matrix PNG (default reports/)')] = None,
+             config: ConfigOpt = None, set: SetOpt = None):
+    "Score a submission against answers (both ImageID,ans): F1, accuracy, per task, per class, confusion matrix."
+    from .evaluate import evaluate_files, plot_confusion
+    sc = evaluate_files(submission, answers)
+    console.print(_table('per class', ('class', 'name', 'precision', 'recall', 'f1', 'support'),
+                         sc.per_class.itertuples(index=False)))
+    print_scores(sc)
+    s = _settings(config, set)
+    dest = plot_confusion(sc.confusion, out or Path(s.paths.reports) / f'confusion_{Path(submission).stem}.png')
+    console.print(f'wrote {dest}')
+
+
+@app.command('tune')
+def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = None):
+    "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."
+    from .tune import fit_offsets, load_oof, write_offsets
+    s = _settings(config, set)
+    dirs = list(models) if models else sorted(Path(s.paths.models).glob('fold*'))
+    if not dirs: raise UserError(f'no fold models under {s.paths.models}: train with --fold first')
+    offsets, report, rows = {}, {}, []
+    for t in TASKS:
+        probs, y = load_oof(dirs, t)
+        off, before, after = fit_offsets(probs, y)
+        offsets[t], report[t] = off.round(3).tolist(), {'f1_before': before, 'f1_after': after, 'n': len(y)}
+        rows.append((t, len(y), before, after, ' '.join(f'{v:+.2f}' for v in off)))
+    for d in dirs: write_offsets(d, offsets, report)
+    console.print(_table('decision tuning on validation folds (true groups)',
+                         ('task', 'photos', 'F1 before', 'F1 after', 'offsets'), rows))
+    console.print(f'wrote tuning.json to {", ".join(map(str, dirs))}; `mcls predict` applies it (--no-tune to skip)')
+
+
+@app.command()
+def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
+              models: Annotated[Optional[Path], typer.Option(help='default models/fold{k}')] = None, k: int = 9,
+              workers: Optional[int] = None):
+    "Confusion matrix and top losses of a task's learner on the fold it did not train on."
+    from .interpret import interpret_task
+    t = _tasks(task, allow_all=False)[0]
+    s = _settings(config, set, data)
+    model_dir = models or Path(s.paths.models) / f'fold{fold}'
+    for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers):
+        console.print(f'wrote {p}')
+
+
+@app.command('predict-image')
+def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
+                  tta: Annotated[bool, typer.Option('--tta/--no-tta')] = False):
+    "Mask, gender and age group of single photos, with probabilities (face crop included)."
+    import pandas as pd
+    from .crop import crop_images
+    from .labels import AGE_NAMES, GENDERS, MASK_NAMES, decode
+    from .predict import predict_frame
+    s = _settings(config, set)
+    for p in photos:
+        if not p.is_file(): raise UserError(f'{p}: no such photo')
+    crops, _ = crop_images([str(p) for p in photos], s.crop, s.paths.cache, strict=True, progress=False)
+    df = pd.DataFrame({'crop': [str(crops[str(p)]) for p in photos]})
+    labels, probs = predict_frame(df, _model_dirs(s, models), s.predict, tta)
+    rows = []
+    for i, p in enumerate(photos):
+        m, g, a = decode(int(labels[i]))
+        rows.append((str(p), f'{MASK_NAMES[m]} {probs["mask"][i][m]:.2f}', f'{GENDERS[g]} {probs["gender"][i][g]:.2f}',
+                     f'{AGE_NAMES[a]} {probs["age"][i][a]:.2f}', int(labels[i])))
+    console.print(_table('prediction', ('photo', 'mask', 'gender', 'age', 'class'), rows))
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = Path('data/demo'),
+         persons: int = 60, epochs: int = 1):
+    "No downloads, no data: synthetic faces -> crop -> train 3 tasks (tiny model) -> predict --tta -> evaluate."
+    from .demo import run_demo
+    scores = run_demo(out, persons=persons, epochs=epochs, console=console)
+    print_scores(scores, 'demo scores (synthetic data; not a real-photo score)')
+
+
 def run():
     "Entry point: known errors become one clear line and exit code 2."
     from .dataset import DataError
+    from .learner import ConfigError
     try:
         app()
-    except (UserError, SettingsError, DataError, FileNotFoundError, OSError) as e:
+    except (UserError, SettingsError, DataError, ConfigError, FileNotFoundError, OSError) as e:
         console.print(f'[bold red]error:[/] {e}')
         sys.exit(2)

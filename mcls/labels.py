@@ -25,8 +25,8 @@ def age_group(age, boundary: int = SCORE_BOUNDARY):
 
 def encode(mask, gender, age_grp):
     "(mask 0-2, gender 0-1, age group 0-2) -> class 0-17 = mask*6 + gender*3 + age. Works on arrays."
-    return np.asarray(mask) * 6 + np.asarray(gender) * 3 + np.asarray(age_grp) if np.ndim(mask) else \
-        int(mask) * 6 + int(gender) * 3 + int(age_grp)
+    out = np.asarray(mask) * 6 + np.asarray(gender) * 3 + np.asarray(age_grp)
+    return int(out) if out.ndim == 0 else out
 
 
 def decode(label):

@@ -31,9 +31,12 @@ class ConfigError(ValueError):
 
 
 def task_targets(df: pd.DataFrame, ts: TaskSettings) -> pd.DataFrame:
-    "Add the training-target column of this task (age: groups at the task's boundary, not the scoring one)."
-    if ts.task == 'age': return df.assign(age_target=age_group(df.age.to_numpy(), ts.boundary))
-    return df
+    """Add the target column of this task. Age: training rows use the task's boundary, validation rows
+    (`is_valid`) the true groups, so validation F1 stays comparable across boundaries."""
+    if ts.task != 'age': return df
+    train_groups = age_group(df.age.to_numpy(), ts.boundary)
+    valid = df.is_valid.to_numpy(bool) if 'is_valid' in df else np.zeros(len(df), bool)
+    return df.assign(age_target=np.where(valid, df.age_group.to_numpy(), train_groups))
 
 
 def norm_stats(arch: str) -> tuple[tuple, tuple]:

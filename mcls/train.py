@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.vision.all import (Callback, ChannelsLast, CSVLogger, MixedPrecision, SaveModelCallback, set_seed)
+from fastai.vision.all import (Callback, ChannelsLast, CSVLogger, MixedPrecision, ProgressCallback, SaveModelCallback,
+                               set_seed)
 
 from .atomic import atomic_path, write_text_atomic
 from .crop import attach_crops
@@ -21,7 +23,7 @@ from .folds import assign_folds
 from .learner import TARGET, build_learner, check_task_settings, task_dls
 from .settings import Settings, load_settings
 
-__all__ = ['SaveLastCallback', 'TrainResult', 'training_table', 'new_run_dir', 'train_task', 'resume_task',
+__all__ = ['SaveLastCallback', 'TrainResult', 'training_table', 'new_run_dir', 'train_task', 'resume_task', 'lr_find_task',
            'latest_run', 'list_runs']
 
 MONITOR = 'f1_score'
@@ -40,6 +42,20 @@ class SaveLastCallback(Callback):
         best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
         if best is not None and best.best is not None: state['best'] = float(best.best)
         write_text_atomic(self.run_dir / 'last_epoch.json', json.dumps(state))
+
+
+class EpochPrinter(Callback):
+    "One plain line per epoch where fastai's progress bars would flood a log (not a terminal)."
+    order = 65
+
+    def after_epoch(self):
+        names, vals = self.recorder.metric_names[1:-1], self.recorder.log[1:-1]
+        print(f'{self.learn.path.name}: ' + '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}'
+                                                      for n, v in zip(names, vals)), flush=True)
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
 
 
 @dataclass
@@ -112,14 +128,17 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     df = table.assign(is_valid=False if full else (table.fold == fold))
     dls = task_dls(df, ts, workers=workers)
     learn = build_learner(dls, ts, path=run_dir)
-    if not progress: learn.remove_cb(learn.progress)
+    cbs = _fit_cbs(run_dir, not full, resume_state)
+    if not (progress and interactive()):
+        learn.remove_cb(ProgressCallback)
+        cbs.append(EpochPrinter())
     epochs = ts.full_epochs if full else ts.epochs
     start = 0
     if resume_state is not None:
         learn.load('last', with_opt=True)
         start = resume_state['epoch'] + 1
     t0 = time.perf_counter()
-    if start < epochs: _fit(learn, ts, epochs, _fit_cbs(run_dir, not full, resume_state), start_epoch=start)
+    if start < epochs: _fit(learn, ts, epochs, cbs, start_epoch=start)
     seconds = time.perf_counter() - t0
     if resume_state is not None and not full and (run_dir / 'best.pth').exists():
         learn.load('best')    # the best epoch may predate the crash
@@ -148,6 +167,24 @@ def _save_valid_probs(learn, valid_df: pd.DataFrame, dest: Path):
         with open(tmp, 'wb') as fh:
             np.savez(fh, files=valid_df.file.to_numpy().astype(str), probs=probs.numpy(), targets=targs.numpy(),
                      labels=valid_df.label.to_numpy())
+
+
+def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png: Path,
+                 workers: int | None = None, num_it: int = 100) -> dict[str, float]:
+    "fastai's lr_find on the task's training fold; saves the plot and returns the suggestions."
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from fastai.vision.all import minimum, slide, steep, valley
+    ts = s.tasks[task]
+    check_task_settings(ts)
+    set_seed(ts.seed, reproducible=True)
+    learn = build_learner(task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers), ts,
+                          path=Path(out_png).parent)
+    sugg = learn.lr_find(num_it=num_it, suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
+    with atomic_path(out_png) as tmp: plt.gcf().savefig(tmp, dpi=100, bbox_inches='tight', format='png')
+    plt.close('all')
+    return {k: float(v) for k, v in sugg._asdict().items()}
 
 
 def latest_run(runs: Path, task: str) -> Path:

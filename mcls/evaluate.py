@@ -1,0 +1,81 @@
+"""Scoring a submission against answers: 18-class macro F1, per-task F1, per-class table, confusion matrix."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from .dataset import DataError
+from .labels import N_CLASSES, class_name, decode
+
+__all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion']
+
+
+@dataclass
+class Scores:
+    f1: float                        # 18-class macro F1 (the competition metric)
+    accuracy: float
+    task_f1: dict[str, float]        # macro F1 of mask, gender, age decoded from the labels
+    per_class: pd.DataFrame          # class, name, precision, recall, f1, support
+    confusion: np.ndarray
+
+
+def read_labels(path: Path | str) -> pd.DataFrame:
+    "A CSV with ImageID,ans where ans is a class 0-17; a clear error otherwise."
+    path = Path(path)
+    if not path.exists(): raise DataError(f'{path}: not found')
+    df = pd.read_csv(path, dtype={'ImageID': str})
+    missing = [c for c in ('ImageID', 'ans') if c not in df.columns]
+    if missing: raise DataError(f'{path}: missing column(s) {missing}; it needs the header ImageID,ans')
+    ans = pd.to_numeric(df.ans, errors='coerce')
+    bad = df[ans.isna() | (ans < 0) | (ans >= N_CLASSES) | (ans % 1 != 0)]
+    if len(bad): raise DataError(f'{path}: row {bad.index[0] + 2}: ans {bad.ans.iloc[0]!r} is not a class 0-17')
+    if df.ImageID.duplicated().any():
+        raise DataError(f'{path}: ImageID {df.ImageID[df.ImageID.duplicated()].iloc[0]} appears twice')
+    return df.assign(ans=ans.astype(int))
+
+
+def score(y_true, y_pred) -> Scores:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labels = list(range(N_CLASSES))
+    p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    table = pd.DataFrame({'class': labels, 'name': [class_name(c) for c in labels], 'precision': p, 'recall': r,
+                          'f1': f, 'support': n})
+    td, pd_ = decode(y_true), decode(y_pred)
+    task_f1 = {t: float(f1_score(td[i], pd_[i], average='macro', zero_division=0))
+               for i, t in enumerate(('mask', 'gender', 'age'))}
+    return Scores(float(f1_score(y_true, y_pred, average='macro', labels=labels, zero_division=0)),
+                  float(accuracy_score(y_true, y_pred)), task_f1, table,
+                  confusion_matrix(y_true, y_pred, labels=labels))
+
+
+def evaluate_files(submission: Path | str, answers: Path | str) -> Scores:
+    sub, ans = read_labels(submission), read_labels(answers)
+    merged = ans.merge(sub, on='ImageID', how='left', suffixes=('_true', '_pred'))
+    if merged.ans_pred.isna().any():
+        raise DataError(f'{submission}: {int(merged.ans_pred.isna().sum())} ImageID(s) of {answers} have no '
+                        f'prediction, first {merged.ImageID[merged.ans_pred.isna()].iloc[0]}')
+    return score(merged.ans_true.astype(int), merged.ans_pred.astype(int))
+
+
+def plot_confusion(cm: np.ndarray, dest: Path | str, names=None, title='confusion matrix') -> Path:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from .atomic import atomic_path
+    names = names or [str(i) for i in range(len(cm))]
+    fig, ax = plt.subplots(figsize=(0.5 * len(cm) + 3, 0.5 * len(cm) + 2.5))
+    ax.imshow(cm, cmap='Blues')
+    ax.set(xticks=range(len(cm)), yticks=range(len(cm)), xticklabels=names, yticklabels=names,
+           xlabel='predicted', ylabel='true', title=title)
+    ax.tick_params(axis='x', rotation=90)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            if cm[i, j]: ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
+                                 color='white' if cm[i, j] > cm.max() / 2 else 'black')
+    with atomic_path(dest) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
+    plt.close(fig)
+    return Path(dest)

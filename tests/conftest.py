@@ -1,0 +1,44 @@
+import os
+
+# tests never reach the hub (timm would retry for ~50 s) and never ask albumentations for updates
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from mcls.settings import load_settings  # noqa: E402
+from mcls.synth import make_dataset  # noqa: E402
+
+TINY = {'crop.size': '64', 'train.arch': 'test_efficientnet', 'train.pretrained': 'false', 'train.size': '64',
+        'train.batch': '16', 'train.workers': '0', 'split.folds': '3', 'predict.tta_passes': '2',
+        'mask.epochs': '1', 'age.epochs': '1', 'gender.epochs': '1', 'mask.full_epochs': '1',
+        'age.full_epochs': '1', 'gender.full_epochs': '1'}
+
+
+def tiny_settings(root: Path, **extra):
+    "Settings for a tiny randomly initialised model on a synthetic data set under `root`."
+    ov = {**TINY, 'paths.data': str(root / 'data'), 'paths.cache': str(root / 'crops'),
+          'paths.runs': str(root / 'runs'), 'paths.models': str(root / 'models'),
+          'paths.reports': str(root / 'reports'), **{k.replace('__', '.'): str(v) for k, v in extra.items()}}
+    return load_settings(overrides=ov)
+
+
+@pytest.fixture
+def synth_root(tmp_path):
+    make_dataset(tmp_path / 'data', persons=15, eval_persons=3, seed=1)
+    return tmp_path
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    "Three tasks trained one epoch on fold 0 of a small synthetic set, exported to models/fold0."
+    from mcls.train import train_task, training_table
+    root = tmp_path_factory.mktemp('trained')
+    make_dataset(root / 'data', persons=24, eval_persons=4, seed=2)
+    s = tiny_settings(root)
+    table = training_table(s, progress=False)
+    results = {t: train_task(table, s, t, 0, export_dir=root / 'models' / 'fold0', progress=False)
+               for t in ('mask', 'age', 'gender')}
+    return {'root': root, 'settings': s, 'table': table, 'results': results, 'models': root / 'models' / 'fold0'}

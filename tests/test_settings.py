@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from mcls.settings import PACKAGED, SettingsError, load_settings, parse_overrides
+
+
+def test_packaged_defaults_carry_the_seed_values(tmp_path):
+    s = load_settings(cwd=tmp_path)
+    assert (s.tasks['mask'].lr, s.tasks['age'].lr, s.tasks['gender'].lr) == (3e-4, 1e-4, 1e-4)
+    assert (s.tasks['mask'].epochs, s.tasks['age'].epochs, s.tasks['gender'].epochs) == (10, 4, 10)
+    assert (s.tasks['mask'].loss, s.tasks['age'].loss, s.tasks['gender'].loss) == ('ce', 'focal', 'ce')
+    assert all(t.batch == 64 and t.size == 224 and t.arch == 'efficientnet_b3' and t.seed == 777
+               for t in s.tasks.values())
+    assert s.tasks['age'].boundary == 60
+    assert s.sources['mask.lr'] == 'packaged defaults'
+
+
+def test_layers_and_sources(tmp_path):
+    (tmp_path / 'settings.ini').write_text('[mask]\nlr = 1e-3\n[train]\nbatch = 8\n')
+    other = tmp_path / 'other.ini'
+    other.write_text('[age]\nboundary = 58\n')
+    s = load_settings(other, {'gender.epochs': '3', 'crop.size': '128'}, cwd=tmp_path)
+    assert s.tasks['mask'].lr == 1e-3 and s.sources['mask.lr'] == str(tmp_path / 'settings.ini')
+    assert all(t.batch == 8 for t in s.tasks.values())       # [train] is inherited by every task
+    assert s.tasks['age'].boundary == 58 and s.sources['age.boundary'] == str(other)
+    assert s.tasks['gender'].epochs == 3 and s.sources['gender.epochs'] == 'command line'
+    assert s.crop.size == 128
+    assert s.tasks['mask'].epochs == 10       # untouched values stay packaged
+
+
+def test_task_override_of_a_train_key(tmp_path):
+    s = load_settings(overrides={'age.arch': 'resnet18'}, cwd=tmp_path)
+    assert s.tasks['age'].arch == 'resnet18' and s.tasks['mask'].arch == 'efficientnet_b3'
+
+
+@pytest.mark.parametrize('overrides,match', [
+    ({'mask.lr': 'fast'}, r'\[mask\] lr'),
+    ({'train.pretrained': 'maybe'}, 'pretrained'),
+    ({'mask.colour': 'red'}, 'unknown setting'),
+    ({'split.by': 'family'}, 'person'),
+])
+def test_bad_values_name_the_setting(tmp_path, overrides, match):
+    with pytest.raises(SettingsError, match=match): load_settings(overrides=overrides, cwd=tmp_path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SettingsError, match='no such file'): load_settings(tmp_path / 'nope.ini', cwd=tmp_path)
+
+
+def test_parse_overrides():
+    assert parse_overrides(['mask.lr=1e-4', 'paths.data = /x ']) == {'mask.lr': '1e-4', 'paths.data': '/x'}
+    with pytest.raises(SettingsError, match='section.key=value'): parse_overrides(['lr=1'])
+
+
+def test_resolved_settings_round_trip(tmp_path):
+    s = load_settings(overrides={'mask.lr': '5e-4'}, cwd=tmp_path)
+    f = tmp_path / 'resolved.ini'
+    f.write_text(s.to_ini())
+    again = load_settings(f, cwd=tmp_path)
+    assert again.tasks == s.tasks and again.crop == s.crop
+
+
+def test_packaged_file_is_the_project_settings():
+    assert PACKAGED.exists()
+    assert Path(__file__).parents[1].joinpath('settings.ini').read_text() == PACKAGED.read_text()
