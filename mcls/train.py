@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.vision.all import (Callback, ChannelsLast, CSVLogger, MixedPrecision, ProgressCallback, SaveModelCallback,
-                               set_seed)
+from fastai.vision.all import (Callback, ChannelsLast, CSVLogger, MixedPrecision, ProgressCallback, Recorder,
+                               SaveModelCallback, TrackerCallback, set_seed)
 
 from .atomic import atomic_path, write_text_atomic
 from .crop import attach_crops
@@ -42,6 +42,21 @@ class SaveLastCallback(Callback):
         best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
         if best is not None and best.best is not None: state['best'] = float(best.best)
         write_text_atomic(self.run_dir / 'last_epoch.json', json.dumps(state))
+
+
+class ResumeGuard(Callback):
+    """fastai's start_epoch still sends `after_epoch` for the skipped epochs (fastai issue #3780), where the
+    Recorder, trackers and savers then log empty rows, crash or save over the checkpoint: mute them there."""
+    order = 0
+
+    def _muted(self):
+        return [cb for cb in self.learn.cbs if isinstance(cb, (Recorder, TrackerCallback, SaveLastCallback, EpochPrinter))]
+
+    def before_epoch(self):
+        for cb in self._muted(): cb.run = True
+
+    def after_cancel_epoch(self):
+        for cb in self._muted(): cb.run = False
 
 
 class EpochPrinter(Callback):
@@ -88,6 +103,7 @@ def new_run_dir(s: Settings, task: str, tag: str) -> Path:
 def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None):
     "Callbacks for the fit call only, so an exported Learner carries none of them."
     cbs = [CSVLogger(fname='history.csv', append=resume_state is not None)]
+    if resume_state is not None: cbs.append(ResumeGuard())
     if validate:
         best = SaveModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
         if resume_state is not None: best.best = resume_state.get('best', -float('inf'))
@@ -138,7 +154,10 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         learn.load('last', with_opt=True)
         start = resume_state['epoch'] + 1
     t0 = time.perf_counter()
-    if start < epochs: _fit(learn, ts, epochs, cbs, start_epoch=start)
+    if start < epochs:
+        if start: _keep_history(run_dir / 'history.csv', start)
+        _fit(learn, ts, epochs, cbs, start_epoch=start)
+        if start: _keep_history(run_dir / 'history.csv', epochs)
     seconds = time.perf_counter() - t0
     if resume_state is not None and not full and (run_dir / 'best.pth').exists():
         learn.load('best')    # the best epoch may predate the crash
@@ -158,6 +177,15 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
             'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
     write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
     return result
+
+
+def _keep_history(path: Path, before_epoch: int):
+    "history.csv rows of epochs < before_epoch under one header (CSVLogger's append repeats the header)."
+    if not path.exists(): return
+    lines = path.read_text().splitlines()
+    header, rows = lines[0], [l for l in lines[1:] if l != lines[0] and l.split(',')[0].isdigit()]
+    rows = [l for l in rows if int(l.split(',')[0]) < before_epoch]
+    write_text_atomic(path, '\n'.join([header, *rows]) + '\n')
 
 
 def _save_valid_probs(learn, valid_df: pd.DataFrame, dest: Path):

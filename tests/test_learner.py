@@ -1,0 +1,86 @@
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mcls.learner import ConfigError, check_task_settings, make_loss, make_model, norm_stats
+from mcls.settings import load_settings
+
+
+@pytest.fixture
+def age(tmp_path):
+    return load_settings(overrides={'train.arch': 'test_efficientnet', 'train.pretrained': 'false'},
+                         cwd=tmp_path).tasks['age']
+
+
+def hand_focal(logits, targets, gamma, weight=None):
+    "FL = mean_i (1 - p_t)^gamma * CE_i, with CE_i = -w[t_i] log softmax(x_i)[t_i] and p_t = exp(-CE_i)."
+    out = []
+    for x, t in zip(logits.tolist(), targets.tolist()):
+        e = np.exp(np.array(x) - max(x))
+        ce = -np.log(e[t] / e.sum()) * (1.0 if weight is None else weight[t])
+        out.append((1 - np.exp(-ce)) ** gamma * ce)
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize('gamma', [0.0, 1.0, 2.0, 3.5])
+@pytest.mark.parametrize('weights', [None, (1.0, 2.0, 4.0)])
+def test_focal_loss_matches_hand_computation(age, gamma, weights):
+    ts = dataclasses.replace(age, gamma=gamma, class_weights=weights)
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(16, 3, generator=g) * 3, torch.randint(0, 3, (16,), generator=g)
+    got = make_loss(ts)(logits, targets).item()
+    assert got == pytest.approx(hand_focal(logits, targets, gamma, weights), rel=1e-5)
+
+
+def test_focal_gamma_zero_is_cross_entropy(age):
+    logits, targets = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    ce = torch.nn.functional.cross_entropy(logits, targets).item()
+    assert make_loss(dataclasses.replace(age, gamma=0.0))(logits, targets).item() == pytest.approx(ce, rel=1e-6)
+
+
+def test_ce_with_label_smoothing(age):
+    ts = dataclasses.replace(age, loss='ce', label_smoothing=0.1)
+    logits, targets = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    want = torch.nn.functional.cross_entropy(logits, targets, label_smoothing=0.1).item()
+    assert make_loss(ts)(logits, targets).item() == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize('change,match', [
+    ({'arch': 'efficientnet_b99'}, 'not a timm model'),
+    ({'pipeline': 'sparkles'}, 'unknown pipeline'),
+    ({'lr': 0.0}, 'must be > 0'),
+    ({'lr': -1e-4}, 'must be > 0'),
+    ({'loss': 'hinge'}, 'ce or focal'),
+    ({'class_weights': (1.0, 2.0)}, 'needs 3 values'),
+    ({'weights': __import__('pathlib').Path('/nowhere/w.safetensors')}, 'file not found.*--no-pretrained'),
+])
+def test_bad_settings_fail_before_training(age, change, match):
+    with pytest.raises(ConfigError, match=match): check_task_settings(dataclasses.replace(age, **change))
+
+
+def test_offline_pretrained_fails_at_once_naming_the_fixes(age, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', '/nonexistent-cache')
+    ts = dataclasses.replace(age, arch='resnet18', pretrained=True)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match='--weights.*--no-pretrained'): check_task_settings(ts)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_local_weights_file_is_loaded(age, tmp_path):
+    from safetensors.torch import save_file
+    import timm
+    ref = timm.create_model('test_efficientnet', num_classes=0)
+    f = tmp_path / 'w.safetensors'
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(f))
+    model = make_model(dataclasses.replace(age, pretrained=True, weights=f))
+    body = model[0].model
+    assert all(torch.equal(body.state_dict()[k], v) for k, v in ref.state_dict().items())
+
+
+def test_norm_stats_come_from_timm():
+    assert norm_stats('tf_efficientnet_lite0') == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert norm_stats('efficientnet_b3')[0] == pytest.approx((0.485, 0.456, 0.406))

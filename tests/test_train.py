@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.vision.all import Callback
+
+from mcls.export import load_task_learner, rebuild_learner
+from mcls.learner import batch_tfms, item_tfms
+from mcls.train import list_runs, resume_task, train_task, training_table
+from tests.conftest import tiny_settings
+
+TASKS = ('mask', 'age', 'gender')
+
+
+@pytest.mark.parametrize('task', TASKS)
+def test_one_epoch_trains_exports_and_records(trained, task):
+    r = trained['results'][task]
+    assert 0 <= r.valid_f1 <= 1 and 0 <= r.valid_acc <= 1 and r.images_per_s > 0
+    for suffix in ('pkl', 'safetensors', 'json', 'settings.ini', 'valid.npz'):
+        assert (trained['models'] / f'{task}.{suffix}').exists()
+    hist = pd.read_csv(r.run_dir / 'history.csv')
+    assert hist.epoch.tolist() == [0] and 'f1_score' in hist.columns
+    assert (r.run_dir / 'best.pth').exists() and (r.run_dir / 'settings.ini').exists()
+    assert json.loads((r.run_dir / 'run.json').read_text())['status'] == 'done'
+
+
+def test_exported_learner_has_no_training_callbacks(trained):
+    learn = load_task_learner(trained['models'], 'mask')
+    names = {type(cb).__name__ for cb in learn.cbs}
+    assert not names & {'CSVLogger', 'SaveModelCallback', 'SaveLastCallback', 'MixedPrecision'}
+
+
+def _probs_here(model_dir, task, crops):
+    learn = load_task_learner(model_dir, task)
+    return learn.get_preds(dl=learn.dls.test_dl(pd.DataFrame({'crop': crops})))[0].numpy()
+
+
+@pytest.mark.parametrize('task', TASKS)
+def test_reload_in_fresh_process_gives_same_probs_and_runs_tta(trained, task, tmp_path):
+    crops = trained['table'].crop.tolist()[:10]
+    here = _probs_here(trained['models'], task, crops)
+    script = f'''
+import numpy as np, pandas as pd, pickle, sys
+from fastai.vision.all import load_learner
+from mcls.learner import item_tfms, batch_tfms
+learn = load_learner({str(trained['models'] / f'{task}.pkl')!r})
+dl = learn.dls.test_dl(pd.DataFrame({{'crop': {crops!r}}}))
+p = learn.get_preds(dl=dl)[0].numpy()
+t = learn.tta(dl=dl, n=2, item_tfms=item_tfms(64, 'tta_light'), batch_tfms=batch_tfms('test_efficientnet'))[0].numpy()
+np.savez({str(tmp_path / 'out.npz')!r}, p=p, t=t)
+'''
+    subprocess.run([sys.executable, '-c', script], check=True, capture_output=True)
+    out = np.load(tmp_path / 'out.npz')
+    np.testing.assert_allclose(out['p'], here, atol=1e-5)
+    assert out['t'].shape == here.shape and np.allclose(out['t'].sum(1), 1, atol=1e-4)
+
+
+def test_rebuild_without_unpickling_matches(trained):
+    crops = trained['table'].crop.tolist()[:10]
+    learn = rebuild_learner(trained['models'], 'age')
+    rebuilt = learn.get_preds(dl=learn.dls.test_dl(pd.DataFrame({'crop': crops})))[0].numpy()
+    np.testing.assert_allclose(rebuilt, _probs_here(trained['models'], 'age', crops), atol=1e-5)
+
+
+def test_splitter_leaks_no_person(trained):
+    from mcls.learner import task_dls
+    t = trained['table']
+    dls = task_dls(t.assign(is_valid=t.fold == 1), trained['settings'].tasks['gender'])
+    train_people = set(dls.train.items.person)
+    valid_people = set(dls.valid.items.person)
+    assert valid_people and not train_people & valid_people
+    assert len(dls.train.items) + len(dls.valid.items) == len(t)
+
+
+def test_age_boundary_changes_training_targets_only(synth_root):
+    from mcls.learner import task_targets
+    s = tiny_settings(synth_root, age__boundary=58)
+    df = pd.DataFrame({'age': [57, 58, 59, 60, 58], 'age_group': [1, 1, 1, 2, 1],
+                       'is_valid': [False, False, False, False, True]})
+    assert task_targets(df, s.tasks['age']).age_target.tolist() == [1, 2, 2, 2, 1]
+
+
+class Crash(Exception): pass
+
+
+class CrashAfterFirstEpoch(Callback):
+    order = 99
+
+    def after_epoch(self):
+        raise Crash('killed')
+
+
+def test_resume_continues_at_the_right_epoch(synth_root, monkeypatch):
+    import mcls.train as T
+    s = tiny_settings(synth_root, gender__epochs=3)
+    table = training_table(s, progress=False)
+    real_cbs, real_fit, started = T._fit_cbs, T._fit, []
+    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real_cbs(*a), CrashAfterFirstEpoch()])
+    with pytest.raises(Crash): train_task(table, s, 'gender', 0, progress=False)
+    run = next((synth_root / 'runs').iterdir())
+    assert json.loads((run / 'last_epoch.json').read_text())['epoch'] == 0
+
+    def recording_fit(learn, ts, epochs, cbs, start_epoch=0):
+        started.append(start_epoch)
+        real_fit(learn, ts, epochs, cbs, start_epoch)
+
+    monkeypatch.setattr(T, '_fit_cbs', real_cbs)
+    monkeypatch.setattr(T, '_fit', recording_fit)
+    r = resume_task(run, progress=False)
+    assert started == [1]
+    assert pd.read_csv(run / 'history.csv').epoch.tolist() == [0, 1, 2]
+    assert r.valid_f1 is not None and json.loads((run / 'run.json').read_text())['status'] == 'done'
+
+
+def test_runs_are_listed_best_first(trained):
+    df = list_runs(trained['root'] / 'runs')
+    assert len(df) >= 3 and df.valid_f1.is_monotonic_decreasing
+
+
+def test_full_training_needs_no_validation(synth_root):
+    s = tiny_settings(synth_root)
+    table = training_table(s, progress=False)
+    r = train_task(table, s, 'mask', None, export_dir=synth_root / 'models' / 'full', progress=False)
+    assert r.valid_f1 is None and (synth_root / 'models' / 'full' / 'mask.pkl').exists()
+    assert r.run_dir.name.endswith('mask-full')
