@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from .settings import TASKS, Settings, SettingsError, load_settings, parse_overrides
@@ -38,7 +39,7 @@ def _settings(config, sets, data=None, **named) -> Settings:
 def _table(title: str, columns, rows) -> Table:
     t = Table(title=title, title_justify='left')
     for c in columns: t.add_column(c, justify='right' if c[:1].islower() and c not in ('setting', 'source', 'value') else 'left')
-    for r in rows: t.add_row(*[f'{v:.4f}' if isinstance(v, float) else str(v) for v in r])
+    for r in rows: t.add_row(*[f'{v:.4f}' if isinstance(v, float) else escape(str(v)) for v in r])
     return t
 
 
@@ -355,5 +356,5 @@ def run():
     try:
         app()
     except (UserError, SettingsError, DataError, ConfigError, FileNotFoundError, OSError) as e:
-        console.print(f'[bold red]error:[/] {e}')
+        console.print(f'[bold red]error:[/] {escape(str(e))}')
         sys.exit(2)

@@ -32,7 +32,7 @@ def read_labels(path: Path | str) -> pd.DataFrame:
     if missing: raise DataError(f'{path}: missing column(s) {missing}; it needs the header ImageID,ans')
     ans = pd.to_numeric(df.ans, errors='coerce')
     bad = df[ans.isna() | (ans < 0) | (ans >= N_CLASSES) | (ans % 1 != 0)]
-    if len(bad): raise DataError(f'{path}: row {bad.index[0] + 2}: ans {bad.ans.iloc[0]!r} is not a class 0-17')
+    if len(bad): raise DataError(f'{path}: row {bad.index[0] + 2}: ans {bad.ans.iloc[0]} is not a class 0-17')
     if df.ImageID.duplicated().any():
         raise DataError(f'{path}: ImageID {df.ImageID[df.ImageID.duplicated()].iloc[0]} appears twice')
     return df.assign(ans=ans.astype(int))

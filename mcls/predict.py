@@ -73,7 +73,7 @@ def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune
                  progress: bool = True) -> pd.DataFrame:
     """Crop the eval photos (through the cache), predict, write `out` (ImageID,ans in info.csv's order) and
     `<out>.probs.npz` with the per-task probabilities. Nothing is written if any step fails."""
-    info = load_eval(s.paths.data)
+    info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)         # before the slow part
     df, _ = attach_crops(info, s.crop, s.paths.cache, progress=progress)

@@ -1,0 +1,69 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def cli(*args, cwd=ROOT, shim=True):
+    "Run the CLI in a fresh process: the root `cli.py` shim or the installed `mcls` entry point."
+    cmd = [sys.executable, str(ROOT / 'cli.py')] if shim else [str(Path(sys.executable).with_name('mcls'))]
+    env = {**os.environ, 'COLUMNS': '200'}
+    return subprocess.run([*cmd, *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_shim_and_entry_point_behave_the_same(tmp_path):
+    a, b = cli('config', '--set', 'mask.lr=5e-4', cwd=tmp_path), cli('config', '--set', 'mask.lr=5e-4', cwd=tmp_path,
+                                                                      shim=False)
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout
+    assert 'mask.lr' in a.stdout and '5e-4' in a.stdout and 'command line' in a.stdout
+
+
+def test_config_shows_sources(tmp_path):
+    (tmp_path / 'settings.ini').write_text('[age]\nboundary = 58\n')
+    out = cli('config', cwd=tmp_path).stdout
+    line = next(l for l in out.splitlines() if 'age.boundary' in l)
+    assert '58' in line and 'settings.ini' in line
+
+
+@pytest.mark.parametrize('args,match', [
+    (['train', 'mask', '--lr', '0'], 'lr = 0.0: must be > 0'),
+    (['train', 'mask', '--arch', 'nonet_b9'], 'not a timm model'),
+    (['train', 'mask', '--pipeline', 'sparkles'], 'unknown pipeline'),
+    (['train', 'mask', '--weights', 'missing.safetensors'], 'file not found'),
+    (['train', 'nose'], 'unknown task'),
+    (['train', 'mask', '--set', 'mask.lr=quick'], r'\[mask\] lr'),
+])
+def test_bad_settings_fail_before_any_work(tmp_path, args, match):
+    r = cli(*args, '--no-pretrained', '--data', tmp_path / 'nowhere', cwd=tmp_path)
+    assert r.returncode == 2
+    assert re.search(match, ' '.join(r.stdout.split())), r.stdout
+    assert not (tmp_path / 'runs').exists()
+
+
+def test_crop_eda_and_missing_data_message(tmp_path):
+    r = cli('eda', '--data', tmp_path / 'nowhere', cwd=tmp_path)
+    assert r.returncode == 2 and 'train.csv: not found' in r.stdout
+    assert cli('synth', tmp_path / 'd', '--persons', '6', '--eval-persons', '2', cwd=tmp_path).returncode == 0
+    r = cli('eda', '--data', tmp_path / 'd', cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / 'reports' / 'eda' / 'age_hist.png').exists()
+    r = cli('crop', '--data', tmp_path / 'd', '--set', 'crop.size=64', cwd=tmp_path)
+    assert r.returncode == 0 and 'centre-crop fallbacks' in r.stdout
+    r = cli('crop', '--data', tmp_path / 'd', '--set', 'crop.size=64', cwd=tmp_path)
+    assert re.search(r'already cached\s*│\s*56 ', r.stdout) and re.search(r'faces found\s*│\s*0 ', r.stdout)
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    r = cli('demo', '--out', tmp_path / 'demo', '--persons', '24', cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sub = pd.read_csv(tmp_path / 'demo' / 'submission.csv')
+    info = pd.read_csv(tmp_path / 'demo' / 'data' / 'eval' / 'info.csv')
+    assert sub.ImageID.tolist() == info.ImageID.tolist() and sub.ans.between(0, 17).all()
+    assert 'macro F1 (18 classes)' in r.stdout
+    assert all((tmp_path / 'demo' / 'models' / 'fold0' / f'{t}.pkl').exists() for t in ('mask', 'age', 'gender'))
