@@ -342,7 +342,8 @@ def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = No
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = Path('data/demo'),
-         persons: int = 60, epochs: int = 1):
+         persons: int = 100,
+         epochs: Annotated[int, typer.Option(help='per task; one epoch of a tiny model from scratch is chance level')] = 8):
     "No downloads, no data: synthetic faces -> crop -> train 3 tasks (tiny model) -> predict --tta -> evaluate."
     from .demo import run_demo
     scores = run_demo(out, persons=persons, epochs=epochs, console=console)

@@ -13,7 +13,7 @@ from .train import train_task, training_table
 __all__ = ['demo_overrides', 'run_demo']
 
 
-def demo_overrides(root: Path, epochs: int = 1) -> dict[str, str]:
+def demo_overrides(root: Path, epochs: int = 8) -> dict[str, str]:
     "Settings for a tiny, randomly initialised model on small synthetic photos, all under `root`."
     ov = {'paths.data': root / 'data', 'paths.cache': root / 'crops', 'paths.runs': root / 'runs',
           'paths.models': root / 'models', 'paths.reports': root / 'reports', 'crop.size': 80,
@@ -24,7 +24,7 @@ def demo_overrides(root: Path, epochs: int = 1) -> dict[str, str]:
     return {k: str(v) for k, v in ov.items()}
 
 
-def run_demo(root: Path | str = 'data/demo', persons: int = 60, epochs: int = 1, console=None) -> Scores:
+def run_demo(root: Path | str = 'data/demo', persons: int = 100, epochs: int = 8, console=None) -> Scores:
     "synth -> crop -> train mask, age, gender on fold 0 -> predict with TTA -> evaluate against answers.csv."
     say = console.print if console is not None else print
     root = Path(root)

@@ -69,6 +69,9 @@ class EpochPrinter(Callback):
                                                       for n, v in zip(names, vals)), flush=True)
 
 
+def _silent(*args): pass      # replaces fastai's raw-list logger while EpochPrinter prints named values
+
+
 def interactive() -> bool:
     return sys.stdout.isatty()
 
@@ -145,8 +148,9 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     dls = task_dls(df, ts, workers=workers)
     learn = build_learner(dls, ts, path=run_dir)
     cbs = _fit_cbs(run_dir, not full, resume_state)
-    if not (progress and interactive()):
+    if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
         learn.remove_cb(ProgressCallback)
+        learn.logger = _silent
         cbs.append(EpochPrinter())
     epochs = ts.full_epochs if full else ts.epochs
     start = 0
@@ -160,7 +164,7 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         if start: _keep_history(run_dir / 'history.csv', epochs)
     seconds = time.perf_counter() - t0
     if resume_state is not None and not full and (run_dir / 'best.pth').exists():
-        learn.load('best')    # the best epoch may predate the crash
+        learn.load('best', with_opt=False)    # the best epoch may predate the crash
     f1 = acc = None
     if not full:
         _, f1, acc = learn.validate()
@@ -168,6 +172,7 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     n_train = int((~df.is_valid).sum())
     result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
                          n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0)
+    learn.logger = print
     if export_dir is not None:
         result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1)
         if (run_dir / f'{task}.valid.npz').exists():

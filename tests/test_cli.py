@@ -60,7 +60,7 @@ def test_crop_eda_and_missing_data_message(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    r = cli('demo', '--out', tmp_path / 'demo', '--persons', '24', cwd=tmp_path)
+    r = cli('demo', '--out', tmp_path / 'demo', '--persons', '24', '--epochs', '2', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     sub = pd.read_csv(tmp_path / 'demo' / 'submission.csv')
     info = pd.read_csv(tmp_path / 'demo' / 'data' / 'eval' / 'info.csv')
