@@ -45,7 +45,7 @@ class CropStats:
 
 
 def _settings_tag(cs: CropSettings) -> str:
-    return f'{cs.size}|{cs.margin}|{cs.min_prob}|{cs.fallback_crop}|{cs.fallback_ref}'
+    return f'v2|{cs.size}|{cs.margin}|{cs.min_prob}|{cs.fallback_crop}|{cs.fallback_ref}'   # v2: square fallback
 
 
 def crop_key(path: Path | str, cs: CropSettings) -> str:
@@ -67,9 +67,10 @@ def _cached(cache: Path, key: str) -> Path | None:
 
 
 def centre_box(w: int, h: int, cs: CropSettings) -> tuple[float, float, float, float]:
-    "The seed's fallback: a fallback_crop box on a fallback_ref photo, scaled to this photo, centred."
-    cw = w * cs.fallback_crop[0] / cs.fallback_ref[0]
-    ch = h * cs.fallback_crop[1] / cs.fallback_ref[1]
+    """The seed's fallback: a fallback_crop box on a fallback_ref photo, centred, scaled by the photo's shorter
+    side so a square box stays square (300x300 on 384x512; 156x156 on a 200x200 face)."""
+    scale = min(w, h) / min(cs.fallback_ref)
+    cw, ch = min(cs.fallback_crop[0] * scale, w), min(cs.fallback_crop[1] * scale, h)
     return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
 
 

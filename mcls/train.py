@@ -59,6 +59,18 @@ class ResumeGuard(Callback):
         for cb in self._muted(): cb.run = False
 
 
+class TrainTimer(Callback):
+    "Seconds of each epoch's training phase (no validation), for images/s that compare with a bare loop."
+    order = 1
+
+    def before_fit(self): self.train_seconds = []
+    def before_train(self): self._t0 = time.perf_counter()
+
+    def after_train(self):
+        if torch.cuda.is_available(): torch.cuda.synchronize()
+        self.train_seconds.append(time.perf_counter() - self._t0)
+
+
 class EpochPrinter(Callback):
     "One plain line per epoch where fastai's progress bars would flood a log (not a terminal)."
     order = 65
@@ -85,7 +97,9 @@ class TrainResult:
     valid_acc: float | None
     epochs: int
     seconds: float
-    images_per_s: float
+    images_per_s: float                   # whole fit (training + validation) per training image
+    train_images_per_s: float = 0.0       # training phase only, epochs after the first (warm)
+    epoch_seconds: tuple[float, ...] = ()  # training phase of each epoch
 
 
 def training_table(s: Settings, progress: bool = True, report: LoadReport | None = None) -> pd.DataFrame:
@@ -147,7 +161,8 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     df = table.assign(is_valid=False if full else (table.fold == fold))
     dls = task_dls(df, ts, workers=workers)
     learn = build_learner(dls, ts, path=run_dir)
-    cbs = _fit_cbs(run_dir, not full, resume_state)
+    timer = TrainTimer()
+    cbs = [*_fit_cbs(run_dir, not full, resume_state), timer]
     if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
         learn.remove_cb(ProgressCallback)
         learn.logger = _silent
@@ -170,15 +185,18 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         _, f1, acc = learn.validate()
         _save_valid_probs(learn, df[df.is_valid], run_dir / f'{task}.valid.npz')
     n_train = int((~df.is_valid).sum())
+    warm = getattr(timer, 'train_seconds', [])[1:] or getattr(timer, 'train_seconds', [])
     result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
-                         n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0)
+                         n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0,
+                         n_train * len(warm) / sum(warm) if warm else 0.0, tuple(getattr(timer, 'train_seconds', ())))
     learn.logger = print
     if export_dir is not None:
         result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1)
         if (run_dir / f'{task}.valid.npz').exists():
             shutil.copy(run_dir / f'{task}.valid.npz', Path(export_dir) / f'{task}.valid.npz')
     meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
-            'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s, 'arch': ts.arch,
+            'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
+            'train_images_per_s': result.train_images_per_s, 'epoch_seconds': result.epoch_seconds, 'arch': ts.arch,
             'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
     write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
     return result

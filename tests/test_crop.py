@@ -64,6 +64,8 @@ def test_centre_box_is_the_seed_crop_scaled(files_and_settings):
     _, s = files_and_settings
     assert centre_box(384, 512, s.crop) == (42.0, 106.0, 342.0, 406.0)        # 300x300 on 384x512
     assert centre_box(192, 256, s.crop) == (21.0, 53.0, 171.0, 203.0)
+    assert centre_box(200, 200, s.crop) == (21.875, 21.875, 178.125, 178.125)            # square stays square
+    assert centre_box(512, 384, s.crop) == (106.0, 42.0, 406.0, 342.0)
 
 
 def test_face_box_is_square_with_margin_and_inside():

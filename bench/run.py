@@ -1,0 +1,355 @@
+"""Benchmark: the whole mcls workflow on a data set in the competition layout (with eval/answers.csv), quality and
+speed side by side with (a) a plain PyTorch + timm loop, (b) the model-only ceiling and (c) the input pipeline alone.
+
+    python bench/run.py --data data/mf150 --preset cpu
+    python bench/run.py --data /tmp/maskfaces --preset gpu --weights .dev/weights/tf_efficientnet_lite0.in1k.safetensors
+
+Writes bench/results/<date>-<device>-<preset>.json after every stage (a run cut short still reports what it
+finished) and prints one table at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
+
+from mcls.atomic import write_text_atomic  # noqa: E402
+from mcls.crop import attach_crops  # noqa: E402
+from mcls.dataset import load_eval, load_train  # noqa: E402
+from mcls.evaluate import evaluate_files  # noqa: E402
+from mcls.folds import assign_folds  # noqa: E402
+from mcls.learner import TARGET, make_model, norm_stats, task_dls, task_targets  # noqa: E402
+from mcls.predict import predict_eval  # noqa: E402
+from mcls.settings import TASKS, load_settings  # noqa: E402
+from mcls.train import train_task  # noqa: E402
+
+DEFAULT_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
+# epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared)
+PRESETS = {
+    'cpu': dict(arch='tf_efficientnet_lite0', size=128, batch=32, epochs=dict(mask=3, age=3, gender=3), plain_epochs=2,
+                tta_passes=2, ceiling_seconds=30.0, ceiling_min_steps=5, input_seconds=20.0, pretrained=True),
+    'gpu': dict(arch='tf_efficientnet_lite0', size=224, batch=64, epochs=dict(mask=10, age=4, gender=10), plain_epochs=3,
+                tta_passes=4, ceiling_seconds=30.0, ceiling_min_steps=100, input_seconds=20.0, pretrained=True),
+    'tiny': dict(arch='test_efficientnet', size=64, batch=16, epochs=dict(mask=1, age=1, gender=1), plain_epochs=1,
+                 tta_passes=2, ceiling_seconds=2.0, ceiling_min_steps=3, input_seconds=2.0, pretrained=False),
+}
+
+
+def device_name() -> str:
+    if torch.cuda.is_available(): return torch.cuda.get_device_name(0).replace(' ', '_')
+    return f'cpu{os.cpu_count()}'
+
+
+def host_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gpu_peak_mb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+class Report:
+    "The JSON result, rewritten atomically after every stage."
+
+    def __init__(self, path: Path, **head):
+        self.path, self.data = path, {**head, 'stages': {}, 'tasks': {t: {} for t in TASKS}}
+
+    def stage(self, name: str, seconds: float, **values):
+        self.data['stages'][name] = {'seconds': round(seconds, 2), **values}
+        self.data['memory'] = {'host_peak_mb': round(host_peak_mb(), 1), 'gpu_peak_mb': gpu_peak_mb()}
+        self.save()
+
+    def save(self):
+        write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
+
+
+def degrade_copy(src: Path, dest: Path):
+    "Eval photos as real capture: downscaled x3 (and back), blurred, saved at JPEG quality 30."
+    (dest / 'eval' / 'images').mkdir(parents=True, exist_ok=True)
+    for name in ('info.csv', 'answers.csv'): shutil.copy(src / 'eval' / name, dest / 'eval' / name)
+    for f in (src / 'eval' / 'images').iterdir():
+        im = Image.open(f).convert('RGB')
+        small = im.resize((max(im.width // 3, 1), max(im.height // 3, 1)), Image.BILINEAR)
+        out = small.resize(im.size, Image.BILINEAR).filter(ImageFilter.GaussianBlur(1.0))
+        out.save(dest / 'eval' / 'images' / f.name, format='JPEG', quality=30)
+
+
+# ---------------------------------------------------------------- the plain reference loop
+
+class CropDataset(torch.utils.data.Dataset):
+    "What a competitor writes: open the crop, resize, random flip when training, normalise."
+
+    def __init__(self, files, targets, size, mean, std, train):
+        self.files, self.targets, self.size, self.train = list(files), list(targets), size, train
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self): return len(self.files)
+
+    def __getitem__(self, i):
+        im = Image.open(self.files[i]).convert('RGB').resize((self.size, self.size), Image.BILINEAR)
+        if self.train and np.random.rand() < 0.5: im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255)
+        return (x - self.mean) / self.std, self.targets[i]
+
+
+def _autocast(device):
+    return torch.autocast('cuda', dtype=torch.bfloat16) if device == 'cuda' else torch.autocast('cpu', enabled=False)
+
+
+def plain_loop(df: pd.DataFrame, ts, epochs: int, workers: int) -> dict:
+    "timm model, Adam at the seed's learning rate, cross-entropy; per-epoch time, images/s and valid F1."
+    torch.manual_seed(ts.seed)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    df = task_targets(df, ts)
+    tr, va = df[~df.is_valid], df[df.is_valid]
+    mean, std = norm_stats(ts.arch)
+    col = TARGET[ts.task]
+
+    def loader(part, train):
+        return torch.utils.data.DataLoader(
+            CropDataset(part.crop, part[col], ts.size, mean, std, train), batch_size=ts.batch, shuffle=train,
+            num_workers=workers, pin_memory=device == 'cuda', drop_last=train, persistent_workers=workers > 0)
+
+    train_dl, valid_dl = loader(tr, True), loader(va, False)
+    model = make_model(ts).to(device)
+    if device == 'cuda': model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=ts.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    out = {'epoch_s': [], 'images_per_s': [], 'valid_f1': []}
+    for _ in range(epochs):
+        model.train()
+        t0, n = time.perf_counter(), 0
+        for x, y in train_dl:
+            x, y = x.to(device, non_blocking=True), torch.as_tensor(y).to(device, non_blocking=True)
+            with _autocast(device): loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += len(x)
+        if device == 'cuda': torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        model.eval()
+        preds = []
+        with torch.no_grad(), _autocast(device):
+            for x, _ in valid_dl: preds.append(model(x.to(device)).float().argmax(1).cpu())
+        y_true = va.age_group if ts.task == 'age' else va[col]        # scored on true groups, as mcls does
+        out['epoch_s'].append(round(dt, 2))
+        out['images_per_s'].append(round(n / dt, 2))
+        out['valid_f1'].append(float(f1_score(y_true, torch.cat(preds).numpy(), average='macro')))
+    out['warm_images_per_s'] = float(np.mean(out['images_per_s'][1:] or out['images_per_s']))
+    return out
+
+
+def ceiling(ts, seconds: float, min_steps: int) -> dict:
+    "Forward + backward + step on synthetic batches already on the device: the model-only upper bound."
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    model = make_model(ts, pretrained=False).to(device)
+    if device == 'cuda': model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=ts.lr)
+    x = torch.randn(ts.batch, 3, ts.size, ts.size, device=device)
+    if device == 'cuda': x = x.to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (ts.batch,), device=device)
+
+    def step():
+        with _autocast(device): loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3): step()        # warm-up
+    if device == 'cuda': torch.cuda.synchronize()
+    t0, steps = time.perf_counter(), 0
+    while steps < min_steps or time.perf_counter() - t0 < seconds:
+        step()
+        steps += 1
+        if device == 'cuda' and steps % 20 == 0: torch.cuda.synchronize()
+    if device == 'cuda': torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {'steps': steps, 'seconds': round(dt, 2), 'images_per_s': steps * ts.batch / dt}
+
+
+def input_pipeline(df: pd.DataFrame, ts, seconds: float, workers: int) -> dict:
+    "images/s that mcls's training DataLoader delivers (augmentation, collation, batch transforms), no model."
+    dls = task_dls(df, ts, workers=workers)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds or n == 0:
+        for xb, _ in dls.train:
+            n += len(xb)
+            if time.perf_counter() - t0 > seconds: break
+    return {'images_per_s': n / (time.perf_counter() - t0)}
+
+
+# ---------------------------------------------------------------- the run
+
+def scores_dict(sc) -> dict:
+    return {'f1': sc.f1, 'accuracy': sc.accuracy, 'task_f1': sc.task_f1}
+
+
+def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: Path, seeds: list[int],
+        workers: int | None) -> dict:
+    p = PRESETS[preset]
+    work = Path(work)
+    if work.exists(): shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ov = {'paths.data': data, 'paths.cache': work / 'crops', 'paths.runs': work / 'runs', 'paths.models': work / 'models',
+          'paths.reports': work / 'reports', 'train.arch': p['arch'], 'train.size': p['size'], 'train.batch': p['batch'],
+          'train.pretrained': str(p['pretrained'] and weights is not None).lower(), 'train.weights': weights or '',
+          'predict.tta_passes': p['tta_passes']}
+    if workers is not None: ov['train.workers'] = workers
+    ov.update({f'{t}.epochs': e for t, e in p['epochs'].items()})
+    s = load_settings(overrides={k: str(v) for k, v in ov.items()})
+    n_workers = workers if workers is not None else (s.tasks['mask'].workers or min(os.cpu_count() or 1, 8))
+    out = out or ROOT / 'bench' / 'results' / f'{datetime.now():%Y-%m-%d}-{device_name()}-{preset}.json'
+    rep = Report(out, preset=preset, device=device_name(), torch=torch.__version__, python=platform.python_version(),
+                 date=datetime.now().isoformat(timespec='seconds'), data=str(data),
+                 command=' '.join(['python', 'bench/run.py', *sys.argv[1:]]),
+                 settings={'arch': p['arch'], 'size': p['size'], 'batch': p['batch'], 'epochs': p['epochs'],
+                           'plain_epochs': p['plain_epochs'], 'tta_passes': p['tta_passes'], 'seeds': seeds,
+                           'pretrained': bool(p['pretrained'] and weights), 'workers': n_workers,
+                           'precision': 'bf16' if torch.cuda.is_available() else 'fp32'})
+    t_all = time.perf_counter()
+
+    # 1. crop, cold then warm
+    train_df, eval_df = load_train(data), load_eval(data).assign(split='eval')
+    both = pd.concat([train_df.assign(split='train'), eval_df], ignore_index=True)
+    for name in ('crop_cold', 'crop_warm'):
+        t0 = time.perf_counter()
+        _, st = attach_crops(both, s.crop, s.paths.cache, progress=False)
+        rep.stage(name, time.perf_counter() - t0, images=st.total, cropped=st.cropped, cached=st.cached,
+                  images_per_s=st.total / (time.perf_counter() - t0), fallback_share=st.fallbacks / max(st.cropped, 1))
+    table, _ = attach_crops(train_df, s.crop, s.paths.cache, progress=False)
+    table['fold'] = assign_folds(table, s.split.folds, s.split.by, s.split.seed)
+    fold_df = table.assign(is_valid=table.fold == 0)
+
+    # 2. train the three tasks (over the seeds), export the first seed's learners
+    model_dir = Path(s.paths.models) / 'fold0'
+    for task in TASKS:
+        runs = []
+        for i, seed in enumerate(seeds):
+            ss = dataclasses.replace(s, tasks={**s.tasks, task: dataclasses.replace(s.tasks[task], seed=seed)})
+            t0 = time.perf_counter()
+            r = train_task(table, ss, task, 0, export_dir=model_dir if i == 0 else None, progress=False)
+            runs.append(r)
+            rep.stage(f'train_{task}_seed{seed}', time.perf_counter() - t0, valid_f1=r.valid_f1)
+        f1s = [r.valid_f1 for r in runs]
+        ep = runs[0].epoch_seconds
+        rep.data['tasks'][task].update(
+            valid_f1=float(np.mean(f1s)), valid_f1_seeds=f1s, valid_f1_spread=float(np.max(f1s) - np.min(f1s)),
+            train_images_per_s=runs[0].train_images_per_s, first_epoch_s=ep[0] if ep else None,
+            later_epoch_s=float(np.mean(ep[1:])) if len(ep) > 1 else None)
+        rep.save()
+
+    # 3. predict plain and with TTA, on eval and on a degraded copy of it
+    degraded = work / 'degraded'
+    t0 = time.perf_counter()
+    degrade_copy(Path(data), degraded)
+    rep.stage('degrade_copy', time.perf_counter() - t0)
+    for key, root in (('eval', Path(data)), ('eval_degraded', degraded)):
+        sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=root))
+        rep.data[key] = {}
+        for mode in ('plain', 'tta'):
+            t0 = time.perf_counter()
+            sub = work / f'{key}_{mode}.csv'
+            predict_eval(sd, [model_dir], sub, tta=mode == 'tta', progress=False)
+            rep.data[key][mode] = scores_dict(evaluate_files(sub, root / 'eval' / 'answers.csv'))
+            rep.stage(f'predict_{key}_{mode}', time.perf_counter() - t0)
+
+    # 4. references on the same split, architecture, size, batch and precision
+    for task in TASKS:
+        t0 = time.perf_counter()
+        pl = plain_loop(fold_df, s.tasks[task], p['plain_epochs'], n_workers)
+        rep.data['tasks'][task]['plain'] = pl
+        rep.stage(f'plain_{task}', time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    rep.data['ceiling'] = ceiling(s.tasks['mask'], p['ceiling_seconds'], p['ceiling_min_steps'])
+    rep.stage('ceiling', time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    rep.data['input_pipeline'] = input_pipeline(fold_df, s.tasks['mask'], p['input_seconds'], n_workers)
+    rep.stage('input_pipeline', time.perf_counter() - t0)
+
+    mcls_ips = float(np.mean([rep.data['tasks'][t]['train_images_per_s'] for t in TASKS]))
+    plain_ips = float(np.mean([rep.data['tasks'][t]['plain']['warm_images_per_s'] for t in TASKS]))
+    ceil_ips = rep.data['ceiling']['images_per_s']
+    rep.data['speed'] = {'mcls_images_per_s': mcls_ips, 'plain_images_per_s': plain_ips,
+                         'ceiling_images_per_s': ceil_ips,
+                         'input_images_per_s': rep.data['input_pipeline']['images_per_s'],
+                         'mcls_over_ceiling': mcls_ips / ceil_ips, 'mcls_over_plain': mcls_ips / plain_ips}
+    rep.data['wall_s'] = round(time.perf_counter() - t_all, 1)
+    rep.save()
+    return rep.data
+
+
+def print_table(r: dict):
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"mcls benchmark: {r['preset']} preset on {r['device']} ({r['settings']['arch']}, "
+                    f"{r['settings']['size']} px, batch {r['settings']['batch']}, {r['settings']['precision']})",
+              title_justify='left')
+    for c in ('measure', 'mask', 'age', 'gender', 'all'): t.add_column(c, justify='right' if c != 'measure' else 'left')
+    T = r['tasks']
+
+    def f(v): return '-' if v is None else (f'{v:.3f}' if isinstance(v, float) else str(v))
+
+    t.add_row('valid F1, mcls (mean of seeds)', *[f(T[k]['valid_f1']) for k in TASKS], '')
+    t.add_row('valid F1 spread over seeds', *[f(T[k]['valid_f1_spread']) for k in TASKS], '')
+    t.add_row('valid F1, plain loop (last epoch)', *[f(T[k]['plain']['valid_f1'][-1]) for k in TASKS], '')
+    for key, label in (('eval', 'eval'), ('eval_degraded', 'degraded eval')):
+        for mode in ('plain', 'tta'):
+            e = r[key][mode]
+            t.add_row(f'{label} F1 {mode}', *[f(e['task_f1'][k]) for k in TASKS], f"{e['f1']:.3f} (acc {e['accuracy']:.3f})")
+    t.add_row('train images/s, mcls (warm epochs)', *[f(T[k]['train_images_per_s']) for k in TASKS],
+              f(r['speed']['mcls_images_per_s']))
+    t.add_row('train images/s, plain loop', *[f(T[k]['plain']['warm_images_per_s']) for k in TASKS],
+              f(r['speed']['plain_images_per_s']))
+    t.add_row('images/s, model-only ceiling', '', '', '', f(r['speed']['ceiling_images_per_s']))
+    t.add_row('images/s, input pipeline alone', '', '', '', f(r['speed']['input_images_per_s']))
+    t.add_row('mcls / ceiling, mcls / plain', '', '', '',
+              f"{r['speed']['mcls_over_ceiling']:.2f}, {r['speed']['mcls_over_plain']:.2f}")
+    t.add_row('first / later epoch s (mcls)', *[f"{f(T[k]['first_epoch_s'])} / {f(T[k]['later_epoch_s'])}" for k in TASKS], '')
+    for name, st in r['stages'].items():
+        if not name.startswith('train_'): t.add_row(f'wall s: {name}', '', '', '', f"{st['seconds']:.1f}")
+    t.add_row('wall s: whole run', '', '', '', f"{r['wall_s']:.0f}")
+    t.add_row('peak memory MB (host / GPU)', '', '', '', f"{r['memory']['host_peak_mb']:.0f} / {f(r['memory']['gpu_peak_mb'])}")
+    Console(width=140).print(t)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--data', type=Path, required=True, help='competition layout with eval/answers.csv')
+    ap.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
+    ap.add_argument('--weights', type=Path, default=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+    ap.add_argument('--out', type=Path, help='result JSON (default bench/results/<date>-<device>-<preset>.json)')
+    ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'bench', help='scratch folder (replaced)')
+    ap.add_argument('--seeds', type=int, nargs='+', default=[777])
+    ap.add_argument('--workers', type=int, help='DataLoader workers (default: settings, auto = cores up to 8)')
+    a = ap.parse_args(argv)
+    if not (a.data / 'eval' / 'answers.csv').exists():
+        ap.error(f'{a.data}/eval/answers.csv not found: build the data with ../shared/tools/make_maskfaces.py')
+    if a.preset != 'tiny' and a.weights is None:
+        ap.error('no ImageNet weights: pass --weights path/to/tf_efficientnet_lite0.in1k.safetensors')
+    r = run(a.data, a.preset, a.weights if a.preset != 'tiny' else None, a.out, a.work, a.seeds, a.workers)
+    print_table(r)
+    print(f"wrote {a.out or 'bench/results/'}")
+    return r
+
+
+if __name__ == '__main__':
+    main()
