@@ -42,15 +42,22 @@ from mcls.settings import TASKS, load_settings  # noqa: E402
 from mcls.train import train_task  # noqa: E402
 
 DEFAULT_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
-# epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared)
+# epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared).
+# lr: mcls's one-cycle peak per task. cpu: chosen on the validation fold of a 300-person build (lite0, 128 px,
+# 3 epochs; docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates (3e-4 / 1e-4 / 1e-4).
+# gpu: 1e-3 everywhere, the middle of that sweep; not yet measured on a GPU.
 PRESETS = {
     'cpu': dict(arch='tf_efficientnet_lite0', size=128, batch=32, epochs=dict(mask=3, age=3, gender=3), plain_epochs=2,
-                tta_passes=2, ceiling_seconds=30.0, ceiling_min_steps=5, input_seconds=20.0, pretrained=True),
+                lr=dict(mask=3e-3, age=1e-3, gender=1e-3), tta_passes=2, ceiling_seconds=30.0, ceiling_min_steps=5,
+                input_seconds=20.0, pretrained=True),
     'gpu': dict(arch='tf_efficientnet_lite0', size=224, batch=64, epochs=dict(mask=10, age=4, gender=10), plain_epochs=3,
-                tta_passes=4, ceiling_seconds=30.0, ceiling_min_steps=100, input_seconds=20.0, pretrained=True),
+                lr=dict(mask=1e-3, age=1e-3, gender=1e-3), tta_passes=4, ceiling_seconds=30.0, ceiling_min_steps=100,
+                input_seconds=20.0, pretrained=True),
     'tiny': dict(arch='test_efficientnet', size=64, batch=16, epochs=dict(mask=1, age=1, gender=1), plain_epochs=1,
-                 tta_passes=2, ceiling_seconds=2.0, ceiling_min_steps=3, input_seconds=2.0, pretrained=False),
+                 lr=dict(mask=3e-3, age=3e-3, gender=3e-3), tta_passes=2, ceiling_seconds=2.0, ceiling_min_steps=3,
+                 input_seconds=2.0, pretrained=False),
 }
+SEED_LR = dict(mask=3e-4, age=1e-4, gender=1e-4)     # the plain loop's rates, as a competitor would use them
 
 
 def device_name() -> str:
@@ -215,6 +222,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
           'predict.tta_passes': p['tta_passes']}
     if workers is not None: ov['train.workers'] = workers
     ov.update({f'{t}.epochs': e for t, e in p['epochs'].items()})
+    ov.update({f'{t}.lr': lr for t, lr in p['lr'].items()})
     s = load_settings(overrides={k: str(v) for k, v in ov.items()})
     n_workers = workers if workers is not None else (s.tasks['mask'].workers or min(os.cpu_count() or 1, 8))
     out = out or ROOT / 'bench' / 'results' / f'{datetime.now():%Y-%m-%d}-{device_name()}-{preset}.json'
@@ -223,6 +231,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
                  command=' '.join(['python', 'bench/run.py', *sys.argv[1:]]),
                  settings={'arch': p['arch'], 'size': p['size'], 'batch': p['batch'], 'epochs': p['epochs'],
                            'plain_epochs': p['plain_epochs'], 'tta_passes': p['tta_passes'], 'seeds': seeds,
+                           'lr_mcls': p['lr'], 'lr_plain': SEED_LR,
                            'pretrained': bool(p['pretrained'] and weights), 'workers': n_workers,
                            'precision': 'bf16' if torch.cuda.is_available() else 'fp32'})
     t_all = time.perf_counter()
@@ -275,7 +284,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     # 4. references on the same split, architecture, size, batch and precision
     for task in TASKS:
         t0 = time.perf_counter()
-        pl = plain_loop(fold_df, s.tasks[task], p['plain_epochs'], n_workers)
+        pl = plain_loop(fold_df, dataclasses.replace(s.tasks[task], lr=SEED_LR[task]), p['plain_epochs'], n_workers)
         rep.data['tasks'][task]['plain'] = pl
         rep.stage(f'plain_{task}', time.perf_counter() - t0)
     t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from .settings import TASKS, Settings, SettingsError, load_settings, parse_overr
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=160)   # logs: no truncated tables
 
 ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini')]
 SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value')]
@@ -103,7 +103,8 @@ def crop_summary(stats) -> Table:
     rows = [('photos', stats.total), ('already cached', stats.cached), ('faces found', stats.faces),
             ('centre-crop fallbacks', stats.fallbacks),
             ('fallback share', f'{stats.fallbacks / max(stats.cropped, 1):.1%}'),
-            ('seconds', f'{stats.seconds:.1f}'), ('photos/s', f'{stats.images_per_s:.1f}')]
+            ('seconds cropping', f'{stats.seconds:.1f}'),
+            ('photos/s', f'{stats.images_per_s:.1f}' if stats.cropped else '- (all cached)')]
     rows += [(f'skipped: {k}', v) for k, v in sorted(stats.skipped.items())]
     return _table('crop', ('item', 'count'), rows)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def load_task_learner(model_dir: Path, task: str, safe: bool = False):
     "An exported learner of `task`, on the GPU when there is one."
     read_meta(model_dir, task)
     if safe: learn = rebuild_learner(model_dir, task)
-    else: learn = load_learner(Path(model_dir) / f'{task}.pkl', cpu=not torch.cuda.is_available())
+    else:
+        with warnings.catch_warnings():    # fastai warns on every pickle load; --safe is the documented alternative
+            warnings.filterwarnings('ignore', message='load_learner` uses Python')
+            learn = load_learner(Path(model_dir) / f'{task}.pkl', cpu=not torch.cuda.is_available())
     if torch.cuda.is_available(): learn.dls.to('cuda'); learn.model.cuda()
     return learn

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from fastai.vision.all import ProgressCallback
 
 from .atomic import atomic_path, write_csv_atomic
@@ -43,11 +44,12 @@ def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bo
     "Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete."
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
     if not sys.stdout.isatty(): learn.remove_cb(ProgressCallback)
-    if tta:
-        probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),
-                             batch_tfms=batch_tfms(meta['arch']))
-    else:
-        probs, _ = learn.get_preds(dl=dl)
+    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=torch.cuda.is_available()):
+        if tta:
+            probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),
+                                 batch_tfms=batch_tfms(meta['arch']))
+        else:
+            probs, _ = learn.get_preds(dl=dl)
     return probs.float().numpy()
 
 

@@ -1,4 +1,6 @@
 import itertools
+import re
+from pathlib import Path
 import json
 import shutil
 
@@ -138,3 +140,33 @@ def test_eval_problems_write_nothing(trained, tmp_path):
     info.rename(columns={'ImageID': 'Image'}).to_csv(data / 'eval' / 'info.csv', index=False)
     with pytest.raises(DataError, match='ImageID'): predict_eval(s, [trained['models']], out, False, progress=False)
     assert not out.exists()
+
+
+def test_interpret_writes_confusion_and_top_losses(trained, tmp_path):
+    from PIL import Image
+    from mcls.interpret import interpret_task
+    paths = interpret_task(trained['table'], 'age', trained['models'], 0, tmp_path, k=4, workers=0)
+    assert [p.name for p in paths] == ['age_fold0_confusion.png', 'age_fold0_top_losses.png']
+    assert all(Image.open(p).size[0] > 100 for p in paths)
+
+
+def test_predict_image_cli(trained):
+    from tests.test_cli import cli
+    photos = trained['table'].file.tolist()[:2]
+    r = cli('predict-image', *photos, '--models', trained['models'], '--set', 'crop.size=64',
+            '--set', f"paths.cache={trained['root'] / 'crops'}", cwd=trained['root'])
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in photos: assert Path(p).name in r.stdout
+    assert re.search(r'(wear|incorrect|not_wear) 0\.\d\d', r.stdout)
+
+
+def test_tune_and_evaluate_cli(trained, submission, tmp_path):
+    from tests.test_cli import cli
+    models = _copy_models(trained, tmp_path)
+    r = cli('tune', '--models', models, cwd=tmp_path)
+    assert r.returncode == 0 and (models / 'tuning.json').exists() and 'F1 after' in r.stdout
+    report = json.loads((models / 'tuning.json').read_text())['report']
+    assert all(v['f1_after'] >= v['f1_before'] for v in report.values())
+    out, _ = submission
+    r = cli('evaluate', out, trained['root'] / 'data' / 'eval' / 'answers.csv', '--out', tmp_path / 'cm.png', cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / 'cm.png').exists() and 'macro F1 (18 classes)' in r.stdout
