@@ -163,9 +163,10 @@ def _train_table(s: Settings):
 def _results_table(results) -> Table:
     rows = [(r.task, r.run_dir.name, '-' if r.valid_f1 is None else f'{r.valid_f1:.4f}',
              '-' if r.valid_acc is None else f'{r.valid_acc:.4f}', r.epochs, f'{r.seconds:.0f}',
-             f'{r.images_per_s:.1f}', str(r.export_dir or '-')) for r in results]
-    return _table('training', ('task', 'run', 'valid F1', 'valid acc', 'epochs', 'seconds', 'images/s', 'exported to'),
-                  rows)
+             f'{r.images_per_s:.1f}', f'{r.train_images_per_s:.1f}', str(r.export_dir or '-')) for r in results]
+    return _table('training (images/s: whole fit incl. validation; train images/s: training phase, warm epochs)',
+                  ('task', 'run', 'valid F1', 'valid acc', 'epochs', 'seconds', 'images/s', 'train images/s',
+                   'exported to'), rows)
 
 
 @app.command()
@@ -206,7 +207,7 @@ def train(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: Dat
         for t in tasks:
             results.append(train_task(table, s, t, k, export_dir=dest, workers=workers))
             console.print(_results_table(results[-1:]))
-    console.print(_results_table(results))
+    if len(results) > 1: console.print(_results_table(results))
 
 
 @app.command('lr-find')
