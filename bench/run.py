@@ -36,7 +36,7 @@ from mcls.crop import attach_crops  # noqa: E402
 from mcls.dataset import load_eval, load_train  # noqa: E402
 from mcls.evaluate import evaluate_files  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
-from mcls.learner import TARGET, make_model, norm_stats, task_dls, task_targets  # noqa: E402
+from mcls.learner import TARGET, make_model, norm_stats, resolve_workers, task_dls, task_targets  # noqa: E402
 from mcls.predict import predict_eval  # noqa: E402
 from mcls.settings import TASKS, load_settings  # noqa: E402
 from mcls.train import train_task  # noqa: E402
@@ -224,7 +224,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     ov.update({f'{t}.epochs': e for t, e in p['epochs'].items()})
     ov.update({f'{t}.lr': lr for t, lr in p['lr'].items()})
     s = load_settings(overrides={k: str(v) for k, v in ov.items()})
-    n_workers = workers if workers is not None else (s.tasks['mask'].workers or min(os.cpu_count() or 1, 8))
+    n_workers = resolve_workers(s.tasks['mask'].workers if workers is None else workers)
     out = out or ROOT / 'bench' / 'results' / f'{datetime.now():%Y-%m-%d}-{device_name()}-{preset}.json'
     rep = Report(out, preset=preset, device=device_name(), torch=torch.__version__, python=platform.python_version(),
                  date=datetime.now().isoformat(timespec='seconds'), data=str(data),

@@ -67,7 +67,9 @@ def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBloc
 
 
 def resolve_workers(workers: int | None) -> int:
-    return min(os.cpu_count() or 1, 8) if workers is None else workers
+    "None (settings: auto): one DataLoader worker per usable core, up to 16."
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1, 16) \
+        if workers is None else workers
 
 
 def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, device=None):
