@@ -44,10 +44,10 @@ from mcls.train import train_task  # noqa: E402
 DEFAULT_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
 # epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared).
 # lr: mcls's one-cycle peak per task. cpu: chosen on the validation fold of a 300-person build (lite0, 128 px,
-# 3 epochs; docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates (3e-4 / 1e-4 / 1e-4).
+# 3 epochs; bench/lr_sweep.py, docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates (3e-4 / 1e-4 / 1e-4).
 # gpu: 1e-3 everywhere, the middle of that sweep; not yet measured on a GPU.
 PRESETS = {
-    'cpu': dict(arch='tf_efficientnet_lite0', size=128, batch=32, epochs=dict(mask=3, age=3, gender=3), plain_epochs=2,
+    'cpu': dict(arch='tf_efficientnet_lite0', size=128, batch=32, epochs=dict(mask=5, age=5, gender=5), plain_epochs=2,
                 lr=dict(mask=3e-3, age=1e-3, gender=1e-3), tta_passes=2, ceiling_seconds=30.0, ceiling_min_steps=5,
                 input_seconds=20.0, pretrained=True),
     'gpu': dict(arch='tf_efficientnet_lite0', size=224, batch=64, epochs=dict(mask=10, age=4, gender=10), plain_epochs=3,
@@ -260,7 +260,8 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
             rep.stage(f'train_{task}_seed{seed}', time.perf_counter() - t0, valid_f1=r.valid_f1)
         f1s = [r.valid_f1 for r in runs]
         ep = runs[0].epoch_seconds
-        rep.data['tasks'][task].update(
+        per_epoch = pd.read_csv(runs[0].run_dir / 'history.csv').f1_score.astype(float).tolist()
+        rep.data['tasks'][task].update(valid_f1_per_epoch=per_epoch,
             valid_f1=float(np.mean(f1s)), valid_f1_seeds=f1s, valid_f1_spread=float(np.max(f1s) - np.min(f1s)),
             train_images_per_s=runs[0].train_images_per_s, first_epoch_s=ep[0] if ep else None,
             later_epoch_s=float(np.mean(ep[1:])) if len(ep) > 1 else None)
@@ -319,7 +320,11 @@ def print_table(r: dict):
 
     t.add_row('valid F1, mcls (mean of seeds)', *[f(T[k]['valid_f1']) for k in TASKS], '')
     t.add_row('valid F1 spread over seeds', *[f(T[k]['valid_f1_spread']) for k in TASKS], '')
-    t.add_row('valid F1, plain loop (last epoch)', *[f(T[k]['plain']['valid_f1'][-1]) for k in TASKS], '')
+    n_plain = r['settings']['plain_epochs']
+    t.add_row(f'valid F1, plain loop (epoch {n_plain})', *[f(T[k]['plain']['valid_f1'][-1]) for k in TASKS], '')
+    t.add_row(f'valid F1, mcls at epoch {n_plain} (first seed)',
+              *[f(T[k]['valid_f1_per_epoch'][n_plain - 1]) if len(T[k]['valid_f1_per_epoch']) >= n_plain else '-'
+                for k in TASKS], '')
     for key, label in (('eval', 'eval'), ('eval_degraded', 'degraded eval')):
         for mode in ('plain', 'tta'):
             e = r[key][mode]

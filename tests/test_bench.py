@@ -23,7 +23,7 @@ def test_bench_reports_every_field(tmp_path):
     for task in ('mask', 'age', 'gender'):
         t = r['tasks'][task]
         assert 0 <= t['valid_f1'] <= 1 and len(t['valid_f1_seeds']) == 2 and t['valid_f1_spread'] >= 0
-        assert t['train_images_per_s'] > 0 and t['first_epoch_s'] > 0
+        assert t['train_images_per_s'] > 0 and t['first_epoch_s'] > 0 and len(t['valid_f1_per_epoch']) == 1
         assert all(0 <= f <= 1 for f in t['plain']['valid_f1']) and t['plain']['warm_images_per_s'] > 0
     for key in ('eval', 'eval_degraded'):
         for mode in ('plain', 'tta'):
