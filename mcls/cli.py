@@ -151,7 +151,6 @@ def _folds(fold: str, n: int) -> list[int]:
 
 
 def _train_table(s: Settings):
-    from .crop import attach_crops  # noqa: F401 - fail early if facenet-pytorch is broken
     from .dataset import LoadReport
     from .train import training_table
     report = LoadReport()
@@ -241,11 +240,15 @@ def pd_isna(v) -> bool:
     return v is None or (not isinstance(v, str) and pd.isna(v))
 
 
+def _fold_dirs(s: Settings) -> list[Path]:
+    return sorted(Path(s.paths.models).glob('fold*'))
+
+
 def _model_dirs(s: Settings, models) -> list[Path]:
     if models: return list(models)
     full = Path(s.paths.models) / 'full'
     if (full / 'mask.json').exists(): return [full]
-    folds = sorted(Path(s.paths.models).glob('fold*'))
+    folds = _fold_dirs(s)
     if not folds: raise UserError(f'no models under {s.paths.models}: run `mcls train all` first, or pass --models')
     return folds
 
@@ -293,7 +296,7 @@ def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = N
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."
     from .tune import fit_offsets, load_oof, write_offsets
     s = _settings(config, set)
-    dirs = list(models) if models else sorted(Path(s.paths.models).glob('fold*'))
+    dirs = list(models) if models else _fold_dirs(s)
     if not dirs: raise UserError(f'no fold models under {s.paths.models}: train with --fold first')
     offsets, report, rows = {}, {}, []
     for t in TASKS:

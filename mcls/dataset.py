@@ -11,7 +11,8 @@ import pandas as pd
 from .images import IMAGE_EXTS, is_hidden
 from .labels import GENDERS, MASK_STEMS, age_group, encode
 
-__all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'load_train', 'load_eval', 'load_images', 'read_corrections',
+__all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'load_train', 'load_eval', 'load_images', 'train_rows',
+           'read_corrections',
            'apply_corrections']
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,11 @@ def load_eval(root: Path | str, report: LoadReport | None = None) -> pd.DataFram
                         f'Restore them or remove their rows.')
     if report is not None: report.eval_images = len(files)
     return pd.DataFrame({'image_id': info.ImageID.str.strip(), 'file': [str(f) for f in files]})
+
+
+def train_rows(df: pd.DataFrame) -> pd.DataFrame:
+    "The training photos of an image table (all of it when it has no `split` column)."
+    return df[df.split.eq('train')] if 'split' in df else df
 
 
 def load_images(root: Path | str, corrections: Path | str | None = None,

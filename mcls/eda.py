@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .labels import AGE_NAMES, GENDERS, MASK_NAMES, N_CLASSES, class_name
+from .dataset import train_rows
+from .labels import AGE_NAMES, GENDERS, MASK_NAMES, N_CLASSES, age_group, class_name
+from .plots import pyplot, save_figure
 
 __all__ = ['distributions', 'plot_distributions']
 
@@ -19,8 +21,7 @@ def _count(series: pd.Series, names) -> pd.DataFrame:
 def distributions(df: pd.DataFrame, boundary: int = 60) -> dict[str, pd.DataFrame]:
     """Per-person gender and age group (true and at the training `boundary`), per-photo mask, and the 18 classes.
     Only training rows count."""
-    from .labels import age_group
-    tr = df[df.split.eq('train')] if 'split' in df else df
+    tr = train_rows(df)
     persons = tr.drop_duplicates('person')
     return {
         'gender (persons)': _count(persons.gender, GENDERS),
@@ -33,22 +34,13 @@ def distributions(df: pd.DataFrame, boundary: int = 60) -> dict[str, pd.DataFram
 
 def plot_distributions(df: pd.DataFrame, out_dir: Path | str, boundary: int = 60) -> list[Path]:
     "Write gender, age histogram (with group boundaries), mask and class plots as PNGs; returns their paths."
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from .atomic import atomic_path
-
+    plt = pyplot()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tr = df[df.split.eq('train')] if 'split' in df else df
-    persons = tr.drop_duplicates('person')
+    persons = train_rows(df).drop_duplicates('person')
     tables = distributions(df, boundary)
     written = []
 
-    def save(fig, name):
-        with atomic_path(out_dir / name) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
-        plt.close(fig)
-        written.append(out_dir / name)
+    def save(fig, name): written.append(save_figure(fig, out_dir / name))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.hist(persons.age, bins=np.arange(persons.age.min(), persons.age.max() + 2) - 0.5, color='tab:blue')

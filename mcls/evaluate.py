@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from .dataset import DataError
 from .labels import N_CLASSES, class_name, decode
+from .plots import pyplot, save_figure
 
 __all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion']
 
@@ -62,12 +63,8 @@ def evaluate_files(submission: Path | str, answers: Path | str) -> Scores:
 
 
 def plot_confusion(cm: np.ndarray, dest: Path | str, names=None, title='confusion matrix') -> Path:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from .atomic import atomic_path
     names = names or [str(i) for i in range(len(cm))]
-    fig, ax = plt.subplots(figsize=(0.5 * len(cm) + 3, 0.5 * len(cm) + 2.5))
+    fig, ax = pyplot().subplots(figsize=(0.5 * len(cm) + 3, 0.5 * len(cm) + 2.5))
     ax.imshow(cm, cmap='Blues')
     ax.set(xticks=range(len(cm)), yticks=range(len(cm)), xticklabels=names, yticklabels=names,
            xlabel='predicted', ylabel='true', title=title)
@@ -76,6 +73,4 @@ def plot_confusion(cm: np.ndarray, dest: Path | str, names=None, title='confusio
         for j in range(len(cm)):
             if cm[i, j]: ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7,
                                  color='white' if cm[i, j] > cm.max() / 2 else 'black')
-    with atomic_path(dest) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
-    plt.close(fig)
-    return Path(dest)
+    return save_figure(fig, dest)

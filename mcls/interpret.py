@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 from fastai.vision.all import ClassificationInterpretation
 
-from .atomic import atomic_path
 from .export import load_task_learner
 from .learner import task_dls
+from .plots import pyplot, save_figure
 from .settings import load_settings
 
 __all__ = ['interpret_task']
@@ -18,10 +18,6 @@ def interpret_task(table: pd.DataFrame, task: str, model_dir: Path, fold: int, o
                    workers: int | None = None) -> list[Path]:
     """Confusion matrix and top-losses grid of the learner in `model_dir` on fold `fold` of `table`
     (which must be the fold the learner did not train on)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     ts = load_settings(Path(model_dir) / f'{task}.settings.ini').tasks[task]   # the settings it was trained with
     learn = load_task_learner(model_dir, task)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
@@ -31,8 +27,5 @@ def interpret_task(table: pd.DataFrame, task: str, model_dir: Path, fold: int, o
     for name, draw, kwargs in (('confusion', interp.plot_confusion_matrix, {}),
                                ('top_losses', interp.plot_top_losses, {'k': k, 'nrows': 3})):
         draw(**kwargs)
-        dest = out_dir / f'{task}_fold{fold}_{name}.png'
-        with atomic_path(dest) as tmp: plt.gcf().savefig(tmp, dpi=100, bbox_inches='tight', format='png')
-        plt.close('all')
-        written.append(dest)
+        written.append(save_figure(pyplot().gcf(), out_dir / f'{task}_fold{fold}_{name}.png'))
     return written

@@ -20,7 +20,8 @@ from .crop import attach_crops
 from .dataset import LoadReport, load_train
 from .export import export_learner
 from .folds import assign_folds
-from .learner import TARGET, build_learner, check_task_settings, task_dls
+from .learner import build_learner, check_task_settings, task_dls
+from .plots import pyplot, save_figure
 from .settings import Settings, load_settings
 
 __all__ = ['SaveLastCallback', 'TrainResult', 'training_table', 'new_run_dir', 'train_task', 'resume_task', 'lr_find_task',
@@ -63,7 +64,7 @@ class TrainTimer(Callback):
     "Seconds of each epoch's training phase (no validation), for images/s that compare with a bare loop."
     order = 1
 
-    def before_fit(self): self.train_seconds = []
+    def __init__(self): self.train_seconds = []
     def before_train(self): self._t0 = time.perf_counter()
 
     def after_train(self):
@@ -177,18 +178,18 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         if start: _keep_history(run_dir / 'history.csv', start)
         _fit(learn, ts, epochs, cbs, start_epoch=start)
         if start: _keep_history(run_dir / 'history.csv', epochs)
+    else:    # killed after its last epoch: SaveModelCallback never got to reload the best one
+        if not full and (run_dir / 'best.pth').exists(): learn.load('best', with_opt=False)
     seconds = time.perf_counter() - t0
-    if resume_state is not None and not full and (run_dir / 'best.pth').exists():
-        learn.load('best', with_opt=False)    # the best epoch may predate the crash
     f1 = acc = None
     if not full:
         _, f1, acc = learn.validate()
         _save_valid_probs(learn, df[df.is_valid], run_dir / f'{task}.valid.npz')
     n_train = int((~df.is_valid).sum())
-    warm = getattr(timer, 'train_seconds', [])[1:] or getattr(timer, 'train_seconds', [])
+    warm = timer.train_seconds[1:] or timer.train_seconds
     result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
                          n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0,
-                         n_train * len(warm) / sum(warm) if warm else 0.0, tuple(getattr(timer, 'train_seconds', ())))
+                         n_train * len(warm) / sum(warm) if warm else 0.0, tuple(timer.train_seconds))
     learn.logger = print
     if export_dir is not None:
         result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1)
@@ -223,18 +224,15 @@ def _save_valid_probs(learn, valid_df: pd.DataFrame, dest: Path):
 def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png: Path,
                  workers: int | None = None, num_it: int = 100) -> dict[str, float]:
     "fastai's lr_find on the task's training fold; saves the plot and returns the suggestions."
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     from fastai.vision.all import minimum, slide, steep, valley
     ts = s.tasks[task]
     check_task_settings(ts)
     set_seed(ts.seed, reproducible=True)
     learn = build_learner(task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers), ts,
                           path=Path(out_png).parent)
+    pyplot()     # lr_find draws into the current figure: no display needed
     sugg = learn.lr_find(num_it=num_it, suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
-    with atomic_path(out_png) as tmp: plt.gcf().savefig(tmp, dpi=100, bbox_inches='tight', format='png')
-    plt.close('all')
+    save_figure(pyplot().gcf(), out_png)
     return {k: float(v) for k, v in sugg._asdict().items()}
 
 

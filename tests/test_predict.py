@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from mcls.dataset import DataError
-from mcls.evaluate import evaluate_files, read_labels, score
+from mcls.evaluate import evaluate_files, read_labels
 from mcls.predict import check_models, combine, predict_eval, predict_frame
 from mcls.tune import apply_offsets, fit_offsets, load_oof, read_offsets, write_offsets
 

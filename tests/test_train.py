@@ -5,11 +5,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from fastai.vision.all import Callback
 
 from mcls.export import load_task_learner, rebuild_learner
-from mcls.learner import batch_tfms, item_tfms
 from mcls.train import list_runs, resume_task, train_task, training_table
 from tests.conftest import tiny_settings
 
