@@ -28,18 +28,22 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageFilter  # noqa: E402
+from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from mcls.atomic import write_text_atomic  # noqa: E402
 from mcls.crop import attach_crops  # noqa: E402
+from mcls.demo import TINY  # noqa: E402
 from mcls.dataset import load_eval, load_train  # noqa: E402
 from mcls.evaluate import evaluate_files  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.learner import TARGET, make_model, norm_stats, resolve_workers, task_dls, task_targets  # noqa: E402
 from mcls.predict import predict_eval  # noqa: E402
 from mcls.settings import TASKS, load_settings  # noqa: E402
-from mcls.train import train_task  # noqa: E402
+from mcls.train import train_task, with_seed  # noqa: E402
+
+sys.path.insert(0, str(ROOT / 'bench'))
+from degrade import degrade_copy  # noqa: E402
 
 DEFAULT_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
 # epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared).
@@ -53,7 +57,7 @@ PRESETS = {
     'gpu': dict(arch='tf_efficientnet_lite0', size=224, batch=64, epochs=dict(mask=10, age=4, gender=10), plain_epochs=3,
                 lr=dict(mask=1e-3, age=1e-3, gender=1e-3), tta_passes=4, ceiling_seconds=30.0, ceiling_min_steps=100,
                 input_seconds=20.0, pretrained=True),
-    'tiny': dict(arch='test_efficientnet', size=64, batch=16, epochs=dict(mask=1, age=1, gender=1), plain_epochs=1,
+    'tiny': dict(arch=TINY['train.arch'], size=int(TINY['train.size']), batch=int(TINY['train.batch']), epochs=dict(mask=1, age=1, gender=1), plain_epochs=1,
                  lr=dict(mask=3e-3, age=3e-3, gender=3e-3), tta_passes=2, ceiling_seconds=2.0, ceiling_min_steps=3,
                  input_seconds=2.0, pretrained=False),
 }
@@ -86,17 +90,6 @@ class Report:
 
     def save(self):
         write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
-
-
-def degrade_copy(src: Path, dest: Path):
-    "Eval photos as real capture: downscaled x3 (and back), blurred, saved at JPEG quality 30."
-    (dest / 'eval' / 'images').mkdir(parents=True, exist_ok=True)
-    for name in ('info.csv', 'answers.csv'): shutil.copy(src / 'eval' / name, dest / 'eval' / name)
-    for f in (src / 'eval' / 'images').iterdir():
-        im = Image.open(f).convert('RGB')
-        small = im.resize((max(im.width // 3, 1), max(im.height // 3, 1)), Image.BILINEAR)
-        out = small.resize(im.size, Image.BILINEAR).filter(ImageFilter.GaussianBlur(1.0))
-        out.save(dest / 'eval' / 'images' / f.name, format='JPEG', quality=30)
 
 
 # ---------------------------------------------------------------- the plain reference loop
@@ -253,9 +246,8 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     for task in TASKS:
         runs = []
         for i, seed in enumerate(seeds):
-            ss = dataclasses.replace(s, tasks={**s.tasks, task: dataclasses.replace(s.tasks[task], seed=seed)})
             t0 = time.perf_counter()
-            r = train_task(table, ss, task, 0, export_dir=model_dir if i == 0 else None, progress=False)
+            r = train_task(table, with_seed(s, seed), task, 0, export_dir=model_dir if i == 0 else None, progress=False)
             runs.append(r)
             rep.stage(f'train_{task}_seed{seed}', time.perf_counter() - t0, valid_f1=r.valid_f1)
         f1s = [r.valid_f1 for r in runs]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import albumentations as A
 import numpy as np
+import torch
 from fastai.vision.all import DisplayedTransform, PILImage
 
 __all__ = ['PIPELINES', 'pipeline_names', 'build_pipeline', 'AlbumentationsTransform']
@@ -46,6 +47,22 @@ def tta_light():
     return [A.HorizontalFlip(p=0.5), A.Affine(scale=(0.95, 1.05), rotate=(-8, 8), border_mode=0, p=0.7)]
 
 
+def flip():
+    "TTA: the mirror image (with tta_passes = 1 and tta_beta = 0.5: the mean of a photo and its mirror)."
+    return [A.HorizontalFlip(p=1.0)]
+
+
+def light():
+    "Flips and small shifts, scales and rotations: what a face photo can vary by without losing a label cue."
+    return [A.HorizontalFlip(p=0.5), A.Affine(scale=(0.9, 1.1), translate_percent=(-0.05, 0.05), rotate=(-10, 10),
+                                              border_mode=0, p=0.7), A.RandomBrightnessContrast(p=0.3)]
+
+
+def light_real():
+    "light plus the real-capture degradations."
+    return [*light(), *real_capture()]
+
+
 def _real(seed_fn):
     def build(): return [A.HorizontalFlip(p=0.5), *seed_fn(), *real_capture()]
     build.__doc__ = f'{seed_fn.__name__} plus a horizontal flip and real-capture degradations.'
@@ -56,7 +73,7 @@ PIPELINES = {
     'none': no_augmentation,
     'mask_seed': mask_seed, 'age_seed': age_seed, 'gender_seed': gender_seed,
     'mask_real': _real(mask_seed), 'age_real': _real(age_seed), 'gender_real': _real(gender_seed),
-    'real_capture': real_capture, 'tta_light': tta_light,
+    'real_capture': real_capture, 'tta_light': tta_light, 'flip': flip, 'light': light, 'light_real': light_real,
 }
 
 
@@ -85,7 +102,7 @@ class AlbumentationsTransform(DisplayedTransform):
 
     def __getstate__(self):   # pickle the name, not the albumentations objects: exports stay small and portable
         state = self.__dict__.copy()
-        state.pop('aug', None)
+        state.pop('aug', None); state.pop('_seed', None)
         return state
 
     def __setstate__(self, state):
@@ -93,4 +110,8 @@ class AlbumentationsTransform(DisplayedTransform):
         self.aug = build_pipeline(self.pipeline)
 
     def encodes(self, img: PILImage):
+        # albumentations 2.x keeps its own RNG, deaf to fastai's set_seed, and forked workers would copy one state:
+        # seed it from torch's seed, which set_seed fixes and which differs per DataLoader worker
+        seed = torch.initial_seed()
+        if getattr(self, '_seed', None) != seed: self.aug.set_random_seed(seed % 2**32); self._seed = seed
         return PILImage.create(self.aug(image=np.asarray(img))['image'])

@@ -13,19 +13,17 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from .settings import TASKS, Settings, SettingsError, load_settings, parse_overrides
+from .errors import ConfigError, DataError, UserError
+from .terminal import interactive
+from .settings import LEARNERS, TASKS, Settings, SettingsError, load_settings, parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
-console = Console() if sys.stdout.isatty() else Console(width=160)   # logs: no truncated tables
+console = Console() if interactive() else Console(width=160)   # logs: no truncated tables
 
 ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini')]
 SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value')]
 DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help='competition layout root (paths.data)')]
-
-
-class UserError(Exception):
-    "Errors a user can fix: printed as one line, exit code 2."
 
 
 def _settings(config, sets, data=None, **named) -> Settings:
@@ -126,6 +124,8 @@ def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
 
 
 TaskArg = Annotated[str, typer.Argument(help='mask, age, gender (or all, where allowed)')]
+LearnerArg = Annotated[str, typer.Argument(help='mask, age, gender, joint (one backbone, three heads), or all: '
+                                                '[train] mode decides whether all means the three tasks or joint')]
 ModelsOpt = Annotated[Optional[list[Path]], typer.Option('--models', '-m', help='model folder(s); several are averaged')]
 
 
@@ -169,7 +169,7 @@ def _results_table(results) -> Table:
 
 
 @app.command()
-def train(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
+def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
           fold: Annotated[str, typer.Option(help='validation fold, or all for every fold')] = '0',
           full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs')] = False,
           arch: Annotated[Optional[str], typer.Option(help='timm architecture')] = None,
@@ -183,40 +183,37 @@ def train(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: Dat
           run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume')] = None,
           export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full')] = None,
           workers: Annotated[Optional[int], typer.Option(help='DataLoader workers')] = None):
-    "Train one task (or all) on a person-aware fold, or on all data with --full; export the learner."
+    "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
     from .learner import check_task_settings
-    from .train import latest_run, resume_task, train_task
-    tasks = _tasks(task)
+    from .runs import latest_run
+    from .train import learners_for, resume_task, train_learners
+    s = _settings(config, set, data)
+    tasks = learners_for(task, s)
     if resume:
-        s = _settings(config, set, data)
         results = [resume_task(run_dir or latest_run(s.paths.runs, t), export_dir, workers) for t in tasks]
         console.print(_results_table(results))
         return
     named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch, pipeline=pipeline,
                  loss=loss, **{'full_epochs' if full else 'epochs': epochs})
     overrides = _task_overrides(tasks, **named)
-    if boundary is not None: overrides['age.boundary'] = str(boundary)
+    if boundary is not None: overrides.update({f'{t}.boundary': str(boundary) for t in ('age', 'joint')})
     s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
-    for t in tasks: check_task_settings(s.tasks[t])     # every task, before any work
+    for t in tasks: check_task_settings(s.tasks[t], full)     # every learner, before any work
     table = _train_table(s)
     folds = [None] if full else _folds(fold, s.split.folds)
-    results = []
-    for k in folds:
-        dest = export_dir or Path(s.paths.models) / ('full' if k is None else f'fold{k}')
-        for t in tasks:
-            results.append(train_task(table, s, t, k, export_dir=dest, workers=workers))
-            console.print(_results_table(results[-1:]))
+    results = train_learners(table, s, tasks, folds, export_dir, workers,
+                             on_result=lambda r: console.print(_results_table([r])))
     if len(results) > 1: console.print(_results_table(results))
 
 
 @app.command('lr-find')
-def lr_find(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
+def lr_find(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
             out: Annotated[Optional[Path], typer.Option(help='plot PNG (default reports/lr_find_<task>.png)')] = None,
             num_it: int = 100, workers: Optional[int] = None):
-    "fastai's learning-rate finder for one task: saves the plot and prints the suggestions."
+    "fastai's learning-rate finder for one learner (every layer trainable): saves the plot and prints suggestions."
     from .train import lr_find_task
-    t = _tasks(task, allow_all=False)[0]
-    s = _settings(config, set, data)
+    if task not in LEARNERS: raise UserError(f"unknown learner {task!r}: use {', '.join(LEARNERS)}")
+    t, s = task, _settings(config, set, data)
     out = out or Path(s.paths.reports) / f'lr_find_{t}.png'
     sugg = lr_find_task(_train_table(s), s, t, _folds(str(fold), s.split.folds)[0], out, workers, num_it)
     console.print(_table(f'lr_find {t} (current lr {s.tasks[t].lr:g})', ('suggestion', 'lr'),
@@ -227,7 +224,7 @@ def lr_find(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: D
 @app.command()
 def runs(config: ConfigOpt = None, set: SetOpt = None, task: Optional[str] = None, last: int = 30):
     "Past training runs with their validation scores, best first."
-    from .train import list_runs
+    from .runs import list_runs
     s = _settings(config, set)
     df = list_runs(s.paths.runs)
     if task: df = df[df.task == task]
@@ -357,8 +354,6 @@ def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = 
 
 def run():
     "Entry point: known errors become one clear line and exit code 2."
-    from .dataset import DataError
-    from .learner import ConfigError
     try:
         app()
     except (UserError, SettingsError, DataError, ConfigError, FileNotFoundError, OSError) as e:

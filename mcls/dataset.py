@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import DataError
 from .images import IMAGE_EXTS, is_hidden
 from .labels import GENDERS, MASK_STEMS, age_group, encode
 
@@ -18,10 +19,6 @@ __all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'load_train', 'load_eval'
 log = logging.getLogger(__name__)
 TRAIN_COLUMNS = ('id', 'gender', 'race', 'age', 'path')
 AGE_RANGE = (0, 120)
-
-
-class DataError(ValueError):
-    "Input data that cannot be used; the message names the file and the fix."
 
 
 @dataclass

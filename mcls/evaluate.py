@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from .dataset import DataError
+from .errors import DataError
 from .labels import N_CLASSES, class_name, decode
 from .plots import pyplot, save_figure
 

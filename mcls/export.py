@@ -20,7 +20,8 @@ from .settings import Settings, load_settings
 __all__ = ['export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
 
 
-def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | None = None) -> Path:
+def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | None = None,
+                   precision: str = 'fp32') -> Path:
     "Write `<task>.pkl` (learn.export), `<task>.safetensors`, `<task>.json` and `<task>.settings.ini` atomically."
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,8 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
     state = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
     with atomic_path(dest_dir / f'{task}.safetensors') as tmp: save_file(state, str(tmp))
     write_text_atomic(dest_dir / f'{task}.settings.ini', s.to_ini())
-    meta = {'task': task, 'arch': ts.arch, 'size': ts.size, 'boundary': ts.boundary if task == 'age' else None,
+    meta = {'task': task, 'arch': ts.arch, 'size': ts.size, 'boundary': ts.boundary if task in ('age', 'joint') else None,
+            'age_head': ts.age_head, 'precision': precision, 'channels_last': ts.channels_last,
             'pipeline': ts.pipeline, 'norm': norm_stats(ts.arch), 'valid_f1': valid_f1,
             'created': datetime.now().isoformat(timespec='seconds')}
     write_text_atomic(dest_dir / f'{task}.json', json.dumps(meta, indent=1))
@@ -52,7 +54,8 @@ def rebuild_learner(model_dir: Path, task: str):
     with tempfile.TemporaryDirectory() as tmp:   # fastai infers types from one item: a blank photo will do
         blank = Path(tmp) / 'blank.png'
         Image.new('RGB', (ts.size, ts.size)).save(blank)
-        one = pd.DataFrame({'crop': [str(blank)], 'is_valid': [False], 'mask': [0], 'gender': [0], 'age_target': [0]})
+        one = pd.DataFrame({'crop': [str(blank)], 'is_valid': [False], 'mask': [0], 'gender': [0], 'age_target': [0],
+                            'joint_y': [0]})
         dls = task_datablock(ts).dataloaders(one, bs=1, num_workers=0).new_empty()
     learn = build_learner(dls, ts, path=model_dir, pretrained=False)
     learn.model.load_state_dict(load_file(str(model_dir / f'{task}.safetensors')))

@@ -11,32 +11,37 @@ import pandas as pd
 import timm
 import torch
 from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, CrossEntropyLossFlat, DataBlock, F1Score,
-                               FocalLossFlat, ImageBlock, IntToFloatTensor, Learner, Normalize, OptimWrapper, Resize, ToTensor,
-                               accuracy, default_split, imagenet_stats)
+                               FocalLossFlat, ImageBlock, IntToFloatTensor, Learner, Normalize, OptimWrapper, Resize,
+                               ToTensor, TransformBlock, accuracy, imagenet_stats, params)
 from fastai.vision.learner import create_timm_model
 
 from .augment import AlbumentationsTransform, build_pipeline
+from .errors import ConfigError
+from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import age_group
 from .settings import TaskSettings
 
-__all__ = ['N_OUT', 'TARGET', 'ConfigError', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms', 'task_datablock',
-           'task_dls', 'make_loss', 'make_model', 'build_learner', 'check_task_settings', 'resolve_workers']
+__all__ = ['N_OUT', 'TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
+           'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
+           'check_task_settings', 'resolve_workers', 'sample_weights']
 
 N_OUT = {'mask': 3, 'gender': 2, 'age': 3}
-TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target'}   # the column each task learns
+TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target', 'joint': 'joint_y'}   # the column each learner learns
 
 
-class ConfigError(ValueError):
-    "Settings that would fail later in training; raised before any work starts."
+def n_out(ts: TaskSettings) -> int:
+    return n_logits(ts.age_head) if ts.task == 'joint' else N_OUT[ts.task]
 
 
 def task_targets(df: pd.DataFrame, ts: TaskSettings) -> pd.DataFrame:
     """Add the target column of this task. Age: training rows use the task's boundary, validation rows
     (`is_valid`) the true groups, so validation F1 stays comparable across boundaries."""
-    if ts.task != 'age': return df
+    if ts.task not in ('age', 'joint'): return df
     train_groups = age_group(df.age.to_numpy(), ts.boundary)
     valid = df.is_valid.to_numpy(bool) if 'is_valid' in df else np.zeros(len(df), bool)
-    return df.assign(age_target=np.where(valid, df.age_group.to_numpy(), train_groups))
+    df = df.assign(age_target=np.where(valid, df.age_group.to_numpy(), train_groups))
+    if ts.task == 'joint': df['joint_y'] = encode_target(df['mask'], df.gender, df.age_target, df.age)
+    return df
 
 
 def norm_stats(arch: str) -> tuple[tuple, tuple]:
@@ -59,8 +64,10 @@ def batch_tfms(arch: str):
 
 
 def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBlock:
-    "ImageBlock over cached crops -> CategoryBlock of the task's target; `is_valid` column splits (person-aware)."
-    return DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=list(range(N_OUT[ts.task])))),
+    """ImageBlock over cached crops -> CategoryBlock of the task's target (joint: one encoded integer);
+    `is_valid` column splits (person-aware)."""
+    y_block = TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else CategoryBlock(vocab=list(range(N_OUT[ts.task])))
+    return DataBlock(blocks=(ImageBlock, y_block),
                      get_x=ColReader('crop'), get_y=ColReader(TARGET[ts.task]), splitter=ColSplitter('is_valid'),
                      item_tfms=item_tfms(ts.size, ts.pipeline if pipeline == 'train' else pipeline),
                      batch_tfms=batch_tfms(ts.arch))
@@ -76,15 +83,31 @@ def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, dev
     "DataLoaders of one task from an image table with `crop`, `is_valid` and the task's label columns."
     df = task_targets(df, ts).reset_index(drop=True)
     n = resolve_workers(ts.workers if workers is None else workers)
-    return task_datablock(ts).dataloaders(df, bs=ts.batch, num_workers=n, device=device,
-                                          pin_memory=torch.cuda.is_available(), persistent_workers=n > 0)
+    kw = dict(bs=ts.batch, num_workers=n, device=device, pin_memory=torch.cuda.is_available(), persistent_workers=n > 0)
+    dblock = task_datablock(ts)
+    if ts.old_weight == 1: return dblock.dataloaders(df, **kw)
+    return dblock.weighted_dataloaders(df, sample_weights(df, ts.old_weight), **kw)
+
+
+def sample_weights(df: pd.DataFrame, old_weight: float) -> np.ndarray:
+    "Sampling weight per photo: `old_weight` for the 60+ group (true ages), 1 for the rest."
+    return np.where(df.age_group.to_numpy() == 2, old_weight, 1.0)
 
 
 def make_loss(ts: TaskSettings):
-    "Cross-entropy (optional label smoothing) or fastai's FocalLossFlat; optional per-class weights."
+    """Cross-entropy (optional label smoothing) or fastai's FocalLossFlat; optional per-class weights.
+    Joint: one loss over the three heads (age: groups or ordinal thresholds)."""
     w = torch.tensor(ts.class_weights, dtype=torch.float) if ts.class_weights else None
+    if ts.task == 'joint':
+        return JointLoss(ts.task_weights or (1.0, 1.0, 1.0), ts.age_head, ts.loss, ts.gamma, ts.label_smoothing,
+                         age_weights=w, boundary=ts.boundary)
     if ts.loss == 'focal': return FocalLossFlat(gamma=ts.gamma, weight=w)
     return CrossEntropyLossFlat(weight=w, label_smoothing=ts.label_smoothing)
+
+
+def make_metrics(ts: TaskSettings, loss) -> list:
+    "Macro F1 (named f1_score: the checkpoint monitor) and accuracy; joint: 18-class and per-task macro F1."
+    return joint_metrics(loss) if ts.task == 'joint' else [F1Score(average='macro'), accuracy]
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -105,8 +128,8 @@ def _hub_cached(arch: str) -> bool:
                for f in ('model.safetensors', 'pytorch_model.bin', 'open_clip_pytorch_model.bin'))
 
 
-def check_task_settings(ts: TaskSettings):
-    "Fail before training starts, with the setting's name and the fix."
+def check_task_settings(ts: TaskSettings, full: bool = False):
+    "Fail before training starts, with the setting's name and the fix (`full`: training on all photos)."
     t = f'[{ts.task}]'
     if not timm.is_model(ts.arch):
         close = timm.list_models(f'*{ts.arch.split("_")[0]}*')[:5]
@@ -119,9 +142,29 @@ def check_task_settings(ts: TaskSettings):
     if ts.epochs < 1 or ts.full_epochs < 1: raise ConfigError(f'{t} epochs and full_epochs must be >= 1')
     if ts.batch < 1 or ts.size < 16: raise ConfigError(f'{t} batch must be >= 1 and size >= 16')
     if ts.loss not in ('ce', 'focal'): raise ConfigError(f'{t} loss = {ts.loss!r}: use ce or focal')
+    if ts.loss == 'focal' and ts.label_smoothing and ts.task != 'joint':
+        raise ConfigError(f'{t} label_smoothing = {ts.label_smoothing} is ignored by fastai\'s focal loss: '
+                          f'set loss = ce, or label_smoothing = 0 (the joint learner supports both together)')
     if ts.fit not in ('one_cycle', 'fine_tune'): raise ConfigError(f'{t} fit = {ts.fit!r}: use one_cycle or fine_tune')
-    if ts.class_weights and len(ts.class_weights) != N_OUT[ts.task]:
-        raise ConfigError(f'{t} class_weights needs {N_OUT[ts.task]} values, got {len(ts.class_weights)}')
+    epochs, name = (ts.full_epochs, 'full_epochs') if full else (ts.epochs, 'epochs')
+    if ts.fit == 'fine_tune' and not 0 < ts.freeze_epochs < epochs:
+        raise ConfigError(f'{t} fit = fine_tune needs 0 < freeze_epochs ({ts.freeze_epochs}) < {name} ({epochs})')
+    if ts.lr_mult < 1: raise ConfigError(f'{t} lr_mult = {ts.lr_mult}: must be >= 1 (head rate / earliest body rate)')
+    if ts.age_head not in ('groups', 'ordinal'):
+        raise ConfigError(f'{t} age_head = {ts.age_head!r}: use groups or ordinal')
+    if ts.age_head == 'ordinal' and ts.task != 'joint':
+        raise ConfigError(f'{t} age_head = ordinal needs the joint learner (`mcls train joint`)')
+    if ts.task == 'joint' and ts.age_head == 'ordinal' and ts.boundary not in AGE_THRESHOLDS:
+        raise ConfigError(f'{t} boundary = {ts.boundary}: the ordinal head has thresholds at even ages '
+                          f'{AGE_THRESHOLDS[0]}-{AGE_THRESHOLDS[-1]}; pick one of them')
+    if ts.task == 'joint' and ts.task_weights and len(ts.task_weights) != 3:
+        raise ConfigError(f'{t} task_weights needs 3 values (mask, gender, age), got {len(ts.task_weights)}')
+    if ts.precision not in ('auto', 'fp32', 'bf16'): raise ConfigError(f'{t} precision = {ts.precision!r}: use auto, fp32 or bf16')
+    if ts.mix not in ('none', 'mixup', 'cutmix'): raise ConfigError(f'{t} mix = {ts.mix!r}: use none, mixup or cutmix')
+    if ts.old_weight <= 0: raise ConfigError(f'{t} old_weight = {ts.old_weight}: must be > 0 (1 = plain shuffling)')
+    n_cls = 3 if ts.task == 'joint' else N_OUT[ts.task]
+    if ts.class_weights and len(ts.class_weights) != n_cls:
+        raise ConfigError(f'{t} class_weights needs {n_cls} values, got {len(ts.class_weights)}')
     if ts.weights is not None and not ts.weights.is_file():
         raise ConfigError(f'{t} weights = {ts.weights}: file not found. Give an existing .safetensors/.pth file '
                           f'(--weights) or use --no-pretrained')
@@ -134,8 +177,18 @@ def make_model(ts: TaskSettings, pretrained: bool | None = None):
     "fastai body + head on a timm backbone; local weights go to timm as pretrained_cfg_overlay(file=...)."
     pretrained = ts.pretrained if pretrained is None else pretrained
     kwargs = {'pretrained_cfg_overlay': dict(file=str(ts.weights))} if pretrained and ts.weights else {}
-    model, _ = create_timm_model(ts.arch, N_OUT[ts.task], pretrained=pretrained, **kwargs)
+    model, _ = create_timm_model(ts.arch, n_out(ts), pretrained=pretrained, **kwargs)
     return model
+
+
+def timm_split(m, n_body: int = 3):
+    """Parameter groups: the timm body in `n_body` contiguous groups (stem to head, stages kept whole), then
+    fastai's head. With only body/head, fastai's discriminative rates give the whole body one low rate."""
+    body = m[0].model
+    mods = [c for top in body.children() for c in (top.children() if isinstance(top, torch.nn.Sequential) else [top])]
+    mods = [c for c in mods if any(True for _ in c.parameters())]
+    groups = [g for g in np.array_split(np.arange(len(mods)), min(n_body, len(mods))) if len(g)]
+    return [[p for i in g for p in mods[i].parameters()] for g in groups] + [params(m[1:])]
 
 
 def adamw(params, **kwargs):
@@ -148,7 +201,7 @@ def build_learner(dls, ts: TaskSettings, path: Path | str = '.', pretrained: boo
     """What `vision_learner` does for a timm name (its `weights` argument is ignored for timm, and it cannot
     pass pretrained_cfg_overlay), with the task's loss, macro F1 and accuracy."""
     pretrained = ts.pretrained if pretrained is None else pretrained
-    learn = Learner(dls, make_model(ts, pretrained), loss_func=make_loss(ts), opt_func=adamw, splitter=default_split,
-                    wd=ts.wd, metrics=[F1Score(average='macro'), accuracy], path=path, model_dir='.')
-    if pretrained and ts.fit == 'fine_tune': learn.freeze()
+    loss = make_loss(ts)
+    learn = Learner(dls, make_model(ts, pretrained), loss_func=loss, opt_func=adamw, splitter=timm_split,
+                    wd=ts.wd, metrics=make_metrics(ts, loss), path=path, model_dir='.')
     return learn

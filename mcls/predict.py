@@ -2,24 +2,26 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from fastai.vision.all import ProgressCallback
 
 from .atomic import atomic_path, write_csv_atomic
 from .crop import attach_crops
 from .dataset import DataError, load_eval
 from .export import load_task_learner, read_meta
+from .joint import split_probs
 from .labels import encode
 from .learner import batch_tfms, item_tfms
+from .precision import inference_mode
 from .settings import TASKS, PredictSettings, Settings
+from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
-__all__ = ['combine', 'check_models', 'task_probs', 'ensemble_probs', 'predict_frame', 'predict_eval']
+__all__ = ['combine', 'learners_in', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
+           'predict_eval']
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +31,17 @@ def combine(mask_probs, gender_probs, age_probs) -> np.ndarray:
     return encode(np.argmax(mask_probs, 1), np.argmax(gender_probs, 1), np.argmax(age_probs, 1))
 
 
-def check_models(model_dirs: list[Path]) -> dict[str, list[dict]]:
-    "Every folder must hold all three tasks, and all age learners must share one training boundary."
-    metas = {t: [read_meta(d, t) for d in model_dirs] for t in TASKS}
-    bounds = {m['boundary'] for m in metas['age']}
-    if len(bounds) > 1:
-        where = ', '.join(f'{d}: {m["boundary"]}' for d, m in zip(model_dirs, metas['age']))
+def learners_in(model_dir: Path) -> tuple[str, ...]:
+    "A model folder holds one joint learner or the three task learners."
+    return ('joint',) if (Path(model_dir) / 'joint.json').exists() else TASKS
+
+
+def check_models(model_dirs: list[Path]) -> dict[Path, dict[str, dict]]:
+    "Every folder must hold a joint learner or all three tasks; all age heads must share one training boundary."
+    metas = {Path(d): {t: read_meta(d, t) for t in learners_in(d)} for d in model_dirs}
+    ages = [(d, m.get('joint', m.get('age'))) for d, m in metas.items()]
+    if len({m['boundary'] for _, m in ages}) > 1:
+        where = ', '.join(f'{d}: {m["boundary"]}' for d, m in ages)
         raise DataError(f'age learners were trained with different age boundaries ({where}); '
                         f'ensemble learners trained with the same [age] boundary')
     return metas
@@ -43,21 +50,30 @@ def check_models(model_dirs: list[Path]) -> dict[str, list[dict]]:
 def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bool) -> np.ndarray:
     "Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete."
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
-    if not sys.stdout.isatty(): learn.remove_cb(ProgressCallback)
-    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=torch.cuda.is_available()):
-        if tta:
+    if not interactive(): learn.remove_cb(ProgressCallback)
+    with inference_mode(learn.model, meta.get('precision', 'fp32'), meta.get('channels_last', False)):
+        if tta:   # fastai: lerp(mean of n augmented passes, plain pass, beta)
             probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),
-                                 batch_tfms=batch_tfms(meta['arch']))
+                                 batch_tfms=batch_tfms(meta['arch']), beta=ps.tta_beta)
         else:
             probs, _ = learn.get_preds(dl=dl)
     return probs.float().numpy()
 
 
-def ensemble_probs(model_dirs: list[Path], task: str, df: pd.DataFrame, ps: PredictSettings, tta: bool,
-                   safe: bool = False) -> np.ndarray:
-    "Average of the task's probabilities over model folders (e.g. one per fold)."
-    out = [task_probs(load_task_learner(d, task, safe), df, read_meta(d, task), ps, tta) for d in model_dirs]
-    return np.mean(out, axis=0)
+def folder_probs(model_dir: Path, df: pd.DataFrame, ps: PredictSettings, tta: bool, safe: bool = False) -> dict:
+    "Per-task probabilities of one model folder: one pass of its joint learner, or one per task learner."
+    model_dir = Path(model_dir)
+    if learners_in(model_dir) == ('joint',):
+        return split_probs(task_probs(load_task_learner(model_dir, 'joint', safe), df, read_meta(model_dir, 'joint'),
+                                      ps, tta))
+    return {t: task_probs(load_task_learner(model_dir, t, safe), df, read_meta(model_dir, t), ps, tta) for t in TASKS}
+
+
+def ensemble_probs(model_dirs: list[Path], df: pd.DataFrame, ps: PredictSettings, tta: bool,
+                   safe: bool = False) -> dict[str, np.ndarray]:
+    "Per-task probabilities averaged over model folders (e.g. one per fold)."
+    per_dir = [folder_probs(d, df, ps, tta, safe) for d in model_dirs]
+    return {t: np.mean([p[t] for p in per_dir], axis=0) for t in TASKS}
 
 
 def predict_frame(df: pd.DataFrame, model_dirs: list[Path], ps: PredictSettings, tta: bool, tune: bool = True,
@@ -65,7 +81,7 @@ def predict_frame(df: pd.DataFrame, model_dirs: list[Path], ps: PredictSettings,
     "Labels and per-task probabilities for the crops of `df`."
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)
-    probs = {t: ensemble_probs(model_dirs, t, df, ps, tta, safe) for t in TASKS}
+    probs = ensemble_probs(model_dirs, df, ps, tta, safe)
     offsets = read_offsets(model_dirs[0]) if tune else {}
     decided = {t: apply_offsets(p, offsets.get(t)) for t, p in probs.items()}
     return combine(decided['mask'], decided['gender'], decided['age']), probs

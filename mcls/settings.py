@@ -6,10 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-__all__ = ['TASKS', 'PACKAGED', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
+__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
            'PredictSettings', 'Settings', 'load_settings', 'parse_overrides']
 
-TASKS = ('mask', 'age', 'gender')
+TASKS = ('mask', 'age', 'gender')          # what is scored
+LEARNERS = (*TASKS, 'joint')               # what can be trained: one task, or one backbone with three heads
 PACKAGED = Path(__file__).with_name('settings.ini')
 
 
@@ -66,6 +67,16 @@ class TaskSettings:
     loss: str                 # ce | focal
     pipeline: str             # albumentations pipeline name (mcls.augment.PIPELINES)
     boundary: int = 60        # age task only: training-target boundary of the 60+ group
+    # defaults below keep settings files written before these keys existed loadable
+    mode: str = 'tasks'       # what `train all` trains: tasks (three learners) | joint (one backbone, three heads)
+    precision: str = 'auto'   # auto | fp32 | bf16 (autocast; logits go to fp32 before losses and softmax)
+    channels_last: bool = True
+    freeze_epochs: int = 1    # fit = fine_tune: epochs of the head alone, counted in `epochs`
+    lr_mult: float = 100.0    # fit = fine_tune: head rate / earliest body rate (body groups spaced geometrically)
+    age_head: str = 'groups'  # groups: 3-class head | ordinal: one logit per year threshold (learns from years)
+    task_weights: tuple[float, ...] | None = None   # joint: loss weights of mask, gender, age
+    mix: str = 'none'         # none | mixup | cutmix (fastai callbacks, given to the fit call)
+    old_weight: float = 1.0   # sampling weight of 60+ training photos (1: plain shuffling)
 
 
 @dataclass
@@ -75,6 +86,7 @@ class PredictSettings:
     tta_passes: int
     batch: int
     out: Path
+    tta_beta: float = 0.25    # weight of the plain pass in fastai's lerp (0.5 + one flip pass = a true flip TTA)
 
 
 @dataclass
@@ -178,7 +190,7 @@ def load_settings(config: Path | str | None = None, overrides: dict[str, str] | 
                 sources[f'{sec}.{key}'] = label
     for key, value in (overrides or {}).items():
         sec, _, name = key.partition('.')
-        if sec not in raw or (name not in raw[sec] and not (sec in TASKS and name in raw.get('train', {}))):
+        if sec not in raw or (name not in raw[sec] and not (sec in LEARNERS and name in raw.get('train', {}))):
             raise SettingsError(f'--set {key}: unknown setting; `mcls config` lists them all')
         raw[sec][name] = value
         sources[key] = 'command line'
@@ -189,7 +201,7 @@ def _build(raw: dict[str, dict[str, str]], sources: dict[str, str]) -> Settings:
     for sec in ('paths', 'crop', 'split', 'train', 'predict', *TASKS):
         if sec not in raw: raise SettingsError(f'settings: section [{sec}] is missing (see {PACKAGED})')
     tasks = {}
-    for t in TASKS:
+    for t in (t for t in LEARNERS if t in TASKS or t in raw):   # [joint] is optional in older files
         merged = {**raw['train'], **raw[t]}
         # a task's own value beats [train]; report where the winning value came from
         task_sources = {f'{t}.{k}': sources.get(f'{t}.{k}', sources.get(f'train.{k}', '?')) for k in merged}

@@ -1,31 +1,35 @@
 """Training one task on one fold (or on all data): run folders, checkpoints, resume, export."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from fastai.vision.all import (Callback, ChannelsLast, CSVLogger, MixedPrecision, ProgressCallback, Recorder,
-                               SaveModelCallback, TrackerCallback, set_seed)
+from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, ProgressCallback, Recorder,
+                               SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
 from .atomic import atomic_path, write_text_atomic
 from .crop import attach_crops
 from .dataset import LoadReport, load_train
 from .export import export_learner
 from .folds import assign_folds
+from .joint import split_probs
 from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
-from .settings import Settings, load_settings
+from .terminal import interactive
+from .precision import describe, precision_cbs, resolve_precision
+from .settings import TASKS, Settings, load_settings
 
-__all__ = ['SaveLastCallback', 'TrainResult', 'training_table', 'new_run_dir', 'train_task', 'resume_task', 'lr_find_task',
-           'latest_run', 'list_runs']
+__all__ = ['SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
+           'train_task', 'learners_for', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
 
@@ -82,11 +86,31 @@ class EpochPrinter(Callback):
                                                       for n, v in zip(names, vals)), flush=True)
 
 
+class UnfreezeAt(Callback):
+    "fit = fine_tune in one fit call: the head alone before epoch `at`, every layer from it (resumes land right)."
+    order = 5
+
+    def __init__(self, at: int): self.at = at
+    def before_epoch(self): self.learn.unfreeze() if self.epoch >= self.at else self.learn.freeze()
+
+
+def fine_tune_scheds(learn, epochs: int, freeze_epochs: int, lr: float, lr_mult: float) -> dict:
+    """fastai's fine_tune as one schedule, so both phases share one history, one best checkpoint and one resume:
+    the head warms up to `lr`; then every group runs a one-cycle to its rate, the earliest body group's at
+    lr/lr_mult, the head's at lr, the groups between spaced geometrically."""
+    n = len(learn.opt.param_groups)
+    lrs = np.array(even_mults(lr / lr_mult, lr, n) if n > 1 else [lr])
+    p = freeze_epochs / epochs
+    pcts = [p, (1 - p) * 0.3, (1 - p) * 0.7]
+    return {'lr': combine_scheds(pcts, [SchedCos(np.full(n, lr) / 25, np.full(n, lr)), SchedCos(lrs / 5, lrs),
+                                        SchedCos(lrs, lrs / 1e5)]),
+            'mom': combine_scheds(pcts, [SchedCos(0.95, 0.85), SchedCos(0.95, 0.85), SchedCos(0.85, 0.95)])}
+
+
+MIX = {'mixup': partial(MixUp, 0.4), 'cutmix': partial(CutMix, 1.0)}   # alphas: fastai's examples
+
+
 def _silent(*args): pass      # replaces fastai's raw-list logger while EpochPrinter prints named values
-
-
-def interactive() -> bool:
-    return sys.stdout.isatty()
 
 
 @dataclass
@@ -118,16 +142,16 @@ def new_run_dir(s: Settings, task: str, tag: str) -> Path:
     return d
 
 
-def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None):
+def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, precision: str):
     "Callbacks for the fit call only, so an exported Learner carries none of them."
-    cbs = [CSVLogger(fname='history.csv', append=resume_state is not None)]
+    cbs = [CSVLogger(fname='history.csv', append=resume_state is not None), *precision_cbs(precision, ts.channels_last)]
+    if ts.mix != 'none': cbs.append(MIX[ts.mix]())
     if resume_state is not None: cbs.append(ResumeGuard())
     if validate:
         best = SaveModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
         if resume_state is not None: best.best = resume_state.get('best', -float('inf'))
         cbs.append(best)
     cbs.append(SaveLastCallback(run_dir))
-    if torch.cuda.is_available(): cbs += [MixedPrecision(amp_mode='bf16'), ChannelsLast()]
     try:
         from fastai.callback.tensorboard import TensorBoardCallback
         import tensorboard  # noqa: F401 - the optional extra
@@ -138,8 +162,10 @@ def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None):
 
 
 def _fit(learn, ts, epochs: int, cbs, start_epoch: int = 0):
-    if ts.fit == 'fine_tune' and start_epoch == 0:
-        learn.fine_tune(epochs, base_lr=ts.lr, cbs=cbs)
+    if ts.fit == 'fine_tune':
+        if learn.opt is None: learn.create_opt()
+        scheds = fine_tune_scheds(learn, epochs, ts.freeze_epochs, ts.lr, ts.lr_mult)
+        learn.fit(epochs, cbs=[ParamScheduler(scheds), UnfreezeAt(ts.freeze_epochs), *cbs], start_epoch=start_epoch)
     else:
         learn.fit_one_cycle(epochs, ts.lr, cbs=cbs, start_epoch=start_epoch)
 
@@ -150,8 +176,8 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     """Train `task` with fold `fold` held out (None: on all photos for full_epochs), keep the best-F1 epoch,
     export to `export_dir` and record everything in a run folder."""
     ts = s.tasks[task]
-    check_task_settings(ts)
     full = fold is None
+    check_task_settings(ts, full)
     tag = 'full' if full else f'fold{fold}'
     run_dir = run_dir or new_run_dir(s, task, tag)
     if resume_state is None:
@@ -162,8 +188,10 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     df = table.assign(is_valid=False if full else (table.fold == fold))
     dls = task_dls(df, ts, workers=workers)
     learn = build_learner(dls, ts, path=run_dir)
+    precision = resolve_precision(ts.precision, ts.size)
+    if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
     timer = TrainTimer()
-    cbs = [*_fit_cbs(run_dir, not full, resume_state), timer]
+    cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
     if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
         learn.remove_cb(ProgressCallback)
         learn.logger = _silent
@@ -182,9 +210,11 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         if not full and (run_dir / 'best.pth').exists(): learn.load('best', with_opt=False)
     seconds = time.perf_counter() - t0
     f1 = acc = None
+    scores = {}
     if not full:
-        _, f1, acc = learn.validate()
-        _save_valid_probs(learn, df[df.is_valid], run_dir / f'{task}.valid.npz')
+        scores = dict(zip([m.name for m in learn.metrics], map(float, learn.validate()[1:])))
+        f1, acc = scores['f1_score'], scores.get('accuracy')
+        _save_valid_probs(learn, df[df.is_valid], run_dir, task)
     n_train = int((~df.is_valid).sum())
     warm = timer.train_seconds[1:] or timer.train_seconds
     result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
@@ -192,15 +222,43 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
                          n_train * len(warm) / sum(warm) if warm else 0.0, tuple(timer.train_seconds))
     learn.logger = print
     if export_dir is not None:
-        result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1)
-        if (run_dir / f'{task}.valid.npz').exists():
-            shutil.copy(run_dir / f'{task}.valid.npz', Path(export_dir) / f'{task}.valid.npz')
+        result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision)
+        for name in valid_files(task):
+            if (run_dir / name).exists(): shutil.copy(run_dir / name, Path(export_dir) / name)
     meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
+            'valid_scores': scores, 'precision': describe(precision, ts.channels_last),
             'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
             'train_images_per_s': result.train_images_per_s, 'epoch_seconds': result.epoch_seconds, 'arch': ts.arch,
             'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
     write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
     return result
+
+
+def learners_for(task: str, s: Settings) -> list[str]:
+    "What `train TASK` trains: one learner; for `all`, the three task learners or the joint one ([train] mode)."
+    from .errors import UserError
+    if task == 'all': return ['joint'] if s.tasks['mask'].mode == 'joint' else list(TASKS)
+    if task not in s.tasks: raise UserError(f"unknown learner {task!r}: use {', '.join(s.tasks)} or all")
+    return [task]
+
+
+def with_seed(s: Settings, seed: int) -> Settings:
+    "The same settings with every learner's training seed replaced."
+    return dataclasses.replace(s, tasks={t: dataclasses.replace(ts, seed=seed) for t, ts in s.tasks.items()})
+
+
+def train_learners(table: pd.DataFrame, s: Settings, learners: list[str], folds: list[int | None],
+                   export_dir: Path | None = None, workers: int | None = None, progress: bool = True,
+                   on_result=None) -> list[TrainResult]:
+    """Each learner on each fold (None: all photos), exported to `export_dir` or models/fold{k} (models/full);
+    `on_result(result)` after each, for progress reports."""
+    results = []
+    for k in folds:
+        dest = export_dir or Path(s.paths.models) / ('full' if k is None else f'fold{k}')
+        for t in learners:
+            results.append(train_task(table, s, t, k, export_dir=dest, workers=workers, progress=progress))
+            if on_result is not None: on_result(results[-1])
+    return results
 
 
 def _keep_history(path: Path, before_epoch: int):
@@ -212,13 +270,19 @@ def _keep_history(path: Path, before_epoch: int):
     write_text_atomic(path, '\n'.join([header, *rows]) + '\n')
 
 
-def _save_valid_probs(learn, valid_df: pd.DataFrame, dest: Path):
-    "Validation probabilities (out-of-fold when every fold is trained), for decision tuning and ensembles."
-    probs, targs = learn.get_preds(ds_idx=1)
-    with atomic_path(dest) as tmp:
-        with open(tmp, 'wb') as fh:
-            np.savez(fh, files=valid_df.file.to_numpy().astype(str), probs=probs.numpy(), targets=targs.numpy(),
-                     labels=valid_df.label.to_numpy())
+def valid_files(task: str) -> list[str]:
+    "Validation-probability files a learner leaves: one per scored task (the joint learner's split by head)."
+    return [f'{t}.valid.npz' for t in (TASKS if task == 'joint' else (task,))]
+
+
+def _save_valid_probs(learn, valid_df: pd.DataFrame, run_dir: Path, task: str):
+    "Validation probabilities per task (out-of-fold when every fold is trained), for decision tuning and ensembles."
+    probs, _ = learn.get_preds(ds_idx=1)
+    per_task = split_probs(probs.float().numpy()) if task == 'joint' else {task: probs.float().numpy()}
+    for t, p in per_task.items():
+        with atomic_path(run_dir / f'{t}.valid.npz') as tmp:
+            with open(tmp, 'wb') as fh:
+                np.savez(fh, files=valid_df.file.to_numpy().astype(str), probs=p, labels=valid_df.label.to_numpy())
 
 
 def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png: Path,
@@ -236,12 +300,6 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
     return {k: float(v) for k, v in sugg._asdict().items()}
 
 
-def latest_run(runs: Path, task: str) -> Path:
-    cands = sorted(p for p in Path(runs).glob(f'*-{task}-*') if (p / 'run.json').exists())
-    if not cands: raise FileNotFoundError(f'no run of task {task} under {runs}: nothing to resume')
-    return cands[-1]
-
-
 def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | None = None,
                 progress: bool = True) -> TrainResult:
     "Continue a killed run from its last saved epoch, with the settings it was started with."
@@ -255,19 +313,3 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
     table = training_table(s, progress=progress)
     return train_task(table, s, meta['task'], meta['fold'], export_dir=export_dir, run_dir=run_dir,
                       resume_state=json.loads(last.read_text()), workers=workers, progress=progress)
-
-
-def list_runs(runs: Path) -> pd.DataFrame:
-    "Past runs with their scores, best first."
-    rows = []
-    for p in Path(runs).glob('*/run.json'):
-        try:
-            m = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            continue
-        rows.append({'run': p.parent.name, 'task': m.get('task'), 'fold': m.get('fold'), 'status': m.get('status'),
-                     'valid_f1': m.get('valid_f1'), 'valid_acc': m.get('valid_acc'), 'epochs': m.get('epochs'),
-                     'arch': m.get('arch'), 'images_per_s': m.get('images_per_s')})
-    df = pd.DataFrame(rows, columns=['run', 'task', 'fold', 'status', 'valid_f1', 'valid_acc', 'epochs', 'arch',
-                                     'images_per_s'])
-    return df.sort_values(['valid_f1', 'run'], ascending=[False, False], na_position='last').reset_index(drop=True)

@@ -8,21 +8,17 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from mcls.settings import load_settings  # noqa: E402
+from mcls.demo import tiny_overrides  # noqa: E402
+from mcls.settings import LEARNERS, load_settings  # noqa: E402
 from mcls.synth import make_dataset  # noqa: E402
-
-TINY = {'crop.size': '64', 'train.arch': 'test_efficientnet', 'train.pretrained': 'false', 'train.size': '64',
-        'train.batch': '16', 'train.workers': '0', 'split.folds': '3', 'predict.tta_passes': '2',
-        'mask.epochs': '1', 'age.epochs': '1', 'gender.epochs': '1', 'mask.full_epochs': '1',
-        'age.full_epochs': '1', 'gender.full_epochs': '1'}
 
 
 def tiny_settings(root: Path, **extra):
-    "Settings for a tiny randomly initialised model on a synthetic data set under `root`."
-    ov = {**TINY, 'paths.data': str(root / 'data'), 'paths.cache': str(root / 'crops'),
-          'paths.runs': str(root / 'runs'), 'paths.models': str(root / 'models'),
-          'paths.reports': str(root / 'reports'), **{k.replace('__', '.'): str(v) for k, v in extra.items()}}
-    return load_settings(overrides=ov)
+    """Settings for a tiny randomly initialised model on a synthetic data set under `root`: one epoch, one-cycle,
+    no workers, 3 folds; `extra` as section__key=value."""
+    ov = {'train.workers': 0, 'split.folds': 3, **{f'{t}.fit': 'one_cycle' for t in LEARNERS},
+          **{k.replace('__', '.'): v for k, v in extra.items()}}
+    return load_settings(overrides=tiny_overrides(root, 1, **ov))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import matplotlib
 import pytest
 
 from mcls.synth import make_dataset
-from tests.conftest import TINY
+from mcls.demo import tiny_overrides
 
 NBS = Path(__file__).parents[1] / 'nbs'
 
@@ -22,8 +22,7 @@ def run_notebook(path: Path):
 def test_notebook_runs(tmp_path, monkeypatch, name):
     matplotlib.use('Agg')
     make_dataset(tmp_path / 'data', persons=10, eval_persons=2, seed=4)
-    sets = {**TINY, 'paths.data': tmp_path / 'data', 'paths.cache': tmp_path / 'crops',
-            'paths.reports': tmp_path / 'reports'}
+    sets = tiny_overrides(tmp_path, 1, **{'train.workers': 0})
     monkeypatch.setenv('MCLS_SET', ' '.join(f'{k}={v}' for k, v in sets.items()))
     monkeypatch.setenv('MCLS_LR_ITERS', '30')
     monkeypatch.chdir(tmp_path)

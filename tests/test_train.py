@@ -8,7 +8,8 @@ import pytest
 from fastai.vision.all import Callback
 
 from mcls.export import load_task_learner, rebuild_learner
-from mcls.train import list_runs, resume_task, train_task, training_table
+from mcls.runs import list_runs
+from mcls.train import resume_task, train_task, training_table
 from tests.conftest import tiny_settings
 
 TASKS = ('mask', 'age', 'gender')

@@ -1,0 +1,289 @@
+"""The quality protocol: one command behind every recipe claim (docs/quality.md).
+
+    python bench/quality.py --seeds 777 1                       # the default recipe (settings.ini) + the floor
+    python bench/quality.py --seeds 777 1 --config configs/seed.ini --name seed --no-probe
+    python bench/quality.py --quick                             # tiny synthetic data, tiny model (CI)
+
+Fixed: the 600-person maskfaces build (make_maskfaces.py --persons 600, its default build seed), fold 0 of the
+person-aware split as validation, tf_efficientnet_lite0 with the offline ImageNet weights of ../shared/weights.
+The seeds are training seeds (fastai's set_seed; the albumentations pipelines follow torch's seed). In the same
+run, the floor: logistic regression on frozen ImageNet features of the same backbone, trained on exactly the
+learners' training rows, its C and class weighting chosen on fold 0, on face crops and on whole photos at 224 px.
+Decisions are made on fold 0; eval/answers.csv only reports. Writes bench/results/quality-<name>-<date>.json after
+every stage, whose `summary` holds per-seed lists.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from mcls.atomic import write_text_atomic  # noqa: E402
+from mcls.crop import attach_crops  # noqa: E402
+from mcls.dataset import load_eval, load_train  # noqa: E402
+from mcls.demo import tiny_overrides  # noqa: E402
+from mcls.evaluate import evaluate_files, read_labels  # noqa: E402
+from mcls.folds import assign_folds  # noqa: E402
+from mcls.labels import decode, encode  # noqa: E402
+from mcls.learner import norm_stats  # noqa: E402
+from mcls.predict import predict_eval  # noqa: E402
+from mcls.settings import TASKS, load_settings  # noqa: E402
+from mcls.train import learners_for, train_learners, with_seed  # noqa: E402
+
+sys.path.insert(0, str(ROOT / 'bench'))
+from degrade import degrade_copy  # noqa: E402
+
+SHARED = ROOT.parent / 'shared'
+WEIGHTS = SHARED / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
+PERSONS = 600
+# the protocol's fixed part; the recipe (sizes, rates, epochs, heads, pipelines, TTA) comes from the settings
+FIXED = {'train.arch': 'tf_efficientnet_lite0', 'train.pretrained': 'true', 'split.folds': '5', 'split.by': 'person',
+         'split.seed': '777'}
+PROBE_GRID = [(c, w) for c in (0.01, 0.03, 0.1, 0.3, 1.0) for w in (None, 'balanced')]
+
+
+class Report:
+    "The result JSON, rewritten atomically after every stage (a run cut short keeps what it finished)."
+
+    def __init__(self, path: Path, **head):
+        self.path, self.data = path, {**head, 'stages': {}, 'seeds': {}}
+
+    def stage(self, name: str, seconds: float):
+        self.data['stages'][name] = round(seconds, 1)
+        self.save()
+
+    def save(self): write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
+
+
+def build_data(dest: Path, quick: bool) -> Path:
+    "The fixed data set: the 600-person maskfaces build (or, --quick, a tiny synthetic one)."
+    if (dest / 'eval' / 'answers.csv').exists(): return dest
+    if quick:
+        from mcls.synth import make_dataset
+        make_dataset(dest, persons=15, eval_persons=3, seed=5)
+        return dest
+    tool = SHARED / 'tools' / 'make_maskfaces.py'
+    subprocess.run([sys.executable, str(tool), '--src', str(SHARED / 'data' / 'maskfaces' / 'src'), '--out', str(dest),
+                    '--persons', str(PERSONS)], check=True, stdout=subprocess.DEVNULL)
+    return dest
+
+
+def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
+    "18-class macro F1 and each task's, from 18-class labels."
+    out = {'f1_18': float(f1_score(truth, pred, average='macro', labels=range(18), zero_division=0))}
+    for t, p, y in zip(('mask', 'gender', 'age'), decode(pred), decode(truth)):
+        out[t] = float(f1_score(y, p, average='macro', zero_division=0))
+    return out
+
+
+# ---------------------------------------------------------------- the floor: a frozen-feature probe
+
+@torch.no_grad()
+def features(files: list[str], arch: str, weights: Path | None, size: int, batch: int = 64) -> np.ndarray:
+    "Globally pooled ImageNet features of photos resized (squashed) to `size`, as the learners see them."
+    from PIL import Image
+    import timm
+    kw = {'pretrained_cfg_overlay': dict(file=str(weights))} if weights else {}
+    model = timm.create_model(arch, pretrained=weights is not None, num_classes=0, **kw).eval()
+    model = model.to(memory_format=torch.channels_last)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm_stats(arch))
+    out = []
+    for i in range(0, len(files), batch):
+        ims = [np.asarray(Image.open(f).convert('RGB').resize((size, size), Image.BILINEAR)) for f in files[i:i + batch]]
+        x = (torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+    return np.concatenate(out)
+
+
+def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: str, weights: Path | None,
+          size: int, cache: Path) -> dict:
+    """Logistic regression per task on frozen features, fitted on the learners' training rows (fold != 0); C and
+    class weighting chosen per task by fold-0 macro F1; on face crops and on whole photos."""
+    tr, va = table.fold.to_numpy() != 0, table.fold.to_numpy() == 0
+    ys = {'mask': table['mask'].to_numpy(), 'gender': table.gender.to_numpy(), 'age': table.age_group.to_numpy()}
+    res = {}
+    for view, col in (('crops', 'crop'), ('photos', 'file')):
+        f = cache / f'probe_{view}_{size}.npz'
+        if f.exists(): z = np.load(f); X, E = z['X'], z['E']
+        else:
+            X, E = features(table[col].tolist(), arch, weights, size), features(eval_df[col].tolist(), arch, weights, size)
+            np.savez(f, X=X, E=E)
+        pred_valid, pred_eval, chosen = {}, {}, {}
+        for t, y in ys.items():
+            best = None
+            for c, w in PROBE_GRID:
+                m = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight=w, max_iter=3000)).fit(X[tr], y[tr])
+                pv = m.predict(X[va])
+                f1 = f1_score(y[va], pv, average='macro')
+                if best is None or f1 > best[0]: best = (f1, c, w, m, pv)
+            _, c, w, m, pv = best
+            chosen[t], pred_valid[t], pred_eval[t] = {'C': c, 'class_weight': w}, pv, m.predict(E)
+        res[view] = {'chosen': chosen,
+                     'valid': scores(encode(pred_valid['mask'], pred_valid['gender'], pred_valid['age']),
+                                     table.label.to_numpy()[va]),
+                     'eval': scores(encode(pred_eval['mask'], pred_eval['gender'], pred_eval['age']), truth)}
+    # the floor is the view that does better on fold 0 (the view is a choice like any other)
+    res['floor'] = max(('crops', 'photos'), key=lambda v: res[v]['valid']['f1_18'])
+    return res
+
+
+# ---------------------------------------------------------------- the recipe under test
+
+def valid_scores(model_dir: Path) -> dict:
+    "Fold-0 scores of the exported learners from their saved validation probabilities (true age groups)."
+    z = {t: np.load(model_dir / f'{t}.valid.npz') for t in TASKS}
+    pred = encode(*(z[t]['probs'].argmax(1) for t in ('mask', 'gender', 'age')))
+    return scores(pred, z['mask']['labels'])
+
+
+def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path) -> tuple[dict, float]:
+    "Train what `mcls train all` trains ([train] mode) with one training seed; fold-0 scores and seconds."
+    t0 = time.perf_counter()
+    train_learners(table, with_seed(s, seed), learners_for('all', s), [0], export_dir=model_dir, progress=False)
+    return valid_scores(model_dir), time.perf_counter() - t0
+
+
+def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool) -> dict:
+    sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=data))
+    predict_eval(sd, [model_dir], out, tta=tta, progress=False)
+    sc = evaluate_files(out, data / 'eval' / 'answers.csv')
+    return {'f1_18': sc.f1, **sc.task_f1}
+
+
+def spread(v: list[float]) -> dict:
+    return {'mean': float(np.mean(v)), 'spread': float(np.max(v) - np.min(v)), 'values': v}
+
+
+def run(a) -> dict:
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = build_data(Path(a.data) if a.data else work / 'data', a.quick)
+    weights = None if a.quick else Path(a.weights)
+    # --quick: the recipe's own shape (fit, heads, pipelines) on the tiny model, two epochs
+    ov = tiny_overrides(work, 2, **{'split.folds': 3}) if a.quick else {**FIXED, 'train.weights': str(weights)}
+    ov.update({'paths.data': str(data), 'paths.cache': str(a.cache or work / 'crops'), 'paths.runs': str(work / 'runs'),
+               'paths.models': str(work / 'models'), 'paths.reports': str(work / 'reports')})
+    extra = dict(kv.split('=', 1) for kv in a.set or [])
+    s = load_settings(a.config, {**ov, **extra})
+    name = a.name or (Path(a.config).stem if a.config else 'default')
+    out = Path(a.out or ROOT / 'bench' / 'results' / f"quality-{name}{'-quick' if a.quick else ''}-{datetime.now():%Y-%m-%d}.json")
+    mode = s.tasks['mask'].mode
+    recipe = {t: {k: str(v) for k, v in dataclasses.asdict(s.tasks[t]).items() if k not in ('task', 'seed', 'weights')}
+              for t in (('joint',) if mode == 'joint' else TASKS)}
+    rep = Report(out, name=name, command=' '.join(['python', 'bench/quality.py', *sys.argv[1:]]),
+                 date=datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, cores=os.cpu_count(),
+                 data=str(data), quick=a.quick, seeds_run=a.seeds, mode=mode, recipe=recipe,
+                 predict={k: str(v) for k, v in dataclasses.asdict(s.predict).items()})
+    t_all = time.perf_counter()
+
+    t0 = time.perf_counter()
+    train_df, eval_df = load_train(data), load_eval(data).assign(split='eval')
+    table, _ = attach_crops(train_df, s.crop, s.paths.cache, progress=False)
+    eval_df, _ = attach_crops(eval_df, s.crop, s.paths.cache, progress=False)
+    table['fold'] = assign_folds(table, s.split.folds, s.split.by, s.split.seed)
+    truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
+    rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()), 'eval': len(eval_df)}
+    rep.stage('load_and_crop', time.perf_counter() - t0)
+
+    degraded = work / 'degraded'
+    if not (degraded / '.complete').exists():      # a copy cut short is redone
+        t0 = time.perf_counter()
+        degrade_copy(data, degraded)
+        (degraded / '.complete').touch()
+        rep.stage('degrade_copy', time.perf_counter() - t0)
+
+    if a.probe:
+        t0 = time.perf_counter()
+        arch = s.tasks['mask'].arch
+        rep.data['probe'] = probe(table, eval_df, truth, arch, weights, 64 if a.quick else 224, work)
+        rep.stage('probe', time.perf_counter() - t0)
+
+    for seed in a.seeds:
+        model_dir = work / 'models' / f'seed{seed}'
+        r = rep.data['seeds'][str(seed)] = {}
+        r['valid'], secs = train_recipe(table, s, seed, model_dir)
+        rep.stage(f'train_seed{seed}', secs)
+        for key, root, tta in (('eval', data, False), ('eval_tta', data, True),
+                               ('degraded', degraded, False), ('degraded_tta', degraded, True)):
+            t0 = time.perf_counter()
+            r[key] = predict_scores(s, root, model_dir, work / f'sub_{seed}_{key}.csv', tta)
+            rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
+
+    runs = [rep.data['seeds'][str(sd)] for sd in a.seeds]
+    summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
+            for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
+    summ['valid_f1_18'] = [r['valid']['f1_18'] for r in runs]
+    for t in ('mask', 'gender', 'age'):
+        summ[f'valid_{t}_f1'] = [r['valid'][t] for r in runs]
+        summ[f'eval_{t}_f1'] = [r['eval'][t] for r in runs]
+    if a.probe:
+        fl = rep.data['probe'][rep.data['probe']['floor']]
+        summ['probe_f1_18'] = [fl['eval']['f1_18']] * len(runs)
+        summ['probe_valid_f1_18'] = [fl['valid']['f1_18']] * len(runs)
+        summ['default_minus_probe'] = [d - p for d, p in zip(summ['default_f1_18'], summ['probe_f1_18'])]
+    rep.data['summary'] = summ
+    rep.data['summary_stats'] = {k: spread(v) for k, v in summ.items()}
+    rep.data['wall_s'] = round(time.perf_counter() - t_all, 1)
+    rep.save()
+    return rep.data
+
+
+def print_report(r: dict):
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"quality protocol: {r['name']} ({r['mode']}), seeds {r['seeds_run']}, {r['wall_s']:.0f} s",
+              title_justify='left')
+    for c in ('measure', 'mean', 'spread', 'per seed'): t.add_column(c, justify='left' if c == 'measure' else 'right')
+    for k, v in r['summary_stats'].items():
+        t.add_row(k, f"{v['mean']:.4f}", f"{v['spread']:.4f}", ' '.join(f'{x:.4f}' for x in v['values']))
+    if 'probe' in r:
+        for view in ('crops', 'photos'):
+            p = r['probe'][view]
+            t.add_row(f'probe {view}: fold-0 / eval F1_18', '', '',
+                      f"{p['valid']['f1_18']:.4f} / {p['eval']['f1_18']:.4f} (gender {p['eval']['gender']:.3f}, "
+                      f"age {p['eval']['age']:.3f})")
+    for name, sec in r['stages'].items(): t.add_row(f'wall s: {name}', '', '', f'{sec:.0f}')
+    Console(width=150).print(t)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--seeds', type=int, nargs='+', default=[777, 1])
+    ap.add_argument('--config', type=Path, help='a settings file layered over settings.ini: the recipe under test')
+    ap.add_argument('--set', action='append', help='section.key=value override of the recipe (repeatable)')
+    ap.add_argument('--name', help='the ladder row (default: the config file stem, or default)')
+    ap.add_argument('--probe', action=argparse.BooleanOptionalAction, default=True, help='fit the floor in this run')
+    ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
+    ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
+    ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')
+    ap.add_argument('--weights', type=Path, default=WEIGHTS)
+    ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'quality')
+    ap.add_argument('--out', type=Path, help='result JSON (default bench/results/quality-<name>-<date>.json)')
+    a = ap.parse_args(argv)
+    if not a.quick and not a.weights.exists():
+        ap.error(f'{a.weights}: no ImageNet weights for tf_efficientnet_lite0 (see ../shared/README.md)')
+    r = run(a)
+    print_report(r)
+    return r
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,4 @@
+"""`python -m mcls` is the `mcls` command."""
+from .cli import run
+
+run()

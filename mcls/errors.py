@@ -1,0 +1,17 @@
+"""The errors a user can fix: the CLI prints each as one line and exits 2. No heavy imports here: `mcls --help`
+must start fast."""
+from __future__ import annotations
+
+__all__ = ['DataError', 'ConfigError', 'UserError']
+
+
+class DataError(ValueError):
+    "Input data that cannot be used; the message names the file and the fix."
+
+
+class ConfigError(ValueError):
+    "Settings that would fail later in training; raised before any work starts."
+
+
+class UserError(Exception):
+    "A command line that cannot be carried out; the message says what to give instead."

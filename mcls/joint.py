@@ -1,0 +1,128 @@
+"""One backbone, three heads: mask (3), gender (2) and age (3 groups, or ordinal year thresholds) from one forward
+pass. fastai's tta, MixUp, CutMix and metrics want one logits tensor and one target, so the model returns the heads
+side by side, the target is one integer per photo, and the loss, activation and metrics split them."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.vision.all import AccumMetric, DisplayedTransform, TensorCategory
+from sklearn.metrics import f1_score
+
+from .labels import SCORE_BOUNDARY, encode
+
+__all__ = ['AGE_THRESHOLDS', 'HEADS', 'n_logits', 'encode_target', 'decode_target', 'group_probs', 'JointTarget',
+           'JointLoss', 'joint_f1', 'joint_metrics', 'split_probs']
+
+AGE_THRESHOLDS = tuple(range(18, 76, 2))   # ordinal head: one logit for "age >= t" per threshold (30 and 60 included)
+HEADS = {'mask': slice(0, 3), 'gender': slice(3, 5), 'age': slice(5, None)}
+N_YEARS = 128                              # the target packs years below this with the 18-class label
+
+
+def n_logits(age_head: str) -> int:
+    return 5 + (3 if age_head == 'groups' else len(AGE_THRESHOLDS))
+
+
+def encode_target(mask, gender, age_grp, years):
+    "One integer per photo: 18-class label (age group as trained) + 18 x exact age. Works on arrays."
+    return np.asarray(years) * 18 + encode(mask, gender, age_grp)
+
+
+def decode_target(t: torch.Tensor):
+    "Encoded target tensor -> (mask, gender, age group, years)."
+    lab = t % 18
+    return lab // 6, (lab // 3) % 2, lab % 3, t // 18
+
+
+def group_probs(age_logits: torch.Tensor, age_head: str, boundary: int = SCORE_BOUNDARY) -> torch.Tensor:
+    """Age logits -> probabilities of <30, 30..boundary-1, >=boundary. Ordinal: read off the year thresholds
+    (P(>=60) capped by P(>=30), so the three stay a distribution)."""
+    if age_head == 'groups': return F.softmax(age_logits, -1)
+    p = torch.sigmoid(age_logits)
+    p30, pold = p[:, AGE_THRESHOLDS.index(30)], p[:, AGE_THRESHOLDS.index(boundary)]
+    pold = torch.minimum(pold, p30)
+    return torch.stack([1 - p30, p30 - pold, pold], 1)
+
+
+class JointTarget(DisplayedTransform):
+    "The encoded integer target as a tensor (no vocab: the loss and metrics decode it)."
+    def encodes(self, o) -> TensorCategory: return TensorCategory(int(o))
+
+
+class JointLoss:
+    """Weighted sum of the three tasks' losses on one logits tensor: cross-entropy for mask and gender, focal or
+    cross-entropy (both with optional label smoothing) over age groups, or binary cross-entropy per year threshold."""
+    y_int = True      # MixUp / CutMix mix the losses of two integer targets
+
+    def __init__(self,
+                 task_weights=(1.0, 1.0, 1.0),   # mask, gender, age
+                 age_head: str = 'groups',       # groups | ordinal
+                 age_loss: str = 'focal',        # focal | ce (groups head)
+                 gamma: float = 2.0,             # focal focusing parameter
+                 label_smoothing: float = 0.0,
+                 age_weights=None,               # per-group weights of the age loss (groups head)
+                 boundary: int = SCORE_BOUNDARY, # the >= group read from the ordinal head
+                 reduction: str = 'mean'):
+        self.task_weights, self.age_head, self.age_loss, self.gamma = tuple(task_weights), age_head, age_loss, gamma
+        self.label_smoothing, self.boundary, self.reduction = label_smoothing, boundary, reduction
+        self.age_weights = None if age_weights is None else torch.as_tensor(age_weights, dtype=torch.float)
+        self.thresholds = torch.tensor(AGE_THRESHOLDS)
+
+    def _age(self, logits, grp, years):
+        if self.age_head == 'ordinal':
+            above = (years[:, None] >= self.thresholds.to(years.device)[None]).float()
+            return F.binary_cross_entropy_with_logits(logits, above, reduction='none').mean(1)
+        w = None if self.age_weights is None else self.age_weights.to(logits.device)
+        ce = F.cross_entropy(logits, grp, weight=w, reduction='none', label_smoothing=self.label_smoothing)
+        if self.age_loss != 'focal': return ce
+        p_t = torch.exp(-F.cross_entropy(logits, grp, reduction='none'))   # focal term from the plain probability
+        return (1 - p_t) ** self.gamma * ce
+
+    def __call__(self, out, targ, **kwargs):
+        out = out.float()
+        m, g, a, years = decode_target(targ.long())
+        ls = self.label_smoothing
+        wm, wg, wa = self.task_weights
+        loss = (wm * F.cross_entropy(out[:, HEADS['mask']], m, reduction='none', label_smoothing=ls)
+                + wg * F.cross_entropy(out[:, HEADS['gender']], g, reduction='none', label_smoothing=ls)
+                + wa * self._age(out[:, HEADS['age']], a, years))
+        red = kwargs.get('reduction', self.reduction)
+        return loss.mean() if red == 'mean' else loss.sum() if red == 'sum' else loss
+
+    def activation(self, out) -> torch.Tensor:
+        "Per-task probabilities side by side: mask 3 | gender 2 | age groups 3."
+        out = out.float()
+        return torch.cat([F.softmax(out[:, HEADS['mask']], -1), F.softmax(out[:, HEADS['gender']], -1),
+                          group_probs(out[:, HEADS['age']], self.age_head, self.boundary)], 1)
+
+    def decodes(self, probs) -> torch.Tensor:
+        "Probabilities from `activation` -> the 18-class label."
+        m, g, a = (probs[:, s].argmax(1) for s in (slice(0, 3), slice(3, 5), slice(5, 8)))
+        return m * 6 + g * 3 + a
+
+
+def split_probs(probs) -> dict[str, np.ndarray]:
+    "Joint probabilities (n, 8) -> {'mask': (n, 3), 'gender': (n, 2), 'age': (n, 3)}."
+    probs = np.asarray(probs)
+    return {'mask': probs[:, :3], 'gender': probs[:, 3:5], 'age': probs[:, 5:8]}
+
+
+def joint_f1(preds, targs, loss: JointLoss, part: str = 'all') -> float:
+    """Macro F1 of one task (or of the 18 classes) from raw logits. Validation targets carry the true age
+    groups, so the score is comparable whatever the training boundary."""
+    pred = loss.decodes(loss.activation(preds))
+    m, g, a, _ = decode_target(targs.long())
+    truth = m * 6 + g * 3 + a
+    if part != 'all':
+        i = {'mask': 0, 'gender': 1, 'age': 2}[part]
+        pick = (lambda y: y // 6, lambda y: (y // 3) % 2, lambda y: y % 3)[i]
+        pred, truth = pick(pred), pick(truth)
+    return float(f1_score(truth.numpy(), pred.numpy(), average='macro'))
+
+
+def joint_metrics(loss: JointLoss) -> list:
+    "18-class macro F1 (named f1_score: the checkpoint monitor) and each task's macro F1."
+    return [AccumMetric(partial(joint_f1, loss=loss, part=p), flatten=False,
+                        name='f1_score' if p == 'all' else f'{p}_f1') for p in ('all', 'mask', 'gender', 'age')]

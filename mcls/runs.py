@@ -1,0 +1,31 @@
+"""Run folders: finding and listing past training runs (light: `mcls runs` needs no torch)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ['latest_run', 'list_runs']
+
+
+def latest_run(runs: Path, task: str) -> Path:
+    cands = sorted(p for p in Path(runs).glob(f'*-{task}-*') if (p / 'run.json').exists())
+    if not cands: raise FileNotFoundError(f'no run of task {task} under {runs}: nothing to resume')
+    return cands[-1]
+
+
+def list_runs(runs: Path) -> pd.DataFrame:
+    "Past runs with their scores, best first."
+    rows = []
+    for p in Path(runs).glob('*/run.json'):
+        try:
+            m = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        rows.append({'run': p.parent.name, 'task': m.get('task'), 'fold': m.get('fold'), 'status': m.get('status'),
+                     'valid_f1': m.get('valid_f1'), 'valid_acc': m.get('valid_acc'), 'epochs': m.get('epochs'),
+                     'arch': m.get('arch'), 'images_per_s': m.get('images_per_s')})
+    df = pd.DataFrame(rows, columns=['run', 'task', 'fold', 'status', 'valid_f1', 'valid_acc', 'epochs', 'arch',
+                                     'images_per_s'])
+    return df.sort_values(['valid_f1', 'run'], ascending=[False, False], na_position='last').reset_index(drop=True)
