@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,16 +41,18 @@ from mcls.atomic import write_text_atomic  # noqa: E402
 from mcls.crop import attach_crops  # noqa: E402
 from mcls.dataset import load_eval, load_train  # noqa: E402
 from mcls.demo import tiny_overrides  # noqa: E402
-from mcls.evaluate import evaluate_files, read_labels  # noqa: E402
+from mcls.evaluate import evaluate_files, grouping_quality, read_labels  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import decode, encode  # noqa: E402
 from mcls.learner import norm_stats  # noqa: E402
 from mcls.predict import predict_eval  # noqa: E402
+from mcls.pseudo import add_pseudo  # noqa: E402
 from mcls.settings import TASKS, load_settings  # noqa: E402
 from mcls.train import learners_for, train_learners, with_seed  # noqa: E402
 
 sys.path.insert(0, str(ROOT / 'bench'))
 from degrade import degrade_copy  # noqa: E402
+from jitter import jitter_copy  # noqa: E402
 
 SHARED = ROOT.parent / 'shared'
 WEIGHTS = SHARED / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
@@ -161,11 +164,35 @@ def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path) -> tuple[di
     return valid_scores(model_dir), time.perf_counter() - t0
 
 
-def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool) -> dict:
+def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool, persons: str = 'off') -> dict:
+    "Eval scores of one prediction; with persons = auto also the groups' purity and completeness."
     sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=data))
-    predict_eval(sd, [model_dir], out, tta=tta, progress=False)
+    predict_eval(sd, [model_dir], out, tta=tta, progress=False, persons=persons)
     sc = evaluate_files(out, data / 'eval' / 'answers.csv')
-    return {'f1_18': sc.f1, **sc.task_f1}
+    res = {'f1_18': sc.f1, **sc.task_f1}
+    if persons == 'auto': res['groups'] = grouping_quality(out, data / 'build_meta.csv')
+    return res
+
+
+# every prediction of a seed's learners: (name, which eval copy, TTA, persons)
+PREDICTIONS = [('eval', 'eval', False, 'off'), ('eval_tta', 'eval', True, 'off'), ('eval_persons', 'eval', False, 'auto'),
+               ('degraded', 'degraded', False, 'off'), ('degraded_tta', 'degraded', True, 'off'),
+               ('jittered', 'jittered', False, 'off'), ('jittered_persons', 'jittered', False, 'auto')]
+
+
+def copies(data: Path, work: Path, rep: Report) -> dict[str, Path]:
+    "The eval set as built, a degraded copy (real capture) and a jittered copy (person grouping); made once."
+    out = {'eval': data}
+    for name, make in (('degraded', degrade_copy), ('jittered', jitter_copy)):
+        dest = out[name] = work / name
+        if not (dest / '.complete').exists():      # a copy cut short is redone
+            t0 = time.perf_counter()
+            make(data, dest)
+            if name == 'degraded' and (data / 'build_meta.csv').exists():
+                shutil.copy(data / 'build_meta.csv', dest / 'build_meta.csv')
+            (dest / '.complete').touch()
+            rep.stage(f'{name}_copy', time.perf_counter() - t0)
+    return out
 
 
 def spread(v: list[float]) -> dict:
@@ -203,12 +230,7 @@ def run(a) -> dict:
     rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()), 'eval': len(eval_df)}
     rep.stage('load_and_crop', time.perf_counter() - t0)
 
-    degraded = work / 'degraded'
-    if not (degraded / '.complete').exists():      # a copy cut short is redone
-        t0 = time.perf_counter()
-        degrade_copy(data, degraded)
-        (degraded / '.complete').touch()
-        rep.stage('degrade_copy', time.perf_counter() - t0)
+    roots = copies(data, work, rep)
 
     if a.probe:
         t0 = time.perf_counter()
@@ -221,15 +243,28 @@ def run(a) -> dict:
         r = rep.data['seeds'][str(seed)] = {}
         r['valid'], secs = train_recipe(table, s, seed, model_dir)
         rep.stage(f'train_seed{seed}', secs)
-        for key, root, tta in (('eval', data, False), ('eval_tta', data, True),
-                               ('degraded', degraded, False), ('degraded_tta', degraded, True)):
+        for key, copy, tta, persons in PREDICTIONS:
             t0 = time.perf_counter()
-            r[key] = predict_scores(s, root, model_dir, work / f'sub_{seed}_{key}.csv', tta)
+            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons)
             rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
+        if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
+            t0 = time.perf_counter()
+            ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
+            r['pseudo_rows'] = int(ps_table.pseudo.sum())
+            pdir = work / 'models' / f'seed{seed}_pseudo'
+            train_learners(ps_table, with_seed(s, seed), learners_for('all', s), [0], export_dir=pdir, progress=False)
+            r['eval_persons_pseudo'] = predict_scores(s, data, pdir, work / f'sub_{seed}_pseudo.csv', False, 'auto')
+            rep.stage(f'pseudo_seed{seed}', time.perf_counter() - t0)
 
     runs = [rep.data['seeds'][str(sd)] for sd in a.seeds]
     summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
             for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
+    summ['persons_f1_18'] = [r['eval_persons']['f1_18'] for r in runs]
+    summ['jittered_f1_18'] = [r['jittered']['f1_18'] for r in runs]
+    summ['jittered_persons_f1_18'] = [r['jittered_persons']['f1_18'] for r in runs]
+    for key in ('eval_persons', 'jittered_persons'):
+        for q in ('purity', 'completeness'): summ[f'{key}_{q}'] = [r[key]['groups'][q] for r in runs]
+    if a.pseudo: summ['persons_pseudo_f1_18'] = [r['eval_persons_pseudo']['f1_18'] for r in runs]
     summ['valid_f1_18'] = [r['valid']['f1_18'] for r in runs]
     for t in ('mask', 'gender', 'age'):
         summ[f'valid_{t}_f1'] = [r['valid'][t] for r in runs]
@@ -271,6 +306,8 @@ def main(argv=None):
     ap.add_argument('--set', action='append', help='section.key=value override of the recipe (repeatable)')
     ap.add_argument('--name', help='the ladder row (default: the config file stem, or default)')
     ap.add_argument('--probe', action=argparse.BooleanOptionalAction, default=True, help='fit the floor in this run')
+    ap.add_argument('--pseudo', type=float, metavar='MIN_PROB',
+                    help='also train on eval photos predicted with every task at least MIN_PROB (transductive)')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
     ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
     ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')

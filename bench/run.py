@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -38,6 +39,7 @@ from mcls.dataset import load_eval, load_train  # noqa: E402
 from mcls.evaluate import evaluate_files  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.learner import TARGET, make_model, norm_stats, resolve_workers, task_dls, task_targets  # noqa: E402
+from mcls.precision import describe, resolve_precision  # noqa: E402
 from mcls.predict import predict_eval  # noqa: E402
 from mcls.settings import TASKS, load_settings  # noqa: E402
 from mcls.train import train_task, with_seed  # noqa: E402
@@ -158,18 +160,28 @@ def plain_loop(df: pd.DataFrame, ts, epochs: int, workers: int) -> dict:
     return out
 
 
+CEILING_CONFIGS = [(p, cl) for p in ('fp32', 'bf16') for cl in (False, True)]
+
+
 def ceiling(ts, seconds: float, min_steps: int) -> dict:
-    "Forward + backward + step on synthetic batches already on the device: the model-only upper bound."
+    """The model-only upper bound: forward + backward + AdamW step on synthetic batches already on the device, in
+    each of {fp32, bf16} x {contiguous, channels_last}; the fastest configuration is the ceiling."""
+    runs = {describe(p, cl): _ceiling_one(ts, p, cl, seconds, min_steps) for p, cl in CEILING_CONFIGS}
+    best = max(runs, key=lambda k: runs[k]['images_per_s'])
+    return {'configs': runs, 'best': best, 'images_per_s': runs[best]['images_per_s']}
+
+
+def _ceiling_one(ts, precision: str, channels_last: bool, seconds: float, min_steps: int) -> dict:
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    model = make_model(ts, pretrained=False).to(device)
-    if device == 'cuda': model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=ts.lr)
-    x = torch.randn(ts.batch, 3, ts.size, ts.size, device=device)
-    if device == 'cuda': x = x.to(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = make_model(ts, pretrained=False).to(device).to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=ts.lr)
+    x = torch.randn(ts.batch, 3, ts.size, ts.size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 2, (ts.batch,), device=device)
 
     def step():
-        with _autocast(device): loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == 'bf16'):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -184,6 +196,22 @@ def ceiling(ts, seconds: float, min_steps: int) -> dict:
     if device == 'cuda': torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return {'steps': steps, 'seconds': round(dt, 2), 'images_per_s': steps * ts.batch / dt}
+
+
+def startup(reps: int = 3) -> dict:
+    "Seconds to start `mcls --help`, `mcls config` and `python -m mcls --help` (best of reps), over `import typer`."
+    def best(cmd):
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+    mcls = str(Path(sys.executable).with_name('mcls'))
+    out = {'import_typer_s': best([sys.executable, '-c', 'import typer']), 'help_s': best([mcls, '--help']),
+           'config_s': best([mcls, 'config']), 'python_m_help_s': best([sys.executable, '-m', 'mcls', '--help'])}
+    out.update({f'{k[:-2]}_over_typer': out[k] / out['import_typer_s'] for k in ('help_s', 'config_s', 'python_m_help_s')})
+    return out
 
 
 def input_pipeline(df: pd.DataFrame, ts, seconds: float, workers: int) -> dict:
@@ -226,7 +254,8 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
                            'plain_epochs': p['plain_epochs'], 'tta_passes': p['tta_passes'], 'seeds': seeds,
                            'lr_mcls': p['lr'], 'lr_plain': SEED_LR,
                            'pretrained': bool(p['pretrained'] and weights), 'workers': n_workers,
-                           'precision': 'bf16' if torch.cuda.is_available() else 'fp32'})
+                           'precision': describe(resolve_precision(s.tasks['mask'].precision, p['size']),
+                                                 s.tasks['mask'].channels_last)})
     t_all = time.perf_counter()
 
     # 1. crop, cold then warm
@@ -286,6 +315,9 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     t0 = time.perf_counter()
     rep.data['input_pipeline'] = input_pipeline(fold_df, s.tasks['mask'], p['input_seconds'], n_workers)
     rep.stage('input_pipeline', time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    rep.data['startup'] = startup()
+    rep.stage('startup', time.perf_counter() - t0)
 
     mcls_ips = float(np.mean([rep.data['tasks'][t]['train_images_per_s'] for t in TASKS]))
     plain_ips = float(np.mean([rep.data['tasks'][t]['plain']['warm_images_per_s'] for t in TASKS]))
@@ -293,7 +325,11 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     rep.data['speed'] = {'mcls_images_per_s': mcls_ips, 'plain_images_per_s': plain_ips,
                          'ceiling_images_per_s': ceil_ips,
                          'input_images_per_s': rep.data['input_pipeline']['images_per_s'],
-                         'mcls_over_ceiling': mcls_ips / ceil_ips, 'mcls_over_plain': mcls_ips / plain_ips}
+                         'ceiling_config': rep.data['ceiling']['best'],
+                         'mcls_over_ceiling': mcls_ips / ceil_ips, 'mcls_over_plain': mcls_ips / plain_ips,
+                         # fastai's tta: n augmented passes + 1 plain; the aim is at most passes + 1.5
+                         'tta_over_plain': rep.data['stages']['predict_eval_tta']['seconds']
+                                           / rep.data['stages']['predict_eval_plain']['seconds']}
     rep.data['wall_s'] = round(time.perf_counter() - t_all, 1)
     rep.save()
     return rep.data
@@ -325,8 +361,15 @@ def print_table(r: dict):
               f(r['speed']['mcls_images_per_s']))
     t.add_row('train images/s, plain loop', *[f(T[k]['plain']['warm_images_per_s']) for k in TASKS],
               f(r['speed']['plain_images_per_s']))
-    t.add_row('images/s, model-only ceiling', '', '', '', f(r['speed']['ceiling_images_per_s']))
+    for name, c in r['ceiling']['configs'].items():
+        t.add_row(f'images/s, model only, {name}', '', '', '', f(c['images_per_s']))
+    t.add_row(f"images/s, model-only ceiling ({r['speed']['ceiling_config']})", '', '', '',
+              f(r['speed']['ceiling_images_per_s']))
     t.add_row('images/s, input pipeline alone', '', '', '', f(r['speed']['input_images_per_s']))
+    t.add_row('TTA / plain prediction time', '', '', '', f"{r['speed']['tta_over_plain']:.2f}")
+    su = r['startup']
+    t.add_row('start-up s: mcls --help / config (x import typer)', '', '', '',
+              f"{su['help_s']:.2f} / {su['config_s']:.2f} ({su['help_over_typer']:.1f}x / {su['config_over_typer']:.1f}x)")
     t.add_row('mcls / ceiling, mcls / plain', '', '', '',
               f"{r['speed']['mcls_over_ceiling']:.2f}, {r['speed']['mcls_over_plain']:.2f}")
     t.add_row('first / later epoch s (mcls)', *[f"{f(T[k]['first_epoch_s'])} / {f(T[k]['later_epoch_s'])}" for k in TASKS], '')

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -32,6 +33,11 @@ def _settings(config, sets, data=None, **named) -> Settings:
     if data is not None: overrides['paths.data'] = str(data)
     overrides.update({k: str(v) for k, v in named.items() if v is not None})
     return load_settings(config, overrides)
+
+
+class PersonsMode(str, Enum):
+    auto = 'auto'
+    off = 'off'
 
 
 def _table(title: str, columns, rows) -> Table:
@@ -182,7 +188,10 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run")] = False,
           run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume')] = None,
           export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full')] = None,
-          workers: Annotated[Optional[int], typer.Option(help='DataLoader workers')] = None):
+          workers: Annotated[Optional[int], typer.Option(help='DataLoader workers')] = None,
+          pseudo: Annotated[Optional[Path], typer.Option(
+              help='a predict .probs.npz: add its confident eval photos to training (transductive)')] = None,
+          min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
     from .learner import check_task_settings
     from .runs import latest_run
@@ -200,6 +209,10 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
     for t in tasks: check_task_settings(s.tasks[t], full)     # every learner, before any work
     table = _train_table(s)
+    if pseudo is not None:
+        from .pseudo import add_pseudo
+        table = add_pseudo(table, s, pseudo, min_prob)
+        console.print(f'pseudo-labels: {int(table.pseudo.sum())} eval photos from {pseudo} (min prob {min_prob})')
     folds = [None] if full else _folds(fold, s.split.folds)
     results = train_learners(table, s, tasks, folds, export_dir, workers,
                              on_result=lambda r: console.print(_results_table([r])))
@@ -255,16 +268,19 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
             tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help='default: [predict] tta')] = None,
             out: Annotated[Optional[Path], typer.Option(help='submission CSV (default [predict] out)')] = None,
             tune: Annotated[bool, typer.Option('--tune/--no-tune', help='apply tuned class offsets')] = True,
-            safe: Annotated[bool, typer.Option('--safe', help='rebuild from weights, never unpickle')] = False):
+            safe: Annotated[bool, typer.Option('--safe', help='rebuild from weights, never unpickle')] = False,
+            persons: Annotated[Optional[PersonsMode], typer.Option(
+                help='auto: find each person\'s photos and decide per person (default: [predict] persons)')] = None):
     "Predict the eval photos with the three learners (fold folders are averaged) and write the submission."
     from .predict import predict_eval
-    s = _settings(config, set, data)
+    s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None})
     dirs = _model_dirs(s, models)
     use_tta = s.predict.tta if tta is None else tta
     out = out or s.predict.out
     t0 = time.perf_counter()
     sub = predict_eval(s, dirs, out, use_tta, tune, safe)
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
+                  f'persons {s.predict.persons}, '
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
 
 
@@ -276,13 +292,18 @@ def print_scores(scores, title='scores'):
 @app.command()
 def evaluate(submission: Path, answers: Path,
              out: Annotated[Optional[Path], typer.Option(help='confusion-matrix PNG (default reports/)')] = None,
+             persons_map: Annotated[Optional[Path], typer.Option(
+                 help='file,id CSV naming each eval photo\'s person (build_meta.csv): scores the person groups')] = None,
              config: ConfigOpt = None, set: SetOpt = None):
     "Score a submission against answers (both ImageID,ans): F1, accuracy, per task, per class, confusion matrix."
-    from .evaluate import evaluate_files, plot_confusion
+    from .evaluate import evaluate_files, grouping_quality, plot_confusion
     sc = evaluate_files(submission, answers)
     console.print(_table('per class', ('class', 'name', 'precision', 'recall', 'f1', 'support'),
                          sc.per_class.itertuples(index=False)))
     print_scores(sc)
+    if persons_map is not None:
+        q = grouping_quality(submission, persons_map)
+        console.print(_table('person groups', ('measure', 'value'), list(q.items())))
     s = _settings(config, set)
     dest = plot_confusion(sc.confusion, out or Path(s.paths.reports) / f'confusion_{Path(submission).stem}.png')
     console.print(f'wrote {dest}')

@@ -12,7 +12,7 @@ from .errors import DataError
 from .labels import N_CLASSES, class_name, decode
 from .plots import pyplot, save_figure
 
-__all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion']
+__all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion', 'grouping_quality']
 
 
 @dataclass
@@ -60,6 +60,24 @@ def evaluate_files(submission: Path | str, answers: Path | str) -> Scores:
         raise DataError(f'{submission}: {int(merged.ans_pred.isna().sum())} ImageID(s) of {answers} have no '
                         f'prediction, first {merged.ImageID[merged.ans_pred.isna()].iloc[0]}')
     return score(merged.ans_true.astype(int), merged.ans_pred.astype(int))
+
+
+def grouping_quality(submission: Path | str, persons_map: Path | str) -> dict:
+    """Purity, completeness and share of groups of 7 of the person groups saved beside a submission
+    (`<submission>.probs.npz`, written by predict with persons = auto), against a build's `file,split,id` map."""
+    from .persons import group_quality
+    probs = Path(f'{submission}.probs.npz')
+    if not probs.exists(): raise DataError(f'{probs}: not found: predict with --persons auto writes it beside {submission}')
+    z = np.load(probs)
+    if 'groups' not in z: raise DataError(f'{probs}: no person groups in it: predict with --persons auto')
+    meta = pd.read_csv(persons_map, dtype=str)
+    if not {'file', 'id'} <= set(meta.columns):
+        raise DataError(f'{persons_map}: needs the columns file,id (a maskfaces build_meta.csv)')
+    person = dict(zip(meta.file.str.rsplit('/', n=1).str[-1], meta.id))
+    ids = [person.get(i) for i in z['image_ids']]
+    if None in ids:
+        raise DataError(f'{persons_map}: no person for ImageID {z["image_ids"][ids.index(None)]}')
+    return group_quality(z['groups'], np.asarray(ids))
 
 
 def plot_confusion(cm: np.ndarray, dest: Path | str, names=None, title='confusion matrix') -> Path:

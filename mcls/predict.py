@@ -21,7 +21,7 @@ from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
 __all__ = ['combine', 'learners_in', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
-           'predict_eval']
+           'decision_scores', 'person_threshold', 'person_labels', 'predict_eval']
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +82,63 @@ def predict_frame(df: pd.DataFrame, model_dirs: list[Path], ps: PredictSettings,
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)
     probs = ensemble_probs(model_dirs, df, ps, tta, safe)
-    offsets = read_offsets(model_dirs[0]) if tune else {}
-    decided = {t: apply_offsets(p, offsets.get(t)) for t, p in probs.items()}
+    decided = decision_scores(probs, model_dirs[0], tune)
     return combine(decided['mask'], decided['gender'], decided['age']), probs
 
 
+def decision_scores(probs: dict[str, np.ndarray], model_dir: Path, tune: bool) -> dict[str, np.ndarray]:
+    "Log-probabilities plus the tuned class offsets of `model_dir` (argmax = decision)."
+    offsets = read_offsets(model_dir) if tune else {}
+    return {t: apply_offsets(p, offsets.get(t)) for t, p in probs.items()}
+
+
+def person_threshold(s: Settings, model_dir: Path, learn, max_persons: int = 80) -> dict:
+    """The grouping threshold, chosen once on training photos of known persons (fold 0, which fold-0 models
+    never trained on) and kept in the model folder. Reads train.csv and photos only, never answers."""
+    from .dataset import load_train
+    from .folds import assign_folds
+    from .persons import choose_threshold, load_threshold, photo_embeddings, save_threshold
+    info = load_threshold(model_dir)
+    if info is not None: return info
+    train, _ = attach_crops(load_train(s.paths.data, s.paths.corrections), s.crop, s.paths.cache, progress=False)
+    train = train[assign_folds(train, s.split.folds, s.split.by, s.split.seed) == 0]
+    train = train[train.person.isin(train.person.drop_duplicates().head(max_persons))]
+    info = choose_threshold(photo_embeddings(learn, train.crop.tolist(), train.file.tolist()), train.person.to_numpy())
+    save_threshold(model_dir, info)
+    return info
+
+
+def person_labels(s: Settings, df: pd.DataFrame, model_dirs: list[Path], probs: dict, tune: bool,
+                  safe: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    "Labels decided per person: groups found from the first model folder's backbone features (see mcls.persons)."
+    from .persons import consistent_labels, group_photos, photo_embeddings
+    d = Path(model_dirs[0])
+    learn = load_task_learner(d, learners_in(d)[-1], safe)     # joint, or the gender learner
+    info = person_threshold(s, d, learn)
+    groups = group_photos(photo_embeddings(learn, df.crop.tolist(), df.file.tolist()), info['threshold'])
+    labels, stats = consistent_labels(decision_scores(probs, d, tune), groups, s.predict.persons_margin)
+    return labels, groups, {**stats, 'threshold': info['threshold']}
+
+
 def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune: bool = True, safe: bool = False,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, persons: str | None = None) -> pd.DataFrame:
     """Crop the eval photos (through the cache), predict, write `out` (ImageID,ans in info.csv's order) and
-    `<out>.probs.npz` with the per-task probabilities. Nothing is written if any step fails."""
+    `<out>.probs.npz` with the per-task probabilities (and each photo's person group with persons = auto).
+    Nothing is written if any step fails."""
+    persons = persons or s.predict.persons
+    if persons not in ('auto', 'off'): raise DataError(f'persons = {persons!r}: use auto or off')
     info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)         # before the slow part
     df, _ = attach_crops(info, s.crop, s.paths.cache, progress=progress)
     labels, probs = predict_frame(df, model_dirs, s.predict, tta, tune, safe)
+    extra = {}
+    if persons == 'auto':
+        labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune, safe)
+        log.info('persons: %s', stats)
     sub = pd.DataFrame({'ImageID': df.image_id, 'ans': labels.astype(int)})
     out = Path(out)
     with atomic_path(out.with_name(out.name + '.probs.npz')) as tmp:
-        with open(tmp, 'wb') as fh: np.savez(fh, image_ids=sub.ImageID.to_numpy().astype(str), **probs)
+        with open(tmp, 'wb') as fh: np.savez(fh, image_ids=sub.ImageID.to_numpy().astype(str), **probs, **extra)
     write_csv_atomic(sub, out)
     return sub

@@ -87,6 +87,8 @@ class PredictSettings:
     batch: int
     out: Path
     tta_beta: float = 0.25    # weight of the plain pass in fastai's lerp (0.5 + one flip pass = a true flip TTA)
+    persons: str = 'off'      # auto: group eval photos into persons and decide per person (mcls.persons)
+    persons_margin: float = 2.0   # nats a 5/1/1 mask assignment may cost over the per-photo answers
 
 
 @dataclass

@@ -96,7 +96,8 @@ def _awkward(root: Path, folders: list[str]) -> dict[str, str]:
 
 def make_dataset(out: Path | str, persons: int = 40, eval_persons: int = 10, size=(96, 128), seed: int = 0,
                  awkward: bool = False, overwrite: bool = True) -> SynthInfo:
-    """Write train/train.csv, train/images/{path}/, eval/info.csv, eval/images/ and eval/answers.csv.
+    """Write train/train.csv, train/images/{path}/, eval/info.csv, eval/images/, eval/answers.csv and, as the
+    maskfaces builds do, build_meta.csv (file,split,id: each photo's person; answers, like answers.csv).
     About 5% of persons use .png or .jpeg (all seven photos). `awkward` adds a hidden file, an unknown stem,
     a person with six photos, a truncated, a grey, an RGBA, a CMYK and an EXIF-rotated photo."""
     root = Path(out)
@@ -104,7 +105,7 @@ def make_dataset(out: Path | str, persons: int = 40, eval_persons: int = 10, siz
     (root / 'train' / 'images').mkdir(parents=True)
     (root / 'eval' / 'images').mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    rows, ev = [], []
+    rows, ev, meta = [], [], []
     n_train = 0
     for p in range(persons + eval_persons):
         prng = np.random.default_rng([seed, p])
@@ -119,16 +120,19 @@ def make_dataset(out: Path | str, persons: int = 40, eval_persons: int = 10, siz
             ext = prng.choice(['.jpg'] * 18 + ['.png', '.jpeg'])
             for stem, mask in MASK_STEMS.items():
                 _save(draw_face(mask, gender, age, prng, size), d / f'{stem}{ext}')
+                meta.append((f'train/images/{folder}/{stem}{ext}', 'train', pid))
                 n_train += 1
         else:
             for stem, mask in MASK_STEMS.items():
                 image_id = hashlib.sha1(f'{seed}-{p}-{stem}'.encode()).hexdigest() + '.jpg'
                 _save(draw_face(mask, gender, age, prng, size), root / 'eval' / 'images' / image_id)
                 ev.append((image_id, int(encode(mask, gender, age_group(age)))))
+                meta.append((f'eval/images/{image_id}', 'eval', f'{p + 1:06d}'))
     pd.DataFrame(rows, columns=['id', 'gender', 'race', 'age', 'path']).to_csv(root / 'train' / 'train.csv', index=False)
     order = rng.permutation(len(ev))
     ev_df = pd.DataFrame([ev[i] for i in order], columns=['ImageID', 'ans'])
     ev_df.to_csv(root / 'eval' / 'answers.csv', index=False)
     ev_df.assign(ans=0).to_csv(root / 'eval' / 'info.csv', index=False)
+    pd.DataFrame(meta, columns=['file', 'split', 'id']).to_csv(root / 'build_meta.csv', index=False)
     cases = _awkward(root, [r[4] for r in rows]) if awkward else {}
     return SynthInfo(root, persons, n_train, len(ev), cases)

@@ -16,7 +16,7 @@ import torch
 from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, ProgressCallback, Recorder,
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path, write_csv_atomic, write_text_atomic
 from .crop import attach_crops
 from .dataset import LoadReport, load_train
 from .export import export_learner
@@ -180,7 +180,11 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     check_task_settings(ts, full)
     tag = 'full' if full else f'fold{fold}'
     run_dir = run_dir or new_run_dir(s, task, tag)
+    pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
     if resume_state is None:
+        if len(pseudo):     # transductive: the run says so, and lists what it trained on
+            write_csv_atomic(pseudo[['stem', 'mask', 'gender', 'age_group', 'crop']].rename(columns={'stem': 'ImageID'}),
+                             run_dir / 'pseudo.csv')
         write_text_atomic(run_dir / 'settings.ini', s.to_ini())
         write_text_atomic(run_dir / 'run.json', json.dumps({'task': task, 'fold': fold, 'status': 'training',
                                                             'data': str(s.paths.data)}))
@@ -226,7 +230,7 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         for name in valid_files(task):
             if (run_dir / name).exists(): shutil.copy(run_dir / name, Path(export_dir) / name)
     meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
-            'valid_scores': scores, 'precision': describe(precision, ts.channels_last),
+            'valid_scores': scores, 'precision': describe(precision, ts.channels_last), 'pseudo_rows': len(pseudo),
             'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
             'train_images_per_s': result.train_images_per_s, 'epoch_seconds': result.epoch_seconds, 'arch': ts.arch,
             'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}

@@ -32,9 +32,50 @@ def test_bench_reports_every_field(tmp_path):
             assert set(e['task_f1']) == {'mask', 'gender', 'age'} and all(0 <= v <= 1 for v in e['task_f1'].values())
     sp = r['speed']
     assert all(sp[k] > 0 for k in ('mcls_images_per_s', 'plain_images_per_s', 'ceiling_images_per_s',
-                                   'input_images_per_s', 'mcls_over_ceiling', 'mcls_over_plain'))
+                                   'input_images_per_s', 'mcls_over_ceiling', 'mcls_over_plain', 'tta_over_plain'))
+    configs = r['ceiling']['configs']
+    assert set(configs) == {'fp32', 'fp32 channels_last', 'bf16', 'bf16 channels_last'}
+    assert sp['ceiling_config'] == max(configs, key=lambda k: configs[k]['images_per_s'])
+    assert sp['ceiling_images_per_s'] == configs[sp['ceiling_config']]['images_per_s']
+    assert r['startup']['help_s'] > 0 and r['startup']['help_over_typer'] > 0
     assert r['stages']['crop_cold']['cropped'] == r['stages']['crop_cold']['images']
     assert r['stages']['crop_warm']['cropped'] == 0
     assert r['memory']['host_peak_mb'] > 0 and r['wall_s'] > 0
     assert {'predict_eval_plain', 'predict_eval_tta', 'predict_eval_degraded_tta', 'ceiling',
             'input_pipeline'} <= set(r['stages'])
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f'bench_{name}', ROOT / 'bench' / f'{name}.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
+    out = tmp_path / 'q.json'
+    load_script('quality').main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '2', '--out', str(out)])
+    r = json.loads(out.read_text())
+    summ = r['summary']
+    for key in ('probe_f1_18', 'default_f1_18', 'default_tta_f1_18', 'default_degraded_f1_18', 'persons_f1_18',
+                'jittered_persons_f1_18', 'valid_f1_18', 'eval_persons_purity', 'jittered_persons_completeness'):
+        assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
+    assert summ['probe_f1_18'] == [r['probe'][r['probe']['floor']]['eval']['f1_18']] * 2
+    assert set(r['probe']) == {'crops', 'photos', 'floor'} and r['mode'] in ('tasks', 'joint')
+    assert {'load_and_crop', 'probe', 'train_seed1', 'train_seed2', 'predict_eval_tta_seed2'} <= set(r['stages'])
+    assert r['summary_stats']['default_f1_18']['spread'] >= 0 and r['wall_s'] > 0
+
+
+def test_jittered_copy_moves_every_photo_and_keeps_the_answers(tmp_path):
+    import numpy as np
+    from PIL import Image
+    make_dataset(tmp_path / 'data', persons=2, eval_persons=2, seed=3)
+    load_script('jitter').jitter_copy(tmp_path / 'data', tmp_path / 'jit')
+    src, dst = tmp_path / 'data' / 'eval', tmp_path / 'jit' / 'eval'
+    assert (src / 'answers.csv').read_text() == (dst / 'answers.csv').read_text()
+    assert (tmp_path / 'jit' / 'build_meta.csv').exists()
+    names = sorted(p.name for p in (src / 'images').iterdir())
+    assert names == sorted(p.name for p in (dst / 'images').iterdir())
+    diffs = [np.abs(np.asarray(Image.open(src / 'images' / n).convert('RGB'), float)
+                    - np.asarray(Image.open(dst / 'images' / n).convert('RGB'), float)).mean() for n in names]
+    assert min(diffs) > 1.0
