@@ -1,6 +1,7 @@
 """The `mcls` command line: a thin typer layer over the library functions."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -84,7 +85,8 @@ def _load(s: Settings, with_eval=True):
 
 def _load_summary(report) -> Table:
     rows = [('persons', report.persons), ('training photos', report.images), ('eval photos', report.eval_images),
-            ('label corrections applied', report.corrections), ('persons without 7 photos', report.incomplete_persons)]
+            ('label fixes applied (corrections rows)', report.correction_rows),
+            ('photos changed by the fixes', report.corrections), ('persons without 7 photos', report.incomplete_persons)]
     rows += [(f'skipped: {k}', v) for k, v in sorted(report.skipped.items())]
     return _table('data', ('item', 'count'), rows)
 
@@ -341,6 +343,41 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
         console.print(f'wrote {p}')
 
 
+@app.command()
+def suspects(task: Annotated[str, typer.Argument(help='mask, gender, age or all')] = 'all',
+             config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
+             models: Annotated[Optional[list[Path]], typer.Option(
+                 '--models', '-m', help='fold folders whose validation files cover every photo (default: train '
+                                        '--folds new ones into models/oof)')] = None,
+             folds: Annotated[int, typer.Option(help='folds to train when no --models')] = 3,
+             top: Annotated[int, typer.Option(help='suspects on the contact sheet')] = 24,
+             accept: Annotated[Optional[int], typer.Option(help='write the top N of each task into paths.corrections')] = None):
+    "Likely label errors from out-of-fold predictions (cleanlab): CSV + contact sheet per task; --accept N fixes them."
+    from .atomic import write_csv_atomic
+    from .suspects import accept_suspects, contact_sheet, oof_models, oof_probs, suspect_table
+    tasks = _tasks(task)
+    s = _settings(config, set, data)
+    if accept is not None and s.paths.corrections is None:
+        raise UserError('--accept needs a corrections file: --set paths.corrections=data/corrections.csv')
+    corrections = s.paths.corrections
+    if corrections is not None and not corrections.exists():   # the first --accept creates it
+        s = dataclasses.replace(s, paths=dataclasses.replace(s.paths, corrections=None))
+    dirs = list(models) if models else oof_models(s, folds)
+    table = _train_table(s)
+    rows = []
+    for t in tasks:
+        sus = suspect_table(table, oof_probs(dirs, t), t)
+        csv = Path(s.paths.reports) / f'suspects_{t}.csv'
+        write_csv_atomic(sus, csv)
+        sheet = contact_sheet(sus, Path(s.paths.reports) / f'suspects_{t}.png', top)
+        n = accept_suspects(sus, corrections, accept) if accept is not None else 0
+        rows.append((t, len(sus), int((sus.given != sus.suggested).sum()), str(csv), str(sheet), n))
+        console.print(_table(f'top suspects: {t}', ('key', 'given', 'suggested', 'value', 'score'),
+                             sus.head(10)[['key', 'given', 'suggested', 'value', 'score']].itertuples(index=False)))
+    console.print(_table('suspects', ('task', 'items', 'disagreeing', 'csv', 'contact sheet', 'accepted'), rows))
+    if accept is not None: console.print(f'wrote {corrections}; the next `mcls train` applies it')
+
+
 @app.command('predict-image')
 def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
                   tta: Annotated[bool, typer.Option('--tta/--no-tta')] = False):
@@ -378,5 +415,5 @@ def run():
     try:
         app()
     except (UserError, SettingsError, DataError, ConfigError, FileNotFoundError, OSError) as e:
-        console.print(f'[bold red]error:[/] {escape(str(e))}')
+        Console(stderr=True, width=200).print(f'[bold red]error:[/] {escape(str(e))}')
         sys.exit(2)

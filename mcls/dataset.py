@@ -26,7 +26,8 @@ class LoadReport:
     persons: int = 0
     images: int = 0
     eval_images: int = 0
-    corrections: int = 0
+    corrections: int = 0          # photos whose labels the corrections changed
+    correction_rows: int = 0      # rows of the corrections file applied
     skipped: Counter = field(default_factory=Counter)        # reason -> count
     skipped_files: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
     incomplete_persons: int = 0
@@ -138,8 +139,9 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
             log.warning('%s: %d photos instead of %d; using what is there', d, found, len(MASK_STEMS))
     df = pd.DataFrame(rows, columns=['file', 'person', 'folder', 'stem', 'mask', 'gender', 'age', 'race'])
     if corrections:
-        report.corrections = apply_corrections(df, read_corrections(Path(corrections)), str(corrections))
-        log.info('%s: %d label(s) corrected', corrections, report.corrections)
+        fixes = read_corrections(Path(corrections))
+        report.corrections, report.correction_rows = apply_corrections(df, fixes, str(corrections)), len(fixes)
+        log.info('%s: %d fix(es) changed %d photo(s)', corrections, report.correction_rows, report.corrections)
     report.persons, report.images = len(meta), len(df)
     return _finish_labels(df)
 

@@ -43,13 +43,13 @@ def test_config_shows_sources(tmp_path):
 def test_bad_settings_fail_before_any_work(tmp_path, args, match):
     r = cli(*args, '--no-pretrained', '--data', tmp_path / 'nowhere', cwd=tmp_path)
     assert r.returncode == 2
-    assert re.search(match, ' '.join(r.stdout.split())), r.stdout
+    assert re.search(match, ' '.join(r.stderr.split())), r.stderr
     assert not (tmp_path / 'runs').exists()
 
 
 def test_crop_eda_and_missing_data_message(tmp_path):
     r = cli('eda', '--data', tmp_path / 'nowhere', cwd=tmp_path)
-    assert r.returncode == 2 and 'train.csv: not found' in r.stdout
+    assert r.returncode == 2 and 'train.csv: not found' in r.stderr and 'error' not in r.stdout
     assert cli('synth', tmp_path / 'd', '--persons', '6', '--eval-persons', '2', cwd=tmp_path).returncode == 0
     r = cli('eda', '--data', tmp_path / 'd', cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / 'reports' / 'eda' / 'age_hist.png').exists()
