@@ -15,7 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, write_text_atomic
 from .learner import build_learner, norm_stats, task_datablock
+from .persons import PERSONS_FILE
 from .settings import Settings, load_settings
+from .tune import TUNING_FILE
 
 __all__ = ['export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
 
@@ -25,6 +27,8 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
     "Write `<task>.pkl` (learn.export), `<task>.safetensors`, `<task>.json` and `<task>.settings.ini` atomically."
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (TUNING_FILE, PERSONS_FILE):   # fitted on the learners this export replaces
+        (dest_dir / stale).unlink(missing_ok=True)
     task = ts.task
     with atomic_path(dest_dir / f'{task}.pkl') as tmp: learn.export(tmp.resolve())
     state = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}

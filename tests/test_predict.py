@@ -170,3 +170,14 @@ def test_tune_and_evaluate_cli(trained, submission, tmp_path):
     out, _ = submission
     r = cli('evaluate', out, trained['root'] / 'data' / 'eval' / 'answers.csv', '--out', tmp_path / 'cm.png', cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / 'cm.png').exists() and 'macro F1 (18 classes)' in r.stdout
+
+
+def test_a_new_export_drops_what_was_fitted_on_the_old_learners(trained, tmp_path):
+    "tuning.json and persons.json describe the learners they were fitted on: a re-export must not keep them."
+    import shutil
+    from mcls.train import train_task
+    d = tmp_path / 'fold0'
+    shutil.copytree(trained['models'], d)
+    for name in ('tuning.json', 'persons.json'): (d / name).write_text('{"offsets": {}}')
+    train_task(trained['table'], trained['settings'], 'mask', 0, export_dir=d, progress=False)
+    assert not (d / 'tuning.json').exists() and not (d / 'persons.json').exists()
