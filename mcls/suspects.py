@@ -12,7 +12,7 @@ from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
 from .pseudo import GROUP_YEARS
 
-__all__ = ['SUSPECT_COLUMNS', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
+__all__ = ['SUSPECT_COLUMNS', 'VALUE_NAMES', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
 
 SUSPECT_COLUMNS = ['key', 'field', 'given', 'suggested', 'value', 'score', 'crop']
 VALUE_NAMES = {'mask': MASK_NAMES, 'gender': GENDERS, 'age': AGE_NAMES}

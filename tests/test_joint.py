@@ -197,3 +197,12 @@ def test_albumentations_follow_torchs_seed():
         return [np.asarray(tf.encodes(img)) for _ in range(4)]
     a, b, c = draw(1), draw(1), draw(2)
     assert all((x == y).all() for x, y in zip(a, b)) and any((x != y).any() for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize('task', ['mask', 'gender', 'age'])
+def test_interpret_reads_a_joint_learners_head(joint_run, task, tmp_path):
+    from PIL import Image
+    from mcls.interpret import interpret_task
+    paths = interpret_task(joint_run['table'], task, joint_run['models'], 0, tmp_path, k=6)
+    assert [p.name for p in paths] == [f'{task}_fold0_confusion.png', f'{task}_fold0_top_losses.png']
+    assert all(Image.open(p).size[0] > 100 for p in paths)
