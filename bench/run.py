@@ -198,6 +198,14 @@ def _ceiling_one(ts, precision: str, channels_last: bool, seconds: float, min_st
     return {'steps': steps, 'seconds': round(dt, 2), 'images_per_s': steps * ts.batch / dt}
 
 
+def decode_profile(files: list[str], size: int, n: int = 200) -> dict:
+    "Seconds per photo to decode a cached crop and resize it to the training size, on one core (no augmentation)."
+    files = files[:n]
+    t0 = time.perf_counter()
+    for f in files: np.asarray(Image.open(f).convert('RGB').resize((size, size), Image.BILINEAR))
+    return {'photos': len(files), 'seconds_per_photo': (time.perf_counter() - t0) / max(len(files), 1)}
+
+
 def startup(reps: int = 3) -> dict:
     "Seconds to start `mcls --help`, `mcls config` and `python -m mcls --help` (best of reps), over `import typer`."
     def best(cmd):
@@ -315,6 +323,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     t0 = time.perf_counter()
     rep.data['input_pipeline'] = input_pipeline(fold_df, s.tasks['mask'], p['input_seconds'], n_workers)
     rep.stage('input_pipeline', time.perf_counter() - t0)
+    rep.data['decode'] = decode_profile(fold_df.crop.tolist(), p['size'])
     t0 = time.perf_counter()
     rep.data['startup'] = startup()
     rep.stage('startup', time.perf_counter() - t0)
@@ -326,6 +335,9 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
                          'ceiling_images_per_s': ceil_ips,
                          'input_images_per_s': rep.data['input_pipeline']['images_per_s'],
                          'ceiling_config': rep.data['ceiling']['best'],
+                         # share of a training step's time per photo that decoding + resizing would take on one
+                         # core: caching decoded crops at training size pays only above about 0.10
+                         'decode_share_of_step': rep.data['decode']['seconds_per_photo'] * mcls_ips,
                          'mcls_over_ceiling': mcls_ips / ceil_ips, 'mcls_over_plain': mcls_ips / plain_ips,
                          # fastai's tta: n augmented passes + 1 plain; the aim is at most passes + 1.5
                          'tta_over_plain': rep.data['stages']['predict_eval_tta']['seconds']
@@ -367,6 +379,7 @@ def print_table(r: dict):
               f(r['speed']['ceiling_images_per_s']))
     t.add_row('images/s, input pipeline alone', '', '', '', f(r['speed']['input_images_per_s']))
     t.add_row('TTA / plain prediction time', '', '', '', f"{r['speed']['tta_over_plain']:.2f}")
+    t.add_row('decode + resize / training time per photo', '', '', '', f"{r['speed']['decode_share_of_step']:.3f}")
     su = r['startup']
     t.add_row('start-up s: mcls --help / config (x import typer)', '', '', '',
               f"{su['help_s']:.2f} / {su['config_s']:.2f} ({su['help_over_typer']:.1f}x / {su['config_over_typer']:.1f}x)")

@@ -36,6 +36,11 @@ def _settings(config, sets, data=None, **named) -> Settings:
     return load_settings(config, overrides)
 
 
+class LossName(str, Enum):
+    ce = 'ce'
+    focal = 'focal'
+
+
 class PersonsMode(str, Enum):
     auto = 'auto'
     off = 'off'
@@ -63,7 +68,8 @@ def config(config: ConfigOpt = None, set: SetOpt = None):
         for key, value in values.items():
             rows.append((f'{sec}.{key}', value, s.sources.get(f'{sec}.{key}', '?')))
     console.print(_table('settings', ('setting', 'value', 'source'), rows))
-    console.print('[dim]Task sections inherit [train]; override with --set mask.lr=1e-4 or a task flag.[/]')
+    console.print(f"[dim]{escape('Task sections ([mask], [age], [gender], [joint]) inherit [train]; override with')} "
+                  f"--set mask.lr=1e-4 or a task flag.[/]")
 
 
 @app.command()
@@ -123,7 +129,7 @@ def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
     if split not in ('train', 'eval', 'all'): raise UserError(f'--split {split}: use train, eval or all')
     s = _settings(config, set, data)
     df, report = _load(s, with_eval=split != 'train')
-    if split != 'all': df = df[df.split == split]
+    if split != 'all': df = df[df.split.eq(split)] if 'split' in df else df.assign(split='train')
     console.print(_load_summary(report))
     t0 = time.perf_counter()
     _, stats = attach_crops(df, s.crop, s.paths.cache)
@@ -182,10 +188,16 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs')] = False,
           arch: Annotated[Optional[str], typer.Option(help='timm architecture')] = None,
           weights: Annotated[Optional[Path], typer.Option(help='local ImageNet weights (.safetensors)')] = None,
-          pretrained: Annotated[Optional[bool], typer.Option('--pretrained/--no-pretrained')] = None,
+          pretrained: Annotated[Optional[bool], typer.Option(
+              '--pretrained/--no-pretrained', help='start from ImageNet weights (hub, or --weights) or from scratch')] = None,
           epochs: Annotated[Optional[int], typer.Option(help='epochs (full_epochs with --full)')] = None,
-          lr: Optional[float] = None, size: Optional[int] = None, batch: Optional[int] = None,
-          pipeline: Optional[str] = None, loss: Optional[str] = None,
+          lr: Annotated[Optional[float], typer.Option(help='peak learning rate (one-cycle); see mcls lr-find')] = None,
+          size: Annotated[Optional[int], typer.Option(help='input side in px the crops are resized to')] = None,
+          batch: Annotated[Optional[int], typer.Option(help='photos per training batch')] = None,
+          pipeline: Annotated[Optional[str], typer.Option(
+              help='augmentation: a name from mcls.augment.PIPELINES (none, light, light_real, mask_real, ...) or an '
+                   'albumentations JSON/YAML file')] = None,
+          loss: Annotated[Optional[LossName], typer.Option(help='ce, or focal (age; the joint learner\'s age head)')] = None,
           boundary: Annotated[Optional[int], typer.Option(help='age training boundary (60; 58 is the seed trick)')] = None,
           resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run")] = False,
           run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume')] = None,
@@ -205,17 +217,17 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
         console.print(_results_table(results))
         return
     named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch, pipeline=pipeline,
-                 loss=loss, **{'full_epochs' if full else 'epochs': epochs})
+                 loss=loss.value if loss else None, **{'full_epochs' if full else 'epochs': epochs})
     overrides = _task_overrides(tasks, **named)
     if boundary is not None: overrides.update({f'{t}.boundary': str(boundary) for t in ('age', 'joint')})
     s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
     for t in tasks: check_task_settings(s.tasks[t], full)     # every learner, before any work
+    folds = [None] if full else _folds(fold, s.split.folds)    # before loading and cropping anything
     table = _train_table(s)
     if pseudo is not None:
         from .pseudo import add_pseudo
         table = add_pseudo(table, s, pseudo, min_prob)
         console.print(f'pseudo-labels: {int(table.pseudo.sum())} eval photos from {pseudo} (min prob {min_prob})')
-    folds = [None] if full else _folds(fold, s.split.folds)
     results = train_learners(table, s, tasks, folds, export_dir, workers,
                              on_result=lambda r: console.print(_results_table([r])))
     if len(results) > 1: console.print(_results_table(results))

@@ -12,7 +12,12 @@ def assign_folds(df: pd.DataFrame, n_folds: int = 5, by: str = 'person', seed: i
     """Fold number (0..n_folds-1) of each row of an image table.
     by='person': StratifiedGroupKFold grouped by person, stratified by gender x true age group, so every
     photo of a person lands in one fold. by='image': StratifiedKFold over the 18-class label (leaks persons)."""
-    if n_folds < 2: raise ValueError(f'n_folds must be at least 2, got {n_folds}')
+    from .errors import DataError
+    if n_folds < 2: raise DataError(f'[split] folds = {n_folds}: person-aware validation needs at least 2 folds')
+    n_groups = df.person.nunique() if by == 'person' else len(df)
+    if n_folds > n_groups:
+        raise DataError(f'[split] folds = {n_folds} but the data has {n_groups} '
+                        f'{"persons" if by == "person" else "photos"}: use at most {n_groups} folds')
     folds = np.full(len(df), -1)
     if by == 'person':
         y = (df.gender * 3 + df.age_group).to_numpy()

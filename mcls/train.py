@@ -5,6 +5,7 @@ import dataclasses
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -22,6 +23,7 @@ from .dataset import LoadReport, load_train
 from .export import export_learner
 from .folds import assign_folds
 from .joint import split_probs
+from .errors import ConfigError
 from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
@@ -170,6 +172,23 @@ def _fit(learn, ts, epochs: int, cbs, start_epoch: int = 0):
         learn.fit_one_cycle(epochs, ts.lr, cbs=cbs, start_epoch=start_epoch)
 
 
+@contextmanager
+def _recorded_failure(run_dir: Path):
+    "A run that raises (or is interrupted) says so in run.json, with the error, instead of 'training' forever."
+    try:
+        yield
+    except BaseException as e:
+        meta_file = run_dir / 'run.json'
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        meta.update(status='interrupted' if isinstance(e, KeyboardInterrupt) else 'failed',
+                    error=f'{type(e).__name__}: {e}'[:500])
+        write_text_atomic(meta_file, json.dumps(meta, indent=1))
+        raise
+
+
 def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0, export_dir: Path | None = None,
                run_dir: Path | None = None, resume_state: dict | None = None, workers: int | None = None,
                progress: bool = True) -> TrainResult:
@@ -178,6 +197,10 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     ts = s.tasks[task]
     full = fold is None
     check_task_settings(ts, full)
+    n_train = int((table.fold != fold).sum()) if not full else len(table)
+    if n_train < ts.batch:     # fastai drops the last partial batch: no step would run, and nan would be exported
+        raise ConfigError(f'[{task}] batch = {ts.batch} but only {n_train} training photos: lower --batch '
+                          f'(at most {n_train}) or add photos')
     tag = 'full' if full else f'fold{fold}'
     run_dir = run_dir or new_run_dir(s, task, tag)
     pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
@@ -188,54 +211,55 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         write_text_atomic(run_dir / 'settings.ini', s.to_ini())
         write_text_atomic(run_dir / 'run.json', json.dumps({'task': task, 'fold': fold, 'status': 'training',
                                                             'data': str(s.paths.data)}))
-    set_seed(ts.seed, reproducible=True)
-    df = table.assign(is_valid=False if full else (table.fold == fold))
-    dls = task_dls(df, ts, workers=workers)
-    learn = build_learner(dls, ts, path=run_dir)
-    precision = resolve_precision(ts.precision, ts.size)
-    if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
-    timer = TrainTimer()
-    cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
-    if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
-        learn.remove_cb(ProgressCallback)
-        learn.logger = _silent
-        cbs.append(EpochPrinter())
-    epochs = ts.full_epochs if full else ts.epochs
-    start = 0
-    if resume_state is not None:
-        learn.load('last', with_opt=True)
-        start = resume_state['epoch'] + 1
-    t0 = time.perf_counter()
-    if start < epochs:
-        if start: _keep_history(run_dir / 'history.csv', start)
-        _fit(learn, ts, epochs, cbs, start_epoch=start)
-        if start: _keep_history(run_dir / 'history.csv', epochs)
-    else:    # killed after its last epoch: SaveModelCallback never got to reload the best one
-        if not full and (run_dir / 'best.pth').exists(): learn.load('best', with_opt=False)
-    seconds = time.perf_counter() - t0
-    f1 = acc = None
-    scores = {}
-    if not full:
-        scores = dict(zip([m.name for m in learn.metrics], map(float, learn.validate()[1:])))
-        f1, acc = scores['f1_score'], scores.get('accuracy')
-        _save_valid_probs(learn, df[df.is_valid], run_dir, task)
-    n_train = int((~df.is_valid).sum())
-    warm = timer.train_seconds[1:] or timer.train_seconds
-    result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
-                         n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0,
-                         n_train * len(warm) / sum(warm) if warm else 0.0, tuple(timer.train_seconds))
-    learn.logger = print
-    if export_dir is not None:
-        result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision)
-        for name in valid_files(task):
-            if (run_dir / name).exists(): shutil.copy(run_dir / name, Path(export_dir) / name)
-    meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
-            'valid_scores': scores, 'precision': describe(precision, ts.channels_last), 'pseudo_rows': len(pseudo),
-            'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
-            'train_images_per_s': result.train_images_per_s, 'epoch_seconds': result.epoch_seconds, 'arch': ts.arch,
-            'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
-    write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
-    return result
+    with _recorded_failure(run_dir):
+        set_seed(ts.seed, reproducible=True)
+        df = table.assign(is_valid=False if full else (table.fold == fold))
+        dls = task_dls(df, ts, workers=workers)
+        learn = build_learner(dls, ts, path=run_dir)
+        precision = resolve_precision(ts.precision, ts.size)
+        if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
+        timer = TrainTimer()
+        cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
+        if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
+            learn.remove_cb(ProgressCallback)
+            learn.logger = _silent
+            cbs.append(EpochPrinter())
+        epochs = ts.full_epochs if full else ts.epochs
+        start = 0
+        if resume_state is not None:
+            learn.load('last', with_opt=True)
+            start = resume_state['epoch'] + 1
+        t0 = time.perf_counter()
+        if start < epochs:
+            if start: _keep_history(run_dir / 'history.csv', start)
+            _fit(learn, ts, epochs, cbs, start_epoch=start)
+            if start: _keep_history(run_dir / 'history.csv', epochs)
+        else:    # killed after its last epoch: SaveModelCallback never got to reload the best one
+            if not full and (run_dir / 'best.pth').exists(): learn.load('best', with_opt=False)
+        seconds = time.perf_counter() - t0
+        f1 = acc = None
+        scores = {}
+        if not full:
+            scores = dict(zip([m.name for m in learn.metrics], map(float, learn.validate()[1:])))
+            f1, acc = scores['f1_score'], scores.get('accuracy')
+            _save_valid_probs(learn, df[df.is_valid], run_dir, task)
+        n_train = int((~df.is_valid).sum())
+        warm = timer.train_seconds[1:] or timer.train_seconds
+        result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
+                             n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0,
+                             n_train * len(warm) / sum(warm) if warm else 0.0, tuple(timer.train_seconds))
+        learn.logger = print
+        if export_dir is not None:
+            result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision)
+            for name in valid_files(task):
+                if (run_dir / name).exists(): shutil.copy(run_dir / name, Path(export_dir) / name)
+        meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
+                'valid_scores': scores, 'precision': describe(precision, ts.channels_last), 'pseudo_rows': len(pseudo),
+                'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
+                'train_images_per_s': result.train_images_per_s, 'epoch_seconds': result.epoch_seconds, 'arch': ts.arch,
+                'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
+        write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
+        return result
 
 
 def learners_for(task: str, s: Settings) -> list[str]:

@@ -38,6 +38,7 @@ def test_bench_reports_every_field(tmp_path):
     assert sp['ceiling_config'] == max(configs, key=lambda k: configs[k]['images_per_s'])
     assert sp['ceiling_images_per_s'] == configs[sp['ceiling_config']]['images_per_s']
     assert r['startup']['help_s'] > 0 and r['startup']['help_over_typer'] > 0
+    assert r['decode']['seconds_per_photo'] > 0 and sp['decode_share_of_step'] > 0
     assert r['stages']['crop_cold']['cropped'] == r['stages']['crop_cold']['images']
     assert r['stages']['crop_warm']['cropped'] == 0
     assert r['memory']['host_peak_mb'] > 0 and r['wall_s'] > 0

@@ -67,3 +67,22 @@ def test_demo_runs_end_to_end(tmp_path):
     assert sub.ImageID.tolist() == info.ImageID.tolist() and sub.ans.between(0, 17).all()
     assert 'macro F1 (18 classes)' in r.stdout
     assert all((tmp_path / 'demo' / 'models' / 'fold0' / f'{t}.pkl').exists() for t in ('mask', 'age', 'gender'))
+
+
+def test_config_names_the_train_section(tmp_path):
+    assert '[train]' in cli('config', cwd=tmp_path).stdout
+
+
+def test_a_fold_that_does_not_exist_is_refused_before_loading(tmp_path):
+    r = cli('train', 'mask', '--fold', '9', '--no-pretrained', '--data', tmp_path / 'nowhere', cwd=tmp_path)
+    assert r.returncode == 2 and '--fold 9' in r.stderr and 'train.csv' not in r.stderr
+
+
+def test_crop_one_split(tmp_path):
+    from mcls.synth import make_dataset
+    make_dataset(tmp_path / 'data', persons=3, eval_persons=1, seed=2)
+    for split, n in (('train', 21), ('eval', 7)):
+        r = cli('crop', '--split', split, '--data', tmp_path / 'data', '--set', f'paths.cache={tmp_path / split}',
+                cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert re.search(rf'photos\s*│\s*{n} ', r.stdout)

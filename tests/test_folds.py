@@ -45,3 +45,10 @@ def test_fold_mask():
     folds = np.array([0, 1, 2, 1])
     assert fold_mask(folds, 1).tolist() == [False, True, False, True]
     with pytest.raises(ValueError, match='folds are 0-2'): fold_mask(folds, 3)
+
+
+@pytest.mark.parametrize('n,match', [(1, 'at least 2 folds'), (99, 'use at most')])
+def test_impossible_fold_counts_are_one_clear_error(n, match):
+    from mcls.errors import DataError
+    df = pd.DataFrame({'person': np.repeat(['a', 'b', 'c'], 7), 'gender': 0, 'age_group': 0, 'label': 0})
+    with pytest.raises(DataError, match=match): assign_folds(df, n)

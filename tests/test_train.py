@@ -126,3 +126,25 @@ def test_full_training_needs_no_validation(synth_root):
     r = train_task(table, s, 'mask', None, export_dir=synth_root / 'models' / 'full', progress=False)
     assert r.valid_f1 is None and (synth_root / 'models' / 'full' / 'mask.pkl').exists()
     assert r.run_dir.name.endswith('mask-full')
+
+
+def test_a_run_that_fails_says_so_with_the_error(trained, monkeypatch):
+    from mcls import train as train_mod
+
+    def boom(*a, **k): raise RuntimeError('disk on fire')
+    monkeypatch.setattr(train_mod, '_fit', boom)
+    with pytest.raises(RuntimeError, match='disk on fire'):
+        train_task(trained['table'], trained['settings'], 'mask', 0, progress=False)
+    runs = sorted((trained['root'] / 'runs').glob('*-mask-fold0'))
+    meta = json.loads((runs[-1] / 'run.json').read_text())
+    assert meta['status'] == 'failed' and 'disk on fire' in meta['error']
+    assert list_runs(trained['root'] / 'runs').query('status == "failed"').shape[0] >= 1
+
+
+def test_fewer_training_photos_than_a_batch_is_refused_before_any_run(trained):
+    from mcls.errors import ConfigError
+    small = trained['table'][trained['table'].person.isin(trained['table'].person.unique()[:2])]
+    before = set((trained['root'] / 'runs').iterdir())
+    with pytest.raises(ConfigError, match='only .* training photos: lower --batch'):
+        train_task(small, trained['settings'], 'mask', None, progress=False)
+    assert set((trained['root'] / 'runs').iterdir()) == before
