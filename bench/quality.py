@@ -45,11 +45,11 @@ from mcls.evaluate import evaluate_files, grouping_quality, read_labels  # noqa:
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import decode, encode  # noqa: E402
 from mcls.learner import norm_stats  # noqa: E402
-from mcls.predict import predict_eval  # noqa: E402
+from mcls.predict import predict_eval, predict_frame  # noqa: E402
 from mcls.pseudo import add_pseudo  # noqa: E402
 from mcls.settings import TASKS, load_settings  # noqa: E402
 from mcls.train import learners_for, train_learners, with_seed  # noqa: E402
-from mcls.tune import fit_offsets, load_oof, write_offsets  # noqa: E402
+from mcls.tune import apply_offsets, fit_offsets, load_oof, write_offsets  # noqa: E402
 
 sys.path.insert(0, str(ROOT / 'bench'))
 from degrade import degrade_copy  # noqa: E402
@@ -159,6 +159,27 @@ def valid_scores(model_dir: Path) -> dict:
     return scores(pred, z['mask']['labels'])
 
 
+def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
+    """Evidence on fold 0 for the two choices that training does not make. TTA: fold-0 F1 with the recipe's TTA.
+    Decision offsets: fitted on fold 0 they always win there, so cross-fit them: fit on one half of fold 0's persons,
+    score on the other half, and swap."""
+    valid = table[table.fold == 0].reset_index(drop=True)
+    labels, _ = predict_frame(valid, [model_dir], s.predict, tta=True, tune=False)
+    out = {'tta': scores(labels, valid.label.to_numpy())}
+    z = {t: np.load(model_dir / f'{t}.valid.npz') for t in TASKS}
+    person = valid.set_index('file').loc[z['mask']['files'], 'person'].to_numpy()
+    half = np.isin(person, np.unique(person)[::2])
+    truth = z['mask']['labels']
+    tuned = {t: np.zeros(len(truth), int) for t in TASKS}
+    for fit_on in (half, ~half):
+        for t in TASKS:
+            y = decode(truth)[('mask', 'gender', 'age').index(t)]
+            off, _, _ = fit_offsets(z[t]['probs'][fit_on], y[fit_on])
+            tuned[t][~fit_on] = apply_offsets(z[t]['probs'][~fit_on], off).argmax(1)
+    out['crossfit_tuned'] = scores(encode(tuned['mask'], tuned['gender'], tuned['age']), truth)
+    return out
+
+
 def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path, tune: bool) -> tuple[dict, float]:
     """Train what `mcls train all` trains ([train] mode) with one training seed; with `tune`, fit the decision
     offsets on fold 0 (what `mcls tune` does over every fold; one fold holds about 6 persons aged 60+: noisy).
@@ -167,6 +188,7 @@ def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path, tune: bool)
     shutil.rmtree(model_dir, ignore_errors=True)
     train_learners(table, with_seed(s, seed), learners_for('all', s), [0], export_dir=model_dir, progress=False)
     scores = valid_scores(model_dir)
+    scores['decisions'] = fold0_decisions(table, s, model_dir)
     if tune:
         fitted = {t: fit_offsets(*load_oof([model_dir], t)) for t in TASKS}
         write_offsets(model_dir, {t: f[0].round(3).tolist() for t, f in fitted.items()},
@@ -278,6 +300,8 @@ def run(a) -> dict:
     if a.pseudo: summ['persons_pseudo_f1_18'] = [r['eval_persons_pseudo']['f1_18'] for r in runs]
     summ['valid_f1_18'] = [r['valid']['f1_18'] for r in runs]
     summ['valid_mean_task_f1'] = [r['valid']['mean_task'] for r in runs]
+    summ['valid_tta_f1_18'] = [r['valid']['decisions']['tta']['f1_18'] for r in runs]
+    summ['valid_crossfit_tuned_f1_18'] = [r['valid']['decisions']['crossfit_tuned']['f1_18'] for r in runs]
     for t in ('mask', 'gender', 'age'):
         summ[f'valid_{t}_f1'] = [r['valid'][t] for r in runs]
         summ[f'eval_{t}_f1'] = [r['eval'][t] for r in runs]
