@@ -180,21 +180,24 @@ def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
     return out
 
 
-def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path, tune: bool) -> tuple[dict, float]:
-    """Train what `mcls train all` trains ([train] mode) with one training seed; with `tune`, fit the decision
-    offsets on fold 0 (what `mcls tune` does over every fold; one fold holds about 6 persons aged 60+: noisy).
-    Fold-0 scores (before tuning) and seconds."""
+def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path) -> tuple[dict, float]:
+    "Train what `mcls train all` trains ([train] mode) with one training seed; fold-0 scores and seconds."
     t0 = time.perf_counter()
     shutil.rmtree(model_dir, ignore_errors=True)
     train_learners(table, with_seed(s, seed), learners_for('all', s), [0], export_dir=model_dir, progress=False)
+    secs = time.perf_counter() - t0
     scores = valid_scores(model_dir)
     scores['decisions'] = fold0_decisions(table, s, model_dir)
-    if tune:
-        fitted = {t: fit_offsets(*load_oof([model_dir], t)) for t in TASKS}
-        write_offsets(model_dir, {t: f[0].round(3).tolist() for t, f in fitted.items()},
-                      {t: {'f1_before': f[1], 'f1_after': f[2]} for t, f in fitted.items()})
-        scores['tuned'] = {t: f[2] for t, f in fitted.items()}
-    return scores, time.perf_counter() - t0
+    return scores, secs
+
+
+def tune_on_fold0(model_dir: Path) -> dict:
+    """What `mcls tune` does over every fold, on fold 0 alone (about 6 persons aged 60+: noisy): decision offsets
+    written beside the learners, so later predictions apply them."""
+    fitted = {t: fit_offsets(*load_oof([model_dir], t)) for t in TASKS}
+    write_offsets(model_dir, {t: f[0].round(3).tolist() for t, f in fitted.items()},
+                  {t: {'f1_before': f[1], 'f1_after': f[2]} for t, f in fitted.items()})
+    return {t: f[0].round(3).tolist() for t, f in fitted.items()}
 
 
 def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool, persons: str = 'off') -> dict:
@@ -250,7 +253,7 @@ def run(a) -> dict:
               for t in (('joint',) if mode == 'joint' else TASKS)}
     rep = Report(out, name=name, command=' '.join(['python', 'bench/quality.py', *sys.argv[1:]]),
                  date=datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, cores=os.cpu_count(),
-                 data=str(data), quick=a.quick, seeds_run=a.seeds, mode=mode, recipe=recipe, tune=a.tune,
+                 data=str(data), quick=a.quick, seeds_run=a.seeds, mode=mode, recipe=recipe,
                  predict={k: str(v) for k, v in dataclasses.asdict(s.predict).items()})
     t_all = time.perf_counter()
 
@@ -274,12 +277,15 @@ def run(a) -> dict:
     for seed in a.seeds:
         model_dir = work / 'models' / f'seed{seed}'
         r = rep.data['seeds'][str(seed)] = {}
-        r['valid'], secs = train_recipe(table, s, seed, model_dir, a.tune)
+        r['valid'], secs = train_recipe(table, s, seed, model_dir)
         rep.stage(f'train_seed{seed}', secs)
         for key, copy, tta, persons in PREDICTIONS:
             t0 = time.perf_counter()
             r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons)
             rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
+        r['offsets'] = tune_on_fold0(model_dir)      # the same learners, decisions tuned: reported beside
+        for key, copy, persons in (('eval_tuned', 'eval', 'off'), ('eval_persons_tuned', 'eval', 'auto')):
+            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons)
         if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
             t0 = time.perf_counter()
             ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
@@ -292,7 +298,9 @@ def run(a) -> dict:
     runs = [rep.data['seeds'][str(sd)] for sd in a.seeds]
     summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
             for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
+    summ['default_tuned_f1_18'] = [r['eval_tuned']['f1_18'] for r in runs]
     summ['persons_f1_18'] = [r['eval_persons']['f1_18'] for r in runs]
+    summ['persons_tuned_f1_18'] = [r['eval_persons_tuned']['f1_18'] for r in runs]
     summ['jittered_f1_18'] = [r['jittered']['f1_18'] for r in runs]
     summ['jittered_persons_f1_18'] = [r['jittered_persons']['f1_18'] for r in runs]
     for key in ('eval_persons', 'jittered_persons'):
@@ -344,8 +352,6 @@ def main(argv=None):
     ap.add_argument('--probe', action=argparse.BooleanOptionalAction, default=True, help='fit the floor in this run')
     ap.add_argument('--pseudo', type=float, metavar='MIN_PROB',
                     help='also train on eval photos predicted with every task at least MIN_PROB (transductive)')
-    ap.add_argument('--tune', action=argparse.BooleanOptionalAction, default=False,
-                    help='fit decision offsets on fold 0 before predicting (as `mcls tune` does on every fold)')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
     ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
     ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')

@@ -59,6 +59,7 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     r = json.loads(out.read_text())
     summ = r['summary']
     for key in ('probe_f1_18', 'default_f1_18', 'default_tta_f1_18', 'default_degraded_f1_18', 'persons_f1_18',
+                'default_tuned_f1_18', 'valid_tta_f1_18', 'valid_crossfit_tuned_f1_18',
                 'jittered_persons_f1_18', 'valid_f1_18', 'eval_persons_purity', 'jittered_persons_completeness'):
         assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
     assert summ['probe_f1_18'] == [r['probe'][r['probe']['floor']]['eval']['f1_18']] * 2
