@@ -5,28 +5,36 @@ import pytest
 from mcls.settings import PACKAGED, SettingsError, load_settings, parse_overrides
 
 
-def test_packaged_defaults_carry_the_seed_values(tmp_path):
-    s = load_settings(cwd=tmp_path)
+def test_the_seed_config_carries_the_seed_values(tmp_path):
+    s = load_settings(Path(__file__).parents[1] / 'configs' / 'seed.ini', cwd=tmp_path)
     assert (s.tasks['mask'].lr, s.tasks['age'].lr, s.tasks['gender'].lr) == (3e-4, 1e-4, 1e-4)
     assert (s.tasks['mask'].epochs, s.tasks['age'].epochs, s.tasks['gender'].epochs) == (10, 4, 10)
     assert (s.tasks['mask'].loss, s.tasks['age'].loss, s.tasks['gender'].loss) == ('ce', 'focal', 'ce')
-    assert all(t.batch == 64 and t.size == 224 and t.arch == 'efficientnet_b3' and t.seed == 777
-               for t in s.tasks.values())
-    assert s.tasks['age'].boundary == 60
-    assert s.sources['mask.lr'] == 'packaged defaults'
+    assert all(s.tasks[t].batch == 64 and s.tasks[t].size == 224 and s.tasks[t].arch == 'efficientnet_b3'
+               for t in ('mask', 'age', 'gender'))
+    assert s.tasks['age'].boundary == 58 and s.tasks['mask'].mode == 'tasks'
+
+
+def test_packaged_defaults_are_the_protocols_winners(tmp_path):
+    s = load_settings(cwd=tmp_path)
+    j = s.tasks['joint']
+    assert j.mode == 'joint' and j.pipeline == 'light_real' and j.old_weight == 3 and j.fit == 'one_cycle'
+    assert all(t.seed == 777 and t.arch == 'efficientnet_b3' and t.boundary == 60 for t in s.tasks.values())
+    assert s.sources['joint.lr'] == 'packaged defaults'
 
 
 def test_layers_and_sources(tmp_path):
     (tmp_path / 'settings.ini').write_text('[mask]\nlr = 1e-3\n[train]\nbatch = 8\n')
     other = tmp_path / 'other.ini'
     other.write_text('[age]\nboundary = 58\n')
-    s = load_settings(other, {'gender.epochs': '3', 'crop.size': '128'}, cwd=tmp_path)
+    s = load_settings(other, {'gender.epochs': '7', 'crop.size': '128'}, cwd=tmp_path)
     assert s.tasks['mask'].lr == 1e-3 and s.sources['mask.lr'] == str(tmp_path / 'settings.ini')
     assert all(t.batch == 8 for t in s.tasks.values())       # [train] is inherited by every task
     assert s.tasks['age'].boundary == 58 and s.sources['age.boundary'] == str(other)
-    assert s.tasks['gender'].epochs == 3 and s.sources['gender.epochs'] == 'command line'
+    assert s.tasks['gender'].epochs == 7 and s.sources['gender.epochs'] == 'command line'
     assert s.crop.size == 128
-    assert s.tasks['mask'].epochs == 10       # untouched values stay packaged
+    packaged = load_settings(cwd=tmp_path / 'nowhere')
+    assert s.tasks['mask'].epochs == packaged.tasks['mask'].epochs and s.sources['mask.epochs'] == 'packaged defaults'
 
 
 def test_task_override_of_a_train_key(tmp_path):
