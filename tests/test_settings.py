@@ -18,7 +18,7 @@ def test_the_seed_config_carries_the_seed_values(tmp_path):
 def test_packaged_defaults_are_the_protocols_winners(tmp_path):
     s = load_settings(cwd=tmp_path)
     j = s.tasks['joint']
-    assert j.mode == 'joint' and j.pipeline == 'light_real' and j.old_weight == 3 and j.fit == 'one_cycle'
+    assert j.mode == "joint" and j.pipeline == "light_real" and j.old_weight == 3 and j.fit == "one_cycle" and j.lr == 3e-3
     assert all(t.seed == 777 and t.arch == 'efficientnet_b3' and t.boundary == 60 for t in s.tasks.values())
     assert s.sources['joint.lr'] == 'packaged defaults'
 
