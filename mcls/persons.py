@@ -14,7 +14,7 @@ from sklearn.cluster import AgglomerativeClustering
 from .atomic import write_text_atomic
 from .labels import MASK_STEMS, encode
 
-__all__ = ['PERSON_SIZE', 'MASK_SLOTS', 'THRESHOLDS', 'PERSONS_FILE', 'pooled_features', 'photo_embeddings',
+__all__ = ['PERSON_SIZE', 'MASK_SLOTS', 'THRESHOLDS', 'PERSONS_FILE', 'UPPER_FACE', 'pooled_features', 'photo_embeddings',
            'group_photos', 'pair_scores', 'choose_threshold', 'assign_masks', 'consistent_labels', 'group_quality',
            'load_threshold', 'save_threshold']
 
@@ -24,10 +24,13 @@ THRESHOLDS = np.round(np.arange(0.02, 0.62, 0.02), 2)   # cosine distances tried
 PERSONS_FILE = 'persons.json'
 
 
-def pooled_features(learn, files: list[str], bs: int = 64) -> np.ndarray:
-    "Globally pooled backbone features of photos as the learner sees them (its resize and normalisation)."
+UPPER_FACE = 0.45      # share of the face crop from the top that masks leave uncovered (eyes, brows, hair)
+
+
+def pooled_features(learn, images: list, bs: int = 64) -> np.ndarray:
+    "Globally pooled backbone features of photos (paths or PIL images) as the learner sees them."
     import torch
-    dl = learn.dls.test_dl(pd.DataFrame({'crop': list(files)}), bs=bs)
+    dl = learn.dls.test_dl(pd.DataFrame({'crop': list(images)}), bs=bs)
     body = learn.model[0].eval()
     out = []
     with torch.no_grad():
@@ -39,9 +42,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def photo_embeddings(learn, crops: list[str], photos: list[str]) -> np.ndarray:
-    "Identity (the face crop) and scene (the whole photo), each unit length, side by side."
-    return _unit(np.hstack([_unit(pooled_features(learn, crops)), _unit(pooled_features(learn, photos))]))
+def photo_embeddings(learn, crops: list[str]) -> np.ndarray:
+    """Unit-length backbone features of the upper face, which masks do not cover. The whole crop or photo does
+    not serve: a backbone trained on mask states puts one person's masked and unmasked photos far apart (on the
+    600-person build those embeddings grouped no eval person at all; docs/quality.md)."""
+    from PIL import Image
+
+    def upper(f):
+        with Image.open(f) as im: return im.convert('RGB').crop((0, 0, im.width, round(im.height * UPPER_FACE)))
+    return _unit(pooled_features(learn, [upper(f) for f in crops]))
 
 
 def group_photos(emb: np.ndarray, threshold: float, max_size: int = PERSON_SIZE) -> np.ndarray:

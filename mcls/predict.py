@@ -103,7 +103,7 @@ def person_threshold(s: Settings, model_dir: Path, learn, max_persons: int = 80)
     train, _ = attach_crops(load_train(s.paths.data, s.paths.corrections), s.crop, s.paths.cache, progress=False)
     train = train[assign_folds(train, s.split.folds, s.split.by, s.split.seed) == 0]
     train = train[train.person.isin(train.person.drop_duplicates().head(max_persons))]
-    info = choose_threshold(photo_embeddings(learn, train.crop.tolist(), train.file.tolist()), train.person.to_numpy())
+    info = choose_threshold(photo_embeddings(learn, train.crop.tolist()), train.person.to_numpy())
     save_threshold(model_dir, info)
     return info
 
@@ -115,7 +115,7 @@ def person_labels(s: Settings, df: pd.DataFrame, model_dirs: list[Path], probs: 
     d = Path(model_dirs[0])
     learn = load_task_learner(d, learners_in(d)[-1], safe)     # joint, or the gender learner
     info = person_threshold(s, d, learn)
-    groups = group_photos(photo_embeddings(learn, df.crop.tolist(), df.file.tolist()), info['threshold'])
+    groups = group_photos(photo_embeddings(learn, df.crop.tolist()), info['threshold'])
     labels, stats = consistent_labels(decision_scores(probs, d, tune), groups, s.predict.persons_margin)
     return labels, groups, {**stats, 'threshold': info['threshold']}
 
