@@ -1,24 +1,119 @@
-"""Atomic writes: results appear whole or not at all."""
+"""Atomic writes: results appear whole or not at all; what a killed writer leaves behind is cleaned up later."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ['atomic_path', 'write_text_atomic', 'write_csv_atomic']
+from .errors import WriteError
+
+__all__ = ['atomic_path', 'atomic_dir', 'recover_dir', 'write_text_atomic', 'write_csv_atomic', 'remove_stray',
+           'storage_errors']
+
+# errors of the disk or folder, not of the data: the user frees space or fixes permissions
+_STORAGE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(name: str) -> int | None:
+    "The writer's pid in a temporary name `.<dest>.<pid>.tmp[...]` or `.<dest>.<pid>.new`, else None."
+    parts = name.split('.')
+    for p in reversed(parts[:-1]):
+        if p.isdigit(): return int(p)
+    return None
+
+
+def remove_stray(folder: Path | str, pattern: str = '.*.tmp*') -> int:
+    "Delete temporaries under `folder` (one level) whose writer is gone, e.g. after a kill; returns how many."
+    n = 0
+    for p in Path(folder).glob(pattern):
+        pid = _owner(p.name)
+        if pid is None or pid == os.getpid() or _alive(pid): continue
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+@contextmanager
+def storage_errors(dest: Path | str):
+    "OSErrors of the disk or folder while writing `dest` become one WriteError naming it and the fix."
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as e:
+        if e.errno not in _STORAGE: raise
+        raise WriteError(f'{dest}: could not be written ({e.strerror or e}); free disk space or make the folder '
+                         f'writable, then run the command again') from None
 
 
 @contextmanager
 def atomic_path(dest: Path | str):
     "Yield a temporary path beside `dest`; rename it onto `dest` only if the block finishes."
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
+    with storage_errors(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
+        try:
+            yield tmp
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists(): tmp.unlink()
+
+
+def recover_dir(dest: Path | str) -> Path:
+    """Finish a folder swap that a kill interrupted (see `atomic_dir`): `dest` missing but a complete new
+    folder beside it takes its place; leftovers of dead writers are removed."""
+    dest = Path(dest)
+    if not dest.parent.is_dir(): return dest
+    if not dest.exists():
+        done = sorted(p for p in dest.parent.glob(f'.{dest.name}.*.new') if (p / '.complete').exists())
+        if done: os.replace(done[-1], dest)
+    remove_stray(dest.parent, f'.{dest.name}.*.new')
+    remove_stray(dest.parent, f'.{dest.name}.*.old')
+    return dest
+
+
+@contextmanager
+def atomic_dir(dest: Path | str):
+    """Yield a new folder holding a copy of `dest`'s files; it replaces `dest` as a unit only if the block
+    finishes. Readers that call `recover_dir` first never see a mix of old and new files."""
+    dest = recover_dir(dest)
+    pid = os.getpid()
+    new, old = dest.with_name(f'.{dest.name}.{pid}.new'), dest.with_name(f'.{dest.name}.{pid}.old')
+    with storage_errors(dest):
+        if new.exists(): shutil.rmtree(new)
+        if dest.is_dir(): shutil.copytree(dest, new, copy_function=_link_or_copy)
+        else: new.mkdir(parents=True)
+        try:
+            yield new
+            (new / '.complete').touch()
+            if dest.exists(): os.replace(dest, old)
+            os.replace(new, dest)     # a kill between the two renames: recover_dir finishes the swap
+            (dest / '.complete').unlink(missing_ok=True)
+        finally:
+            if new.exists(): shutil.rmtree(new, ignore_errors=True)
+            if old.exists(): shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(src, dst):
+    "Hard links make the copy free; files in these folders are only ever replaced, never written in place."
     try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists(): tmp.unlink()
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def write_text_atomic(dest: Path | str, text: str):

@@ -15,11 +15,11 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import ConfigError, DataError, UserError
+from .errors import USER_ERRORS, UserError
 from .terminal import interactive
 from .settings import LEARNERS, TASKS, Settings, SettingsError, load_settings, parse_overrides
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
 console = Console() if interactive() else Console(width=160)   # logs: no truncated tables
 
@@ -44,6 +44,20 @@ class LossName(str, Enum):
 class PersonsMode(str, Enum):
     auto = 'auto'
     off = 'off'
+
+
+class Split(str, Enum):
+    train = 'train'
+    eval = 'eval'
+    all = 'all'
+
+
+Task = Enum('Task', {t: t for t in TASKS}, type=str)                           # scored tasks
+TaskOrAll = Enum('TaskOrAll', {t: t for t in (*TASKS, 'all')}, type=str)
+Learner = Enum('Learner', {t: t for t in LEARNERS}, type=str)                  # what can be trained
+LearnerOrAll = Enum('LearnerOrAll', {t: t for t in (*LEARNERS, 'all')}, type=str)
+PickleOpt = Annotated[bool, typer.Option('--pickle', help="load fastai's .pkl (runs code it holds: trusted folders "
+                                                          "only); default: rebuild from .safetensors + settings")]
 
 
 def _table(title: str, columns, rows) -> Table:
@@ -123,10 +137,10 @@ def crop_summary(stats) -> Table:
 
 @app.command()
 def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
-         split: Annotated[str, typer.Option(help='train, eval or all')] = 'all'):
+         split: Annotated[Split, typer.Option(help='which photos')] = Split.all):
     "Crop faces (MTCNN, centre-crop fallback) of train and eval photos into the cache; reruns do nothing."
     from .crop import attach_crops
-    if split not in ('train', 'eval', 'all'): raise UserError(f'--split {split}: use train, eval or all')
+    split = split.value
     s = _settings(config, set, data)
     df, report = _load(s, with_eval=split != 'train')
     if split != 'all': df = df[df.split.eq(split)] if 'split' in df else df.assign(split='train')
@@ -137,16 +151,10 @@ def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
     console.print(f'cache: {s.paths.cache}  ({time.perf_counter() - t0:.1f} s in all)')
 
 
-TaskArg = Annotated[str, typer.Argument(help='mask, age, gender (or all, where allowed)')]
-LearnerArg = Annotated[str, typer.Argument(help='mask, age, gender, joint (one backbone, three heads), or all: '
-                                                '[train] mode decides whether all means the three tasks or joint')]
+TaskArg = Annotated[Task, typer.Argument(help='the task')]
+LearnerArg = Annotated[LearnerOrAll, typer.Argument(help='joint = one backbone, three heads; all: the \\[train] '
+                                                         'mode decides whether it means the three tasks or joint')]
 ModelsOpt = Annotated[Optional[list[Path]], typer.Option('--models', '-m', help='model folder(s); several are averaged')]
-
-
-def _tasks(task: str, allow_all=True) -> list[str]:
-    if task == 'all' and allow_all: return list(TASKS)
-    if task not in TASKS: raise UserError(f"unknown task {task!r}: use {', '.join(TASKS)}{' or all' if allow_all else ''}")
-    return [task]
 
 
 def _task_overrides(tasks, **named) -> dict[str, str]:
@@ -208,13 +216,11 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
     from .learner import check_task_settings
-    from .runs import latest_run
-    from .train import learners_for, resume_task, train_learners
+    from .train import learners_for, train_learners
     s = _settings(config, set, data)
-    tasks = learners_for(task, s)
+    tasks = learners_for(task.value, s)
     if resume:
-        results = [resume_task(run_dir or latest_run(s.paths.runs, t), export_dir, workers) for t in tasks]
-        console.print(_results_table(results))
+        console.print(_results_table(_resume(s, tasks, run_dir, export_dir, workers)))
         return
     named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch, pipeline=pipeline,
                  loss=loss.value if loss else None, **{'full_epochs' if full else 'epochs': epochs})
@@ -233,14 +239,27 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     if len(results) > 1: console.print(_results_table(results))
 
 
+def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, workers) -> list:
+    "--run R resumes that run alone; otherwise each learner's latest run, unless it finished."
+    from .runs import latest_run, run_status
+    from .train import resume_task
+    if run_dir is not None: return [resume_task(run_dir, export_dir, workers)]
+    results = []
+    for t in learners:
+        r = latest_run(s.paths.runs, t)
+        if run_status(r) == 'done': console.print(f'{r}: finished already; nothing to resume'); continue
+        results.append(resume_task(r, export_dir, workers))
+    return results
+
+
 @app.command('lr-find')
-def lr_find(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
+def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config: ConfigOpt = None,
+            set: SetOpt = None, data: DataOpt = None, fold: int = 0,
             out: Annotated[Optional[Path], typer.Option(help='plot PNG (default reports/lr_find_<task>.png)')] = None,
             num_it: int = 100, workers: Optional[int] = None):
     "fastai's learning-rate finder for one learner (every layer trainable): saves the plot and prints suggestions."
     from .train import lr_find_task
-    if task not in LEARNERS: raise UserError(f"unknown learner {task!r}: use {', '.join(LEARNERS)}")
-    t, s = task, _settings(config, set, data)
+    t, s = task.value, _settings(config, set, data)
     out = out or Path(s.paths.reports) / f'lr_find_{t}.png'
     sugg = lr_find_task(_train_table(s), s, t, _folds(str(fold), s.split.folds)[0], out, workers, num_it)
     console.print(_table(f'lr_find {t} (current lr {s.tasks[t].lr:g})', ('suggestion', 'lr'),
@@ -249,12 +268,12 @@ def lr_find(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data
 
 
 @app.command()
-def runs(config: ConfigOpt = None, set: SetOpt = None, task: Optional[str] = None, last: int = 30):
+def runs(config: ConfigOpt = None, set: SetOpt = None, task: Optional[Learner] = None, last: int = 30):
     "Past training runs with their validation scores, best first."
     from .runs import list_runs
     s = _settings(config, set)
     df = list_runs(s.paths.runs)
-    if task: df = df[df.task == task]
+    if task: df = df[df.task == task.value]
     console.print(_table(f'runs in {s.paths.runs}', list(df.columns),
                          [['-' if pd_isna(v) else v for v in r] for r in df.head(last).itertuples(index=False)]))
 
@@ -271,7 +290,7 @@ def _fold_dirs(s: Settings) -> list[Path]:
 def _model_dirs(s: Settings, models) -> list[Path]:
     if models: return list(models)
     full = Path(s.paths.models) / 'full'
-    if (full / 'mask.json').exists(): return [full]
+    if (full / 'mask.json').exists() or (full / 'joint.json').exists(): return [full]
     folds = _fold_dirs(s)
     if not folds: raise UserError(f'no models under {s.paths.models}: run `mcls train all` first, or pass --models')
     return folds
@@ -279,12 +298,12 @@ def _model_dirs(s: Settings, models) -> list[Path]:
 
 @app.command()
 def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, models: ModelsOpt = None,
-            tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help='default: [predict] tta')] = None,
-            out: Annotated[Optional[Path], typer.Option(help='submission CSV (default [predict] out)')] = None,
+            tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help='default: \\[predict] tta')] = None,
+            out: Annotated[Optional[Path], typer.Option(help='submission CSV (default \\[predict] out)')] = None,
             tune: Annotated[bool, typer.Option('--tune/--no-tune', help='apply tuned class offsets')] = True,
-            safe: Annotated[bool, typer.Option('--safe', help='rebuild from weights, never unpickle')] = False,
+            pickle: PickleOpt = False,
             persons: Annotated[Optional[PersonsMode], typer.Option(
-                help='auto: find each person\'s photos and decide per person (default: [predict] persons)')] = None):
+                help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None):
     "Predict the eval photos with the three learners (fold folders are averaged) and write the submission."
     from .predict import predict_eval
     s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None})
@@ -292,7 +311,7 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
     use_tta = s.predict.tta if tta is None else tta
     out = out or s.predict.out
     t0 = time.perf_counter()
-    sub = predict_eval(s, dirs, out, use_tta, tune, safe)
+    sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
                   f'persons {s.predict.persons}, '
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
@@ -345,18 +364,18 @@ def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = N
 @app.command()
 def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
               models: Annotated[Optional[Path], typer.Option(help='default models/fold{k}')] = None, k: int = 9,
-              workers: Optional[int] = None):
+              workers: Optional[int] = None, pickle: PickleOpt = False):
     "Confusion matrix and top losses of a task's learner on the fold it did not train on."
     from .interpret import interpret_task
-    t = _tasks(task, allow_all=False)[0]
+    t = task.value
     s = _settings(config, set, data)
     model_dir = models or Path(s.paths.models) / f'fold{fold}'
-    for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers):
+    for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers, pickle):
         console.print(f'wrote {p}')
 
 
 @app.command()
-def suspects(task: Annotated[str, typer.Argument(help='mask, gender, age or all')] = 'all',
+def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')] = TaskOrAll.all,
              config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
              models: Annotated[Optional[list[Path]], typer.Option(
                  '--models', '-m', help='fold folders whose validation files cover every photo (default: train '
@@ -367,7 +386,7 @@ def suspects(task: Annotated[str, typer.Argument(help='mask, gender, age or all'
     "Likely label errors from out-of-fold predictions (cleanlab): CSV + contact sheet per task; --accept N fixes them."
     from .atomic import write_csv_atomic
     from .suspects import accept_suspects, contact_sheet, oof_models, oof_probs, suspect_table
-    tasks = _tasks(task)
+    tasks = list(TASKS) if task.value == 'all' else [task.value]
     s = _settings(config, set, data)
     if accept is not None and s.paths.corrections is None:
         raise UserError('--accept needs a corrections file: --set paths.corrections=data/corrections.csv')
@@ -392,7 +411,7 @@ def suspects(task: Annotated[str, typer.Argument(help='mask, gender, age or all'
 
 @app.command('predict-image')
 def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
-                  tta: Annotated[bool, typer.Option('--tta/--no-tta')] = False):
+                  tta: Annotated[bool, typer.Option('--tta/--no-tta')] = False, pickle: PickleOpt = False):
     "Mask, gender and age group of single photos, with probabilities (face crop included)."
     import pandas as pd
     from .crop import crop_images
@@ -400,10 +419,10 @@ def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = No
     from .predict import predict_frame
     s = _settings(config, set)
     for p in photos:
-        if not p.is_file(): raise UserError(f'{p}: no such photo')
+        if not p.is_file(): raise UserError(f'{p}: no such photo; give the path of a .jpg, .jpeg or .png file')
     crops, _ = crop_images([str(p) for p in photos], s.crop, s.paths.cache, strict=True, progress=False)
     df = pd.DataFrame({'crop': [str(crops[str(p)]) for p in photos]})
-    labels, probs = predict_frame(df, _model_dirs(s, models), s.predict, tta)
+    labels, probs = predict_frame(df, _model_dirs(s, models), s.predict, tta, pickle=pickle)
     rows = []
     for i, p in enumerate(photos):
         m, g, a = decode(int(labels[i]))
@@ -423,9 +442,10 @@ def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = 
 
 
 def run():
-    "Entry point: known errors become one clear line and exit code 2."
+    """Entry point: errors the user can fix become one clear line on stderr and exit code 2; anything else is a
+    bug and keeps its traceback."""
     try:
         app()
-    except (UserError, SettingsError, DataError, ConfigError, FileNotFoundError, OSError) as e:
+    except (*USER_ERRORS, SettingsError) as e:
         Console(stderr=True, width=200).print(f'[bold red]error:[/] {escape(str(e))}')
         sys.exit(2)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from .atomic import atomic_path
-from .images import open_rgb
+from .atomic import atomic_path, remove_stray
+from .errors import DataError, WriteError
+from .images import UnreadableImage, open_rgb
 from .settings import CropSettings
 
 try:   # facenet-pytorch is installed with --no-deps (its metadata pins an old torch): check that it really works
@@ -53,6 +54,33 @@ def crop_key(path: Path | str, cs: CropSettings) -> str:
     h = hashlib.sha1(Path(path).read_bytes())
     h.update(_settings_tag(cs).encode())
     return h.hexdigest()
+
+
+def _detect(mtcnn: MTCNN, images: list) -> list:
+    """MTCNN boxes and probabilities per photo, None where it finds nothing. A batch that fails (MTCNN cannot
+    handle e.g. a 10x10 photo) is retried photo by photo; a photo that still fails gets no box (centre crop)."""
+    try:
+        boxes, probs = mtcnn.detect(images)
+        return list(zip(boxes, probs))
+    except Exception:  # noqa: BLE001 - facenet-pytorch raises RuntimeError, ValueError, IndexError on odd sizes
+        if len(images) == 1: return [(None, [None])]
+        return [_detect(mtcnn, [im])[0] for im in images]
+
+
+def _commit(crop: Image.Image, dest: Path, size: int):
+    """Write a crop atomically, and only after reading it back whole at the right size: a short write (full
+    disk, file-size limit) must never enter the cache under its final name."""
+    with atomic_path(dest) as tmp:
+        crop.save(tmp, format='JPEG', quality=95)
+        try:
+            with Image.open(tmp) as back:
+                back.load()
+                ok = back.size == (size, size)
+        except (OSError, SyntaxError, ValueError):
+            ok = False
+        if not ok:
+            raise WriteError(f'{dest}: the crop did not read back whole (disk full or a file-size limit?); free '
+                             f'space and run again: nothing incomplete was kept')
 
 
 def _cache_file(cache: Path, key: str, kind: str) -> Path:
@@ -100,9 +128,9 @@ def _progress():
 def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = False, mtcnn: MTCNN | None = None,
                 progress: bool = True) -> tuple[dict[str, Path], CropStats]:
     """Crop each photo into the cache (skipping those already there) and return {file: crop path}.
-    Unreadable photos are skipped and counted, or raise OSError naming the file when `strict` (eval photos).
-    Photos are detected in batches of equal size (MTCNN batches need it); each crop is written atomically,
-    so a killed run resumes where it stopped."""
+    Unreadable photos are skipped and counted, or raise DataError naming the file when `strict` (eval photos).
+    Photos are detected in batches of equal size (MTCNN batches need it); each crop is written atomically and
+    verified, so a killed run resumes where it stopped and a cache entry is always whole."""
     cache = Path(cache)
     stats, out, todo = CropStats(total=len(files)), {}, []
     for f in files:
@@ -111,6 +139,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
         if hit is not None: out[f] = hit; stats.cached += 1
         else: todo.append((f, key))
     if not todo: return out, stats
+    for sub in [cache, *(cache.glob('??'))]: remove_stray(sub)     # what killed runs left half-written
     mtcnn = mtcnn or detector(cs)
     t0 = time.perf_counter()
     by_size: dict[tuple[int, int], list] = defaultdict(list)
@@ -119,13 +148,12 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
 
         def flush(size):
             batch, by_size[size] = by_size[size], []
-            boxes, probs = mtcnn.detect([im for _, _, im in batch])
-            for (f, key, im), b, p in zip(batch, boxes, probs):
+            for (f, key, im), (b, p) in zip(batch, _detect(mtcnn, [im for _, _, im in batch])):
                 found = b is not None and p[0] is not None and p[0] >= cs.min_prob
                 box = face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)
                 dest = _cache_file(cache, key, FACE if found else CENTRE)
                 crop = im.crop(tuple(round(v) for v in box)).resize((cs.size, cs.size), Image.BICUBIC)
-                with atomic_path(dest) as tmp: crop.save(tmp, format='JPEG', quality=95)
+                _commit(crop, dest, cs.size)
                 out[f] = dest
                 if found: stats.faces += 1
                 else: stats.fallbacks += 1
@@ -134,8 +162,8 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
         for f, key in todo:
             try:
                 im = open_rgb(f)
-            except (OSError, SyntaxError, ValueError) as e:
-                if strict: raise OSError(f'{f}: cannot read this image ({e}). Replace the file.') from e
+            except UnreadableImage as e:
+                if strict: raise DataError(f'{e}. Replace the file (every eval photo needs an answer).') from None
                 stats.skipped['unreadable image'] += 1
                 stats.skipped_files.append((f, f'unreadable image: {e}'))
                 log.warning('skipped %s: unreadable image (%s)', f, e)

@@ -12,7 +12,7 @@ from .errors import DataError
 from .images import IMAGE_EXTS, is_hidden
 from .labels import GENDERS, MASK_STEMS, age_group, encode
 
-__all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'load_train', 'load_eval', 'load_images', 'train_rows',
+__all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'inside', 'load_train', 'load_eval', 'load_images', 'train_rows',
            'read_corrections',
            'apply_corrections']
 
@@ -36,6 +36,15 @@ class LoadReport:
         self.skipped[reason] += 1
         self.skipped_files.append((str(path), reason))
         log.warning('skipped %s: %s', path, reason)
+
+
+def inside(path: Path, root: Path, what: str):
+    """Every photo mcls reads lies inside the data folder once links are resolved: an absolute or `..` path in a
+    CSV, or a symlink out of the folder, is refused rather than followed."""
+    real, top = Path(path).resolve(), Path(root).resolve()
+    if real != top and top not in real.parents:
+        raise DataError(f'{what} leads outside the data folder {top} (to {real}); copy the photo into the data '
+                        f'folder and use a relative path')
 
 
 def _read_csv(path: Path, columns, fix: str) -> pd.DataFrame:
@@ -106,6 +115,7 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
     root, report = Path(root), report if report is not None else LoadReport()
     csv = root / 'train' / 'train.csv'
     meta = _read_csv(csv, TRAIN_COLUMNS, 'Point --data at a folder in the competition layout.')
+    if not len(meta): raise DataError(f'{csv}: no persons (a header and no rows); add one row per person')
     for c in TRAIN_COLUMNS: meta[c] = meta[c].str.strip()
     dup = meta.id[meta.id.duplicated()]
     if len(dup): raise DataError(f'{csv}: duplicate id(s) {sorted(set(dup))[:5]}: each person needs one row')
@@ -122,16 +132,22 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
                         f'must be a whole number in {AGE_RANGE[0]}-{AGE_RANGE[1]}')
     img_dir = root / 'train' / 'images'
     rows = []
-    for person, folder, gender, age, race in zip(meta.id, meta.path, meta.gender.str.lower(), ages.astype(int),
-                                                  meta.race):
+    for i, (person, folder, gender, age, race) in enumerate(zip(meta.id, meta.path, meta.gender.str.lower(),
+                                                                ages.astype(int), meta.race)):
         d = img_dir / folder
+        inside(d, root, f'{csv}: row {i + 2} (id {person}): path {folder!r}')
         if not d.is_dir():
             raise DataError(f'{csv}: person {person}: folder {d} is missing. Restore it or remove the row.')
-        found = 0
+        found, stems = 0, {}
         for f in sorted(d.iterdir()):
             if is_hidden(f): report.skip(f, 'hidden file'); continue
             if f.suffix.lower() not in IMAGE_EXTS or f.stem not in MASK_STEMS:
                 report.skip(f, 'unknown image name'); continue
+            if f.stem in stems:
+                raise DataError(f'{d}: two photos named {f.stem} ({stems[f.stem].name}, {f.name}); the stem names the '
+                                f'mask state, so keep one and move the other out of the folder')
+            stems[f.stem] = f
+            inside(f, root, f'{csv}: person {person}: photo {f.name}')
             rows.append((str(f), person, folder, f.stem, MASK_STEMS[f.stem], GENDERS.index(gender), age, race))
             found += 1
         if found != len(MASK_STEMS):
@@ -152,6 +168,7 @@ def load_eval(root: Path | str, report: LoadReport | None = None) -> pd.DataFram
     csv = root / 'eval' / 'info.csv'
     info = _read_csv(csv, ('ImageID',), 'It needs the header ImageID,ans.')
     files = [root / 'eval' / 'images' / i.strip() for i in info.ImageID]
+    for i, f in enumerate(files): inside(f, root, f'{csv}: row {i + 2}: ImageID {info.ImageID[i]!r}')
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise DataError(f'{csv}: {len(missing)} listed image(s) missing, first {missing[0]}. '

@@ -1,8 +1,8 @@
-"""The errors a user can fix: the CLI prints each as one line and exits 2. No heavy imports here: `mcls --help`
-must start fast."""
+"""The errors a user can fix: the CLI prints each as one line on stderr and exits 2. No heavy imports here:
+`mcls --help` must start fast."""
 from __future__ import annotations
 
-__all__ = ['DataError', 'ConfigError', 'UserError']
+__all__ = ['DataError', 'ConfigError', 'UserError', 'WriteError', 'USER_ERRORS']
 
 
 class DataError(ValueError):
@@ -15,3 +15,10 @@ class ConfigError(ValueError):
 
 class UserError(Exception):
     "A command line that cannot be carried out; the message says what to give instead."
+
+
+class WriteError(OSError):
+    "A result that could not be written whole (full disk, file-size limit, read-only folder); nothing was committed."
+
+
+USER_ERRORS = (DataError, ConfigError, UserError, WriteError)

@@ -22,10 +22,10 @@ __all__ = ['interpret_task']
 
 
 def _interpret_joint_head(table: pd.DataFrame, task: str, model_dir: Path, fold: int, out_dir: Path, k: int,
-                          workers: int | None) -> list[Path]:
+                          workers: int | None, pickle: bool) -> list[Path]:
     "A joint learner's `task` head on its validation fold: confusion matrix and the photos it got most wrong."
     ts = load_settings(Path(model_dir) / 'joint.settings.ini').tasks['joint']
-    learn = load_task_learner(model_dir, 'joint')
+    learn = load_task_learner(model_dir, 'joint', pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
     probs, targs = learn.get_preds(ds_idx=1)
     p = split_probs(probs.float().numpy())[task]
@@ -43,13 +43,13 @@ def _interpret_joint_head(table: pd.DataFrame, task: str, model_dir: Path, fold:
 
 
 def interpret_task(table: pd.DataFrame, task: str, model_dir: Path, fold: int, out_dir: Path, k: int = 9,
-                   workers: int | None = None) -> list[Path]:
+                   workers: int | None = None, pickle: bool = False) -> list[Path]:
     """Confusion matrix and top-losses grid of the learner in `model_dir` on fold `fold` of `table`
-    (which must be the fold the learner did not train on)."""
+    (which must be the fold the learner did not train on). `pickle`: load fastai's pickle, not the weights."""
     if learners_in(model_dir) == ('joint',):
-        return _interpret_joint_head(table, task, model_dir, fold, out_dir, k, workers)
+        return _interpret_joint_head(table, task, model_dir, fold, out_dir, k, workers, pickle)
     ts = load_settings(Path(model_dir) / f'{task}.settings.ini').tasks[task]   # the settings it was trained with
-    learn = load_task_learner(model_dir, task)
+    learn = load_task_learner(model_dir, task, pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
     interp = ClassificationInterpretation.from_learner(learn)
     out_dir = Path(out_dir)

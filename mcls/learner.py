@@ -1,6 +1,7 @@
 """Per-task DataBlocks and Learners on timm backbones: targets, pipelines, normalisation, losses, weights."""
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -168,9 +169,21 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
     if ts.weights is not None and not ts.weights.is_file():
         raise ConfigError(f'{t} weights = {ts.weights}: file not found. Give an existing .safetensors/.pth file '
                           f'(--weights) or use --no-pretrained')
+    if ts.pretrained and ts.weights is not None: _check_weights(ts.arch, ts.weights.resolve(), ts.weights.stat().st_mtime)
     if ts.pretrained and ts.weights is None and not _hub_cached(ts.arch) and not _hub_reachable():
         raise ConfigError(f'{t} ImageNet weights for {ts.arch} are not cached and the hub cannot be reached: '
                           f'pass --weights path/to/{ts.arch}.safetensors, or --no-pretrained to start from scratch')
+
+
+@functools.lru_cache(maxsize=8)
+def _check_weights(arch: str, weights: Path, mtime: float):
+    "Local weights must load into `arch` (a garbage file or another model's weights fail here, not mid-run)."
+    try:
+        timm.create_model(arch, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(weights)))
+    except Exception as e:  # noqa: BLE001 - unreadable, not weights, or another architecture: one fix
+        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0][:160]}); give the file made for {arch} (--weights) or set arch '
+                          f'to the model it holds') from None
 
 
 def make_model(ts: TaskSettings, pretrained: bool | None = None):

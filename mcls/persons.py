@@ -143,5 +143,9 @@ def save_threshold(model_dir: Path, info: dict):
 
 
 def load_threshold(model_dir: Path) -> dict | None:
-    p = Path(model_dir) / PERSONS_FILE
-    return json.loads(p.read_text()) if p.exists() else None
+    "The cached threshold, or None (absent or unreadable: it is chosen again)."
+    try:
+        info = json.loads((Path(model_dir) / PERSONS_FILE).read_text())
+        return info if isinstance(info, dict) and 'threshold' in info else None
+    except (OSError, ValueError):
+        return None

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from fastai.vision.all import ProgressCallback
 
-from .atomic import atomic_path, write_csv_atomic
+from .atomic import atomic_path, remove_stray, write_csv_atomic
 from .crop import attach_crops
 from .dataset import DataError, load_eval
 from .export import load_task_learner, read_meta
@@ -60,28 +60,28 @@ def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bo
     return probs.float().numpy()
 
 
-def folder_probs(model_dir: Path, df: pd.DataFrame, ps: PredictSettings, tta: bool, safe: bool = False) -> dict:
+def folder_probs(model_dir: Path, df: pd.DataFrame, ps: PredictSettings, tta: bool, pickle: bool = False) -> dict:
     "Per-task probabilities of one model folder: one pass of its joint learner, or one per task learner."
     model_dir = Path(model_dir)
     if learners_in(model_dir) == ('joint',):
-        return split_probs(task_probs(load_task_learner(model_dir, 'joint', safe), df, read_meta(model_dir, 'joint'),
+        return split_probs(task_probs(load_task_learner(model_dir, 'joint', pickle), df, read_meta(model_dir, 'joint'),
                                       ps, tta))
-    return {t: task_probs(load_task_learner(model_dir, t, safe), df, read_meta(model_dir, t), ps, tta) for t in TASKS}
+    return {t: task_probs(load_task_learner(model_dir, t, pickle), df, read_meta(model_dir, t), ps, tta) for t in TASKS}
 
 
 def ensemble_probs(model_dirs: list[Path], df: pd.DataFrame, ps: PredictSettings, tta: bool,
-                   safe: bool = False) -> dict[str, np.ndarray]:
+                   pickle: bool = False) -> dict[str, np.ndarray]:
     "Per-task probabilities averaged over model folders (e.g. one per fold)."
-    per_dir = [folder_probs(d, df, ps, tta, safe) for d in model_dirs]
+    per_dir = [folder_probs(d, df, ps, tta, pickle) for d in model_dirs]
     return {t: np.mean([p[t] for p in per_dir], axis=0) for t in TASKS}
 
 
 def predict_frame(df: pd.DataFrame, model_dirs: list[Path], ps: PredictSettings, tta: bool, tune: bool = True,
-                  safe: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                  pickle: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     "Labels and per-task probabilities for the crops of `df`."
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)
-    probs = ensemble_probs(model_dirs, df, ps, tta, safe)
+    probs = ensemble_probs(model_dirs, df, ps, tta, pickle)
     decided = decision_scores(probs, model_dirs[0], tune)
     return combine(decided['mask'], decided['gender'], decided['age']), probs
 
@@ -109,32 +109,33 @@ def person_threshold(s: Settings, model_dir: Path, learn, max_persons: int = 80)
 
 
 def person_labels(s: Settings, df: pd.DataFrame, model_dirs: list[Path], probs: dict, tune: bool,
-                  safe: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+                  pickle: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
     "Labels decided per person: groups found from the first model folder's backbone features (see mcls.persons)."
     from .persons import consistent_labels, group_photos, photo_embeddings
     d = Path(model_dirs[0])
-    learn = load_task_learner(d, learners_in(d)[-1], safe)     # joint, or the gender learner
+    learn = load_task_learner(d, learners_in(d)[-1], pickle)     # joint, or the gender learner
     info = person_threshold(s, d, learn)
     groups = group_photos(photo_embeddings(learn, df.crop.tolist()), info['threshold'])
     labels, stats = consistent_labels(decision_scores(probs, d, tune), groups, s.predict.persons_margin)
     return labels, groups, {**stats, 'threshold': info['threshold']}
 
 
-def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune: bool = True, safe: bool = False,
+def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune: bool = True, pickle: bool = False,
                  progress: bool = True, persons: str | None = None) -> pd.DataFrame:
     """Crop the eval photos (through the cache), predict, write `out` (ImageID,ans in info.csv's order) and
     `<out>.probs.npz` with the per-task probabilities (and each photo's person group with persons = auto).
     Nothing is written if any step fails."""
     persons = persons or s.predict.persons
+    if Path(out).parent.is_dir(): remove_stray(Path(out).parent, f'.{Path(out).name}*.tmp')   # left by a kill
     if persons not in ('auto', 'off'): raise DataError(f'persons = {persons!r}: use auto or off')
     info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)         # before the slow part
     df, _ = attach_crops(info, s.crop, s.paths.cache, progress=progress)
-    labels, probs = predict_frame(df, model_dirs, s.predict, tta, tune, safe)
+    labels, probs = predict_frame(df, model_dirs, s.predict, tta, tune, pickle)
     extra = {}
     if persons == 'auto':
-        labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune, safe)
+        labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune, pickle)
         log.info('persons: %s', stats)
     sub = pd.DataFrame({'ImageID': df.image_id, 'ans': labels.astype(int)})
     out = Path(out)

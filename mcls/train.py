@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
+import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,38 +18,57 @@ import torch
 from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, ProgressCallback, Recorder,
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
-from .atomic import atomic_path, write_csv_atomic, write_text_atomic
+from .atomic import atomic_path, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
 from .crop import attach_crops
 from .dataset import LoadReport, load_train
 from .export import export_learner
 from .folds import assign_folds
 from .joint import split_probs
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
 from .settings import TASKS, Settings, load_settings
 
-__all__ = ['SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
+__all__ = ['save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
            'train_task', 'learners_for', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
+log = logging.getLogger(__name__)
+
+
+def save_atomic(learn, name: str, with_opt: bool) -> Path:
+    "learn.save into a temporary file renamed onto `<name>.pth`: a kill mid-write leaves the previous file whole."
+    dest = Path(learn.path) / learn.model_dir / f'{name}.pth'
+    with storage_errors(dest):
+        tmp = learn.save(f'.{name}.{os.getpid()}.tmp', with_opt=with_opt)
+        os.replace(tmp, dest)
+    return dest
+
+
+class BestModelCallback(SaveModelCallback):
+    "fastai's SaveModelCallback, writing `best.pth` atomically."
+    def _save(self, name): self.last_saved_path = save_atomic(self.learn, name, self.with_opt)
 
 
 class SaveLastCallback(Callback):
-    """Save weights + optimizer after every epoch and note the epoch, so a crash loses at most the current
-    epoch. (fastai's SaveModelCallback(every_epoch=True) keeps one file per epoch; this keeps one.)"""
+    """Save weights + optimizer after every epoch as `last-<epoch>.pth`, then point `last_epoch.json` at it, then
+    drop older ones: at any moment the JSON names a complete file of the epoch it names, so a kill loses at most
+    the current epoch. (fastai's SaveModelCallback(every_epoch=True) keeps one file per epoch; this keeps one.)"""
     order = 61   # after SaveModelCallback, so 'best' is decided before 'last' is written
 
     def __init__(self, run_dir: Path): self.run_dir = Path(run_dir)
 
     def after_epoch(self):
-        self.learn.save('last', with_opt=True)
-        state = {'epoch': self.epoch}
+        name = f'last-{self.epoch}'
+        save_atomic(self.learn, name, with_opt=True)
+        state = {'epoch': self.epoch, 'file': name}
         best = next((cb for cb in self.learn.cbs if isinstance(cb, SaveModelCallback)), None)
         if best is not None and best.best is not None: state['best'] = float(best.best)
         write_text_atomic(self.run_dir / 'last_epoch.json', json.dumps(state))
+        for old in self.run_dir.glob('last-*.pth'):
+            if old.stem != name: old.unlink(missing_ok=True)
 
 
 class ResumeGuard(Callback):
@@ -130,10 +150,14 @@ class TrainResult:
 
 
 def training_table(s: Settings, progress: bool = True, report: LoadReport | None = None) -> pd.DataFrame:
-    "Training photos with crops (cropping what the cache lacks) and person-aware folds."
+    """Training photos with crops (cropping what the cache lacks) and person-aware folds. Photos that could not
+    be read or cropped are left out and listed in `df.attrs['skipped']` as (file, reason)."""
+    report = report if report is not None else LoadReport()
     df = load_train(s.paths.data, s.paths.corrections, report=report)
-    df, _ = attach_crops(df, s.crop, s.paths.cache, progress=progress)
+    df, stats = attach_crops(df, s.crop, s.paths.cache, progress=progress)
+    for f, why in stats.skipped_files: report.skip(f, why.split(':')[0])
     df['fold'] = assign_folds(df, s.split.folds, s.split.by, s.split.seed)
+    df.attrs['skipped'] = [(f, why) for f, why in report.skipped_files if why != 'hidden file']
     return df
 
 
@@ -150,7 +174,7 @@ def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, preci
     if ts.mix != 'none': cbs.append(MIX[ts.mix]())
     if resume_state is not None: cbs.append(ResumeGuard())
     if validate:
-        best = SaveModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
+        best = BestModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
         if resume_state is not None: best.best = resume_state.get('best', -float('inf'))
         cbs.append(best)
     cbs.append(SaveLastCallback(run_dir))
@@ -205,6 +229,9 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     run_dir = run_dir or new_run_dir(s, task, tag)
     pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
     if resume_state is None:
+        skipped = table.attrs.get('skipped', [])
+        if skipped:     # photos that could not be read or converted: named here, counted in the load summary
+            write_csv_atomic(pd.DataFrame(skipped, columns=['file', 'reason']), run_dir / 'skipped.csv')
         if len(pseudo):     # transductive: the run says so, and lists what it trained on
             write_csv_atomic(pseudo[['stem', 'mask', 'gender', 'age_group', 'crop']].rename(columns={'stem': 'ImageID'}),
                              run_dir / 'pseudo.csv')
@@ -227,7 +254,7 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         epochs = ts.full_epochs if full else ts.epochs
         start = 0
         if resume_state is not None:
-            learn.load('last', with_opt=True)
+            learn.load(resume_state.get('file', 'last'), with_opt=True)
             start = resume_state['epoch'] + 1
         t0 = time.perf_counter()
         if start < epochs:
@@ -250,9 +277,9 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
                              n_train * len(warm) / sum(warm) if warm else 0.0, tuple(timer.train_seconds))
         learn.logger = print
         if export_dir is not None:
-            result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision)
-            for name in valid_files(task):
-                if (run_dir / name).exists(): shutil.copy(run_dir / name, Path(export_dir) / name)
+            extra = tuple(run_dir / n for n in valid_files(task) if (run_dir / n).exists())
+            result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision,
+                                               extra=extra)
         meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
                 'valid_scores': scores, 'precision': describe(precision, ts.channels_last), 'pseudo_rows': len(pseudo),
                 'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
@@ -328,16 +355,35 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
     return {k: float(v) for k, v in sugg._asdict().items()}
 
 
+def _resume_state(run_dir: Path) -> dict | None:
+    "The last complete epoch of a run, or None when there is none to continue from (it restarts)."
+    try:
+        state = json.loads((run_dir / 'last_epoch.json').read_text())
+        ckpt = run_dir / f"{state.get('file', 'last')}.pth"
+        torch.load(ckpt, map_location='cpu', weights_only=False)    # complete and readable, or restart
+        return state
+    except Exception:  # noqa: BLE001 - missing, cut off or unreadable: each means no usable epoch
+        return None
+
+
 def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | None = None,
                 progress: bool = True) -> TrainResult:
-    "Continue a killed run from its last saved epoch, with the settings it was started with."
+    """Continue a killed run from its last complete epoch, with the settings it was started with, and export it
+    (to `export_dir`, default models/fold{k} or models/full). A run killed before its first epoch ended restarts."""
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / 'run.json').read_text())
-    last = run_dir / 'last_epoch.json'
-    if not last.exists() or not (run_dir / 'last.pth').exists():
-        raise FileNotFoundError(f'{run_dir}: no saved epoch to resume from (it stopped before the first epoch ended); '
-                                f'start it again without --resume')
-    s = load_settings(run_dir / 'settings.ini')
+    try:
+        meta = json.loads((run_dir / 'run.json').read_text())
+        s = load_settings(run_dir / 'settings.ini')
+        task, fold = meta['task'], meta['fold']
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f'{run_dir}: not a run folder mcls can resume ({type(e).__name__}: {e}); '
+                        f'start a new run without --resume') from None
+    remove_stray(run_dir)
+    state = _resume_state(run_dir)
+    if state is None:
+        log.warning('%s: no complete epoch saved; restarting the run from its first epoch', run_dir)
+        for f in ('history.csv', 'last_epoch.json', 'best.pth'): (run_dir / f).unlink(missing_ok=True)
+    dest = export_dir or Path(s.paths.models) / ('full' if fold is None else f'fold{fold}')
     table = training_table(s, progress=progress)
-    return train_task(table, s, meta['task'], meta['fold'], export_dir=export_dir, run_dir=run_dir,
-                      resume_state=json.loads(last.read_text()), workers=workers, progress=progress)
+    return train_task(table, s, task, fold, export_dir=dest, run_dir=run_dir, resume_state=state, workers=workers,
+                      progress=progress)

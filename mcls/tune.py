@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from .atomic import write_text_atomic
+from .errors import DataError
 from .labels import decode
 
 __all__ = ['apply_offsets', 'fit_offsets', 'load_oof', 'read_offsets', 'write_offsets', 'TUNING_FILE']
@@ -50,7 +51,7 @@ def load_oof(model_dirs: list[Path], task: str) -> tuple[np.ndarray, np.ndarray]
     for d in model_dirs:
         p = Path(d) / f'{task}.valid.npz'
         if not p.exists():
-            raise FileNotFoundError(f'{p}: no validation probabilities; train with --fold (not --full) to make them')
+            raise DataError(f'{p}: no validation probabilities; train with --fold (not --full) to make them')
         z = np.load(p)
         probs.append(z['probs'])
         targets.append(decode(z['labels'])[TASK_INDEX[task]])   # true groups, whatever the training boundary
@@ -64,4 +65,8 @@ def write_offsets(model_dir: Path, offsets: dict[str, list[float]], report: dict
 def read_offsets(model_dir: Path) -> dict[str, np.ndarray]:
     p = Path(model_dir) / TUNING_FILE
     if not p.exists(): return {}
-    return {t: np.asarray(v) for t, v in json.loads(p.read_text())['offsets'].items()}
+    try:
+        return {t: np.asarray(v, dtype=float) for t, v in json.loads(p.read_text())['offsets'].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f'{p}: not a valid tuning file ({type(e).__name__}: {e}); run `mcls tune` again or '
+                        f'delete it') from None

@@ -105,7 +105,7 @@ def test_unreadable_eval_image_is_an_error(synth_root):
     ev = load_eval(synth_root / 'data')
     open(ev.file[0], 'wb').write(b'not a jpeg')
     s = tiny_settings(synth_root)
-    with pytest.raises(OSError, match=ev.file[0]):
+    with pytest.raises(DataError, match=ev.file[0]):
         attach_crops(ev.assign(split='eval'), s.crop, s.paths.cache, progress=False)
 
 

@@ -175,9 +175,9 @@ def test_joint_learner_exports_predicts_and_tunes(joint_run):
     assert labels.shape == (12,) and set(probs) == {'mask', 'gender', 'age'}
     assert all(np.allclose(p.sum(1), 1, atol=1e-4) for p in probs.values())
     assert (labels == encode(*(probs[t].argmax(1) for t in ('mask', 'gender', 'age')))).all()
-    safe_labels, _ = predict_frame(df, [d], s.predict, tta=False, safe=True)
+    pickle_labels, _ = predict_frame(df, [d], s.predict, tta=False, pickle=True)
     plain_labels, _ = predict_frame(df, [d], s.predict, tta=False)
-    assert (safe_labels == plain_labels).all()
+    assert (pickle_labels == plain_labels).all()
     for t in ('mask', 'gender', 'age'):
         p, y = load_oof([d], t)
         assert len(p) == len(y) == int((joint_run['table'].fold == 0).sum())
