@@ -246,7 +246,12 @@ def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, 
     if run_dir is not None: return [resume_task(run_dir, export_dir, workers)]
     results = []
     for t in learners:
-        r = latest_run(s.paths.runs, t)
+        try:
+            r = latest_run(s.paths.runs, t)
+        except UserError:
+            if len(learners) == 1: raise
+            console.print(f'{t}: no run to resume; train it with `mcls train {t}`')
+            continue
         if run_status(r) == 'done': console.print(f'{r}: finished already; nothing to resume'); continue
         results.append(resume_task(r, export_dir, workers))
     return results
@@ -447,5 +452,5 @@ def run():
     try:
         app()
     except (*USER_ERRORS, SettingsError) as e:
-        Console(stderr=True, width=200).print(f'[bold red]error:[/] {escape(str(e))}')
+        Console(stderr=True, soft_wrap=True).print(f'[bold red]error:[/] {escape(str(e))}')   # one line
         sys.exit(2)

@@ -31,8 +31,11 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
     files and replaces it whole, so a kill leaves the old folder or the new one, never a mix."""
     task = ts.task
     with atomic_dir(dest_dir) as d:
-        for stale in (TUNING_FILE, PERSONS_FILE):   # fitted on the learners this export replaces
-            (d / stale).unlink(missing_ok=True)
+        # the copy's files are hard links to the old folder's: unlink each before writing it, never write into it;
+        # tuning and persons files were fitted on the learners this export replaces
+        for name in (TUNING_FILE, PERSONS_FILE, *(f'{task}.{x}' for x in ('pkl', 'safetensors', 'settings.ini', 'json')),
+                     *(Path(f).name for f in extra)):
+            (d / name).unlink(missing_ok=True)
         learn.export((d / f'{task}.pkl').resolve())
         state = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
         save_file(state, str(d / f'{task}.safetensors'))
@@ -42,9 +45,7 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
                 'precision': precision, 'channels_last': ts.channels_last, 'pipeline': ts.pipeline,
                 'norm': norm_stats(ts.arch), 'valid_f1': valid_f1, 'created': datetime.now().isoformat(timespec='seconds')}
         (d / f'{task}.json').write_text(json.dumps(meta, indent=1))
-        for f in extra:
-            (d / Path(f).name).unlink(missing_ok=True)    # a hard link to the old folder's file: never write into it
-            shutil.copy(f, d / Path(f).name)
+        for f in extra: shutil.copy(f, d / Path(f).name)
     return Path(dest_dir)
 
 

@@ -179,7 +179,11 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
 def _check_weights(arch: str, weights: Path, mtime: float):
     "Local weights must load into `arch` (a garbage file or another model's weights fail here, not mid-run)."
     try:
-        timm.create_model(arch, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(weights)))
+        model = timm.create_model(arch, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(weights)))
+        sd, own = timm.models.load_state_dict(str(weights)), model.state_dict()
+        hit = sum(k in sd and tuple(sd[k].shape) == tuple(v.shape) for k, v in own.items())
+        if hit < len(own) / 2:     # timm loads non-strictly: another model's weights would leave it random
+            raise ValueError(f'only {hit} of its {len(own)} tensors match')
     except Exception as e:  # noqa: BLE001 - unreadable, not weights, or another architecture: one fix
         raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} ({type(e).__name__}: '
                           f'{str(e).splitlines()[0][:160]}); give the file made for {arch} (--weights) or set arch '

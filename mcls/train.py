@@ -155,9 +155,9 @@ def training_table(s: Settings, progress: bool = True, report: LoadReport | None
     report = report if report is not None else LoadReport()
     df = load_train(s.paths.data, s.paths.corrections, report=report)
     df, stats = attach_crops(df, s.crop, s.paths.cache, progress=progress)
-    for f, why in stats.skipped_files: report.skip(f, why.split(':')[0])
+    report.skipped.update(stats.skipped)              # counted in the load summary; named with -v by the crop step
     df['fold'] = assign_folds(df, s.split.folds, s.split.by, s.split.seed)
-    df.attrs['skipped'] = [(f, why) for f, why in report.skipped_files if why != 'hidden file']
+    df.attrs['skipped'] = [(f, why) for f, why in [*report.skipped_files, *stats.skipped_files] if why != 'hidden file']
     return df
 
 
