@@ -87,10 +87,22 @@ def _cache_file(cache: Path, key: str, kind: str) -> Path:
     return cache / key[:2] / f'{key}.{kind}.jpg'
 
 
+def _whole_jpeg(p: Path) -> bool:
+    "A JPEG that ends in its end-of-image marker: a cheap check that an older entry was not cut short."
+    try:
+        with open(p, 'rb') as fh:
+            fh.seek(-2, 2)
+            return fh.read(2) == b'\xff\xd9'
+    except OSError:
+        return False
+
+
 def _cached(cache: Path, key: str) -> Path | None:
     for kind in (FACE, CENTRE):
         p = _cache_file(cache, key, kind)
-        if p.exists(): return p
+        if p.exists():
+            if _whole_jpeg(p): return p
+            p.unlink(missing_ok=True)      # cut short (written before entries were verified): crop it again
     return None
 
 

@@ -50,7 +50,7 @@ def inside(path: Path, root: Path, what: str):
 def _read_csv(path: Path, columns, fix: str) -> pd.DataFrame:
     if not path.exists(): raise DataError(f'{path}: not found. {fix}')
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding='utf-8-sig')   # a BOM is no column name
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f'{path}: not a readable CSV ({e}). {fix}') from None
     df.columns = [c.strip() for c in df.columns]
@@ -167,6 +167,7 @@ def load_eval(root: Path | str, report: LoadReport | None = None) -> pd.DataFram
     root = Path(root)
     csv = root / 'eval' / 'info.csv'
     info = _read_csv(csv, ('ImageID',), 'It needs the header ImageID,ans.')
+    if not len(info): raise DataError(f'{csv}: no rows (a header only); list one eval photo per row')
     files = [root / 'eval' / 'images' / i.strip() for i in info.ImageID]
     for i, f in enumerate(files): inside(f, root, f'{csv}: row {i + 2}: ImageID {info.ImageID[i]!r}')
     missing = [str(f) for f in files if not f.is_file()]

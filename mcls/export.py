@@ -98,9 +98,9 @@ def _load_pickle(model_dir: Path, task: str, meta: dict):
     p = Path(model_dir) / f'{task}.pkl'
     try:
         learn = load_learner(p, cpu=not torch.cuda.is_available())
+        shapes = {k: tuple(v.shape) for k, v in learn.model.state_dict().items()}
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or foreign pickles: one fix
         raise _bad_export(p, task, e) from None
-    shapes = {k: tuple(v.shape) for k, v in learn.model.state_dict().items()}
     try:
         with safe_open(str(Path(model_dir) / f'{task}.safetensors'), 'pt') as f:
             ref = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

@@ -421,3 +421,22 @@ def test_only_mcls_errors_become_one_line(monkeypatch, capsys):
     err = capsys.readouterr()
     assert e.value.code == 2 and err.err.strip().startswith('error:') and not err.out
     assert len(err.err.strip().splitlines()) == 1
+
+
+def test_a_cut_short_cache_entry_from_an_older_version_is_cropped_again(synth_root):
+    s = tiny_settings(synth_root)
+    files = load_train(synth_root / 'data').file.tolist()[:2]
+    first, _ = crop_images(files, s.crop, s.paths.cache, progress=False)
+    p = first[files[0]]
+    p.write_bytes(p.read_bytes()[:200])
+    again, st = crop_images(files, s.crop, s.paths.cache, progress=False)
+    assert st.cached == 1 and st.cropped == 1
+    with Image.open(again[files[0]]) as im: im.load()
+
+
+def test_csv_headers_with_a_byte_order_mark_and_an_empty_info_csv(synth_root):
+    csv = synth_root / 'data' / 'train' / 'train.csv'
+    csv.write_bytes(b'\xef\xbb\xbf' + csv.read_bytes())
+    assert len(load_train(synth_root / 'data'))
+    (synth_root / 'data' / 'eval' / 'info.csv').write_text('ImageID,ans\n')
+    with pytest.raises(DataError, match='info.csv: no rows'): load_eval(synth_root / 'data')
