@@ -449,6 +449,8 @@ def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = 
 def run():
     """Entry point: errors the user can fix become one clear line on stderr and exit code 2; anything else is a
     bug and keeps its traceback."""
+    import warnings   # a dependency's deprecation notice on every command would make each error three lines
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     try:
         app()
     except (*USER_ERRORS, SettingsError) as e:

@@ -372,8 +372,8 @@ def test_two_photos_with_one_stem_are_refused(synth_root):
 
 def test_a_header_only_train_csv(synth_root):
     (synth_root / 'data' / 'train' / 'train.csv').write_text('id,gender,race,age,path\n')
-    r = _cli('eda', '--data', synth_root / 'data', cwd=synth_root)
-    assert r.returncode == 2 and 'no persons' in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+    r = _cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', cwd=synth_root)
+    assert r.returncode == 2 and 'no persons' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize('make', ['garbage', 'other_arch'])
