@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import WriteError
 
 __all__ = ['atomic_path', 'atomic_dir', 'recover_dir', 'write_text_atomic', 'write_csv_atomic', 'remove_stray',
-           'storage_errors']
+           'storage_errors', 'read_npz']
 
 # errors of the disk or folder, not of the data: the user frees space or fixes permissions
 _STORAGE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
@@ -122,3 +122,19 @@ def write_text_atomic(dest: Path | str, text: str):
 
 def write_csv_atomic(df, dest: Path | str, **kwargs):
     with atomic_path(dest) as tmp: df.to_csv(tmp, index=False, **kwargs)
+
+
+def read_npz(path: Path | str, keys: tuple[str, ...], fix: str) -> dict:
+    "An .npz these writers made, read whole: missing, damaged or foreign files are one DataError naming the fix."
+    import zipfile
+    import numpy as np
+    from .errors import DataError
+    path = Path(path)
+    if not path.exists(): raise DataError(f'{path}: not found; {fix}')
+    try:
+        with np.load(path, allow_pickle=False) as z: data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f'{path}: cannot be read ({type(e).__name__}: {e}); {fix}') from None
+    missing = sorted(set(keys) - set(data))
+    if missing: raise DataError(f'{path}: lacks {missing}; {fix}')
+    return data

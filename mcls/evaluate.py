@@ -66,10 +66,9 @@ def grouping_quality(submission: Path | str, persons_map: Path | str) -> dict:
     """Purity, completeness and share of groups of 7 of the person groups saved beside a submission
     (`<submission>.probs.npz`, written by predict with persons = auto), against a build's `file,split,id` map."""
     from .persons import group_quality
-    probs = Path(f'{submission}.probs.npz')
-    if not probs.exists(): raise DataError(f'{probs}: not found: predict with --persons auto writes it beside {submission}')
-    z = np.load(probs)
-    if 'groups' not in z: raise DataError(f'{probs}: no person groups in it: predict with --persons auto')
+    from .atomic import read_npz
+    z = read_npz(f'{submission}.probs.npz', ('image_ids', 'groups'),
+                 f'predict with --persons auto writes it, with person groups, beside {submission}')
     meta = pd.read_csv(persons_map, dtype=str)
     if not {'file', 'id'} <= set(meta.columns):
         raise DataError(f'{persons_map}: needs the columns file,id (a maskfaces build_meta.csv)')

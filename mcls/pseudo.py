@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import read_npz
 from .crop import attach_crops
 from .dataset import load_eval
 from .errors import DataError
@@ -22,17 +23,14 @@ def pseudo_rows(probs_file: Path | str, min_prob: float) -> pd.DataFrame:
     """Eval photos whose every task's top probability reaches `min_prob`, with those labels: ImageID, mask,
     gender, age_group, age (a year inside the group), confidence, and the person group when predict found one."""
     path = Path(probs_file)
-    if not path.exists(): raise DataError(f'{path}: not found. `mcls predict` writes <submission>.probs.npz')
-    z = np.load(path)
-    missing = {'image_ids', 'mask', 'gender', 'age'} - set(z.files)
-    if missing: raise DataError(f'{path}: not a predict probabilities file (missing {sorted(missing)})')
+    z = read_npz(path, ('image_ids', 'mask', 'gender', 'age'), 'give the <submission>.probs.npz `mcls predict` writes')
     if not 0 < min_prob <= 1: raise DataError(f'--min-prob {min_prob}: give a probability in (0, 1]')
     conf = np.min([z[t].max(1) for t in ('mask', 'gender', 'age')], axis=0)
     keep = conf >= min_prob
     age = z['age'].argmax(1)
     df = pd.DataFrame({'ImageID': z['image_ids'], 'mask': z['mask'].argmax(1), 'gender': z['gender'].argmax(1),
                        'age_group': age, 'age': np.asarray(GROUP_YEARS)[age], 'confidence': conf})
-    if 'groups' in z.files: df['group'] = z['groups']
+    if 'groups' in z: df['group'] = z['groups']
     return df[keep].reset_index(drop=True)
 
 

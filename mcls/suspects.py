@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_csv_atomic
+from .atomic import read_npz, write_csv_atomic
 from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
 from .pseudo import GROUP_YEARS
@@ -42,9 +42,7 @@ def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
         if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None, SCORE_BOUNDARY):
             raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age groups; '
                             f'train the fold models with --boundary {SCORE_BOUNDARY}')
-        p = d / f'{task}.valid.npz'
-        if not p.exists(): raise DataError(f'{p}: no validation probabilities; train the folds with --fold all')
-        z = np.load(p)
+        z = read_npz(d / f'{task}.valid.npz', ('files', 'probs'), 'train the folds with --fold all to make it')
         frames.append(pd.DataFrame({'file': z['files'], 'probs': list(z['probs'])}))
     df = pd.concat(frames, ignore_index=True)
     dup = df.file.duplicated()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .atomic import write_text_atomic
+from .atomic import read_npz, write_text_atomic
 from .errors import DataError
 from .labels import decode
 
@@ -49,10 +49,8 @@ def load_oof(model_dirs: list[Path], task: str) -> tuple[np.ndarray, np.ndarray]
     "Concatenate the validation probabilities saved with each fold's model (out-of-fold when folds differ)."
     probs, targets = [], []
     for d in model_dirs:
-        p = Path(d) / f'{task}.valid.npz'
-        if not p.exists():
-            raise DataError(f'{p}: no validation probabilities; train with --fold (not --full) to make them')
-        z = np.load(p)
+        z = read_npz(Path(d) / f'{task}.valid.npz', ('probs', 'labels'),
+                     'train with --fold (not --full) to make these validation probabilities')
         probs.append(z['probs'])
         targets.append(decode(z['labels'])[TASK_INDEX[task]])   # true groups, whatever the training boundary
     return np.concatenate(probs), np.concatenate(targets)

@@ -440,3 +440,17 @@ def test_csv_headers_with_a_byte_order_mark_and_an_empty_info_csv(synth_root):
     assert len(load_train(synth_root / 'data'))
     (synth_root / 'data' / 'eval' / 'info.csv').write_text('ImageID,ans\n')
     with pytest.raises(DataError, match='info.csv: no rows'): load_eval(synth_root / 'data')
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'foreign'])
+def test_damaged_probability_files_are_one_line_errors(trained, tmp_path, damage):
+    "validation and predict .npz files feed tune, suspects, pseudo-labels and grouping scores"
+    from mcls.pseudo import pseudo_rows
+    from mcls.tune import load_oof
+    models = _copy_models(trained, tmp_path)
+    p = models / 'age.valid.npz'
+    if damage == 'truncated': p.write_bytes(p.read_bytes()[:100])
+    else: np.savez(p, something=np.zeros(3))
+    with pytest.raises(DataError, match='age.valid.npz'): load_oof([models], 'age')
+    shutil.copy(p, tmp_path / 'sub.csv.probs.npz')
+    with pytest.raises(DataError, match='sub.csv.probs.npz'): pseudo_rows(tmp_path / 'sub.csv.probs.npz', 0.9)
