@@ -66,6 +66,12 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     assert set(r['probe']) == {'crops', 'photos', 'floor'} and r['mode'] in ('tasks', 'joint')
     assert {'load_and_crop', 'probe', 'train_seed1', 'train_seed2', 'predict_eval_tta_seed2'} <= set(r['stages'])
     assert r['summary_stats']['default_f1_18']['spread'] >= 0 and r['wall_s'] > 0
+    ens = load_script('seed_ensemble').main(['--work', str(tmp_path / 'work'), '--seeds', '1', '2',
+                                             '--data', str(tmp_path / 'work' / 'data')])
+    for sd in ('1', '2'):      # each seed alone is what the protocol scored; the mean is a third answer
+        assert ens['eval'][sd]['f1_18'] == r['seeds'][sd]['eval']['f1_18']
+        assert ens['fold0'][sd]['f1_18'] == r['seeds'][sd]['valid']['f1_18']
+    assert 0 <= ens['eval']['mean']['f1_18'] <= 1
 
 
 def test_jittered_copy_moves_every_photo_and_keeps_the_answers(tmp_path):
