@@ -146,7 +146,14 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
     cache = Path(cache)
     stats, out, todo = CropStats(total=len(files)), {}, []
     for f in files:
-        key = crop_key(f, cs)
+        try:
+            key = crop_key(f, cs)
+        except OSError as e:       # a folder, a vanished or unreadable file where a photo was listed
+            if strict: raise DataError(f'{f}: cannot read this file ({e.strerror or e}). Replace it.') from None
+            stats.skipped['unreadable image'] += 1
+            stats.skipped_files.append((f, f'unreadable file: {e}'))
+            log.warning('skipped %s: unreadable file (%s)', f, e)
+            continue
         hit = _cached(cache, key)
         if hit is not None: out[f] = hit; stats.cached += 1
         else: todo.append((f, key))

@@ -143,6 +143,7 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
             if is_hidden(f): report.skip(f, 'hidden file'); continue
             if f.suffix.lower() not in IMAGE_EXTS or f.stem not in MASK_STEMS:
                 report.skip(f, 'unknown image name'); continue
+            if not f.is_file(): report.skip(f, 'not a regular file'); continue   # a folder or a pipe named mask1.jpg
             if f.stem in stems:
                 raise DataError(f'{d}: two photos named {f.stem} ({stems[f.stem].name}, {f.name}); the stem names the '
                                 f'mask state, so keep one and move the other out of the folder')

@@ -454,3 +454,19 @@ def test_damaged_probability_files_are_one_line_errors(trained, tmp_path, damage
     with pytest.raises(DataError, match='age.valid.npz'): load_oof([models], 'age')
     shutil.copy(p, tmp_path / 'sub.csv.probs.npz')
     with pytest.raises(DataError, match='sub.csv.probs.npz'): pseudo_rows(tmp_path / 'sub.csv.probs.npz', 0.9)
+
+
+def test_a_folder_or_a_vanished_photo_is_skipped_not_a_traceback(synth_root):
+    "A folder named like a photo, and a photo deleted between listing and cropping."
+    d = sorted((synth_root / 'data' / 'train' / 'images').iterdir())
+    gone = next(d[1].glob('normal.*'))
+    photo = next(d[0].glob('mask4.*'))
+    photo.unlink()
+    photo.mkdir()
+    train = load_train(synth_root / 'data')
+    assert str(photo) not in set(train.file)
+    gone.unlink()
+    s = tiny_settings(synth_root)
+    out, st = crop_images(train.file.tolist(), s.crop, s.paths.cache, progress=False)
+    assert str(gone) not in out and st.skipped['unreadable image'] == 1
+    with pytest.raises(DataError, match=gone.name): crop_images([str(gone)], s.crop, s.paths.cache, strict=True)
