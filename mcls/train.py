@@ -357,10 +357,14 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
 
 def _resume_state(run_dir: Path) -> dict | None:
     "The last complete epoch of a run, or None when there is none to continue from (it restarts)."
+    from fastai.vision.all import L
+    allowed = [L, getattr(np, '_core', None) and np._core.multiarray.scalar, np.dtype,
+               *[getattr(np.dtypes, d) for d in np.dtypes.__all__]]          # what fastai's learn.load allows
     try:
         state = json.loads((run_dir / 'last_epoch.json').read_text())
         ckpt = run_dir / f"{state.get('file', 'last')}.pth"
-        torch.load(ckpt, map_location='cpu', weights_only=False)    # complete and readable, or restart
+        with torch.serialization.safe_globals([a for a in allowed if a]):   # complete and readable, or restart
+            torch.load(ckpt, map_location='cpu', weights_only=True)
         return state
     except Exception:  # noqa: BLE001 - missing, cut off or unreadable: each means no usable epoch
         return None
