@@ -87,3 +87,13 @@ def test_jittered_copy_moves_every_photo_and_keeps_the_answers(tmp_path):
     diffs = [np.abs(np.asarray(Image.open(src / 'images' / n).convert('RGB'), float)
                     - np.asarray(Image.open(dst / 'images' / n).convert('RGB'), float)).mean() for n in names]
     assert min(diffs) > 1.0
+
+
+def test_workers_bench_runs_each_setting(tmp_path):
+    make_dataset(tmp_path / 'data', persons=15, eval_persons=2, seed=4)
+    out = load_script('workers').main(['--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'crops'),
+                                       '--workers', '0', '1', '--rounds', '1', '--weights', '', '--work', str(tmp_path),
+                                       '--set', 'train.arch=test_efficientnet', '--set', 'train.size=64',
+                                       '--set', 'crop.size=64', '--set', 'train.batch=8', '--set', 'split.folds=3'])
+    assert set(out['best_images_per_s']) == {0, 1} and all(v > 0 for v in out['best_images_per_s'].values())
+    assert out['photos'] > 0
