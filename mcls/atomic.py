@@ -14,6 +14,7 @@ __all__ = ['atomic_path', 'atomic_dir', 'recover_dir', 'write_text_atomic', 'wri
 
 # errors of the disk or folder, not of the data: the user frees space or fixes permissions
 _STORAGE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+_IN_THE_WAY = {errno.EISDIR, errno.ENOTDIR, errno.EEXIST}      # e.g. --out names a folder, a cache path is a file
 
 
 def _alive(pid: int) -> bool:
@@ -54,6 +55,9 @@ def storage_errors(dest: Path | str):
     except WriteError:
         raise
     except OSError as e:
+        if e.errno in _IN_THE_WAY:
+            raise WriteError(f'{dest}: could not be written ({e.strerror or e}: a file or folder is in the way at '
+                             f'{e.filename or dest}); give another path or move it') from None
         if e.errno not in _STORAGE: raise
         raise WriteError(f'{dest}: could not be written ({e.strerror or e}); free disk space or make the folder '
                          f'writable, then run the command again') from None

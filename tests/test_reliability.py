@@ -470,3 +470,17 @@ def test_a_folder_or_a_vanished_photo_is_skipped_not_a_traceback(synth_root):
     out, st = crop_images(train.file.tolist(), s.crop, s.paths.cache, progress=False)
     assert str(gone) not in out and st.skipped['unreadable image'] == 1
     with pytest.raises(DataError, match=gone.name): crop_images([str(gone)], s.crop, s.paths.cache, strict=True)
+
+
+def test_a_submission_path_that_is_a_folder_is_one_clear_error(tmp_path):
+    from mcls.atomic import write_csv_atomic
+    (tmp_path / 'sub.csv').mkdir()
+    with pytest.raises(WriteError, match='in the way'): write_csv_atomic(pd.DataFrame({'a': [1]}), tmp_path / 'sub.csv')
+    assert (tmp_path / 'sub.csv').is_dir() and [p.name for p in tmp_path.iterdir()] == ['sub.csv']
+
+
+def test_a_cache_path_that_is_a_file_is_one_line(synth_root):
+    (synth_root / 'cachefile').write_text('x')
+    r = _cli('crop', '--data', synth_root / 'data', '--set', 'crop.size=64', '--split', 'eval',
+             '--set', f'paths.cache={synth_root / "cachefile"}', cwd=synth_root)
+    assert r.returncode == 2 and 'in the way' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
