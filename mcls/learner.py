@@ -74,10 +74,12 @@ def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBloc
                      batch_tfms=batch_tfms(ts.arch))
 
 
-def resolve_workers(workers: int | None) -> int:
-    "None (settings: auto): one DataLoader worker per usable core, up to 16."
-    return min(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1, 16) \
-        if workers is None else workers
+def resolve_workers(workers: int | None, cores: int | None = None) -> int:
+    """None (settings: auto): one DataLoader worker per usable core, up to 16; none at 2 cores or fewer, where
+    worker processes compete with the model's threads (bench/workers.py: 1.12x faster without them on 2 cores)."""
+    if workers is not None: return workers
+    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(cores, 16)
 
 
 def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, device=None):

@@ -84,3 +84,10 @@ def test_local_weights_file_is_loaded(age, tmp_path):
 def test_norm_stats_come_from_timm():
     assert norm_stats('tf_efficientnet_lite0') == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert norm_stats('efficientnet_b3')[0] == pytest.approx((0.485, 0.456, 0.406))
+
+
+@pytest.mark.parametrize('workers,cores,expected', [(None, 1, 0), (None, 2, 0), (None, 4, 4), (None, 64, 16),
+                                                    (3, 2, 3), (0, 16, 0)])
+def test_auto_workers_by_cores(workers, cores, expected):
+    from mcls.learner import resolve_workers
+    assert resolve_workers(workers, cores) == expected
