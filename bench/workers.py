@@ -23,7 +23,8 @@ from mcls.learner import resolve_workers  # noqa: E402
 from mcls.settings import load_settings  # noqa: E402
 from mcls.train import train_task, training_table  # noqa: E402
 
-WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
+sys.path.insert(0, str(ROOT / 'bench'))
+from quality import FIXED, WEIGHTS  # noqa: E402 - the protocol's model and weights
 
 
 def main(argv=None):
@@ -37,9 +38,8 @@ def main(argv=None):
     ap.add_argument('--set', action='append', default=[], help='section.key=value (e.g. train.arch=test_efficientnet)')
     ap.add_argument('--out', type=Path)
     a = ap.parse_args(argv)
-    ov = {'paths.data': str(a.data), 'paths.cache': str(a.cache), 'paths.runs': str(a.work / 'runs'),
-          'train.arch': 'tf_efficientnet_lite0', 'train.weights': a.weights,
-          'train.pretrained': str(bool(a.weights)).lower(), 'joint.full_epochs': '2',
+    ov = {**FIXED, 'paths.data': str(a.data), 'paths.cache': str(a.cache), 'paths.runs': str(a.work / 'runs'),
+          'train.weights': a.weights, 'train.pretrained': str(bool(a.weights)).lower(), 'joint.full_epochs': '2',
           **dict(kv.split('=', 1) for kv in a.set)}
     s = load_settings(overrides=ov)
     table = training_table(s, progress=False)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import WriteError
+import numpy as np
+
+from .errors import DataError, WriteError
 
 __all__ = ['atomic_path', 'atomic_dir', 'recover_dir', 'write_text_atomic', 'write_csv_atomic', 'remove_stray',
            'storage_errors', 'read_npz']
@@ -22,8 +25,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:     # someone else's process: alive
+        pass
     return True
 
 
@@ -52,9 +55,7 @@ def storage_errors(dest: Path | str):
     "OSErrors of the disk or folder while writing `dest` become one WriteError naming it and the fix."
     try:
         yield
-    except WriteError:
-        raise
-    except OSError as e:
+    except OSError as e:        # a WriteError (errno None) passes through unchanged
         if e.errno in _IN_THE_WAY:
             raise WriteError(f'{dest}: could not be written ({e.strerror or e}: a file or folder is in the way at '
                              f'{e.filename or dest}); give another path or move it') from None
@@ -130,9 +131,6 @@ def write_csv_atomic(df, dest: Path | str, **kwargs):
 
 def read_npz(path: Path | str, keys: tuple[str, ...], fix: str) -> dict:
     "An .npz these writers made, read whole: missing, damaged or foreign files are one DataError naming the fix."
-    import zipfile
-    import numpy as np
-    from .errors import DataError
     path = Path(path)
     if not path.exists(): raise DataError(f'{path}: not found; {fix}')
     try:

@@ -145,14 +145,19 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
     verified, so a killed run resumes where it stopped and a cache entry is always whole."""
     cache = Path(cache)
     stats, out, todo = CropStats(total=len(files)), {}, []
+
+    def unreadable(f, reason: str, message: str):
+        "Eval (strict): one error naming the photo. Training: skipped, counted, named with -v."
+        if strict: raise DataError(message)
+        stats.skipped['unreadable image'] += 1
+        stats.skipped_files.append((f, reason))
+        log.warning('skipped %s: %s', f, reason)
+
     for f in files:
         try:
             key = crop_key(f, cs)
         except OSError as e:       # a folder, a vanished or unreadable file where a photo was listed
-            if strict: raise DataError(f'{f}: cannot read this file ({e.strerror or e}). Replace it.') from None
-            stats.skipped['unreadable image'] += 1
-            stats.skipped_files.append((f, f'unreadable file: {e}'))
-            log.warning('skipped %s: unreadable file (%s)', f, e)
+            unreadable(f, f'unreadable file: {e}', f'{f}: cannot read this file ({e.strerror or e}). Replace it.')
             continue
         hit = _cached(cache, key)
         if hit is not None: out[f] = hit; stats.cached += 1
@@ -182,10 +187,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
             try:
                 im = open_rgb(f)
             except UnreadableImage as e:
-                if strict: raise DataError(f'{e}. Replace the file (every eval photo needs an answer).') from None
-                stats.skipped['unreadable image'] += 1
-                stats.skipped_files.append((f, f'unreadable image: {e}'))
-                log.warning('skipped %s: unreadable image (%s)', f, e)
+                unreadable(f, f'unreadable image: {e}', f'{e}. Replace the file (every eval photo needs an answer).')
                 bar.advance(task)
                 continue
             by_size[im.size].append((f, key, im))

@@ -48,5 +48,4 @@ def open_rgb(path: Path | str) -> Image.Image:
                 return im.convert('RGB')
     except (OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as e:
-        if isinstance(e, UnreadableImage): raise
         raise UnreadableImage(f'{path}: cannot read this image ({type(e).__name__}: {e})') from None

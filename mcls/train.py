@@ -239,12 +239,23 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         write_text_atomic(run_dir / 'run.json', json.dumps({'task': task, 'fold': fold, 'status': 'training',
                                                             'data': str(s.paths.data)}))
     with _recorded_failure(run_dir):
-        set_seed(ts.seed, reproducible=True)
-        df = table.assign(is_valid=False if full else (table.fold == fold))
-        dls = task_dls(df, ts, workers=workers)
-        learn = build_learner(dls, ts, path=run_dir)
+        def fresh():     # seeded, so a restarted run is the run a new start would be
+            set_seed(ts.seed, reproducible=True)
+            df = table.assign(is_valid=False if full else (table.fold == fold))
+            return df, build_learner(task_dls(df, ts, workers=workers), ts, path=run_dir)
+
+        df, learn = fresh()
         precision = resolve_precision(ts.precision, ts.size)
         if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
+        start = 0
+        if resume_state is not None:
+            try:       # fastai's learn.load: weights-only, its own allowlist; the checkpoint is read once
+                learn.load(resume_state.get('file', 'last'), with_opt=True)
+                start = resume_state['epoch'] + 1
+            except Exception:  # noqa: BLE001 - missing, cut off or unreadable: no usable epoch, so restart
+                log.warning('%s: the last saved epoch cannot be loaded; restarting the run from its first epoch', run_dir)
+                _restart(run_dir)
+                resume_state, (df, learn) = None, fresh()
         timer = TrainTimer()
         cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
         if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
@@ -252,10 +263,6 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
             learn.logger = _silent
             cbs.append(EpochPrinter())
         epochs = ts.full_epochs if full else ts.epochs
-        start = 0
-        if resume_state is not None:
-            learn.load(resume_state.get('file', 'last'), with_opt=True)
-            start = resume_state['epoch'] + 1
         t0 = time.perf_counter()
         if start < epochs:
             if start: _keep_history(run_dir / 'history.csv', start)
@@ -355,19 +362,9 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
     return {k: float(v) for k, v in sugg._asdict().items()}
 
 
-def _resume_state(run_dir: Path) -> dict | None:
-    "The last complete epoch of a run, or None when there is none to continue from (it restarts)."
-    from fastai.vision.all import L
-    allowed = [L, getattr(np, '_core', None) and np._core.multiarray.scalar, np.dtype,
-               *[getattr(np.dtypes, d) for d in np.dtypes.__all__]]          # what fastai's learn.load allows
-    try:
-        state = json.loads((run_dir / 'last_epoch.json').read_text())
-        ckpt = run_dir / f"{state.get('file', 'last')}.pth"
-        with torch.serialization.safe_globals([a for a in allowed if a]):   # complete and readable, or restart
-            torch.load(ckpt, map_location='cpu', weights_only=True)
-        return state
-    except Exception:  # noqa: BLE001 - missing, cut off or unreadable: each means no usable epoch
-        return None
+def _restart(run_dir: Path):
+    "Forget a run's epochs (none can be continued from): it starts again from its first epoch, in its own folder."
+    for f in ('history.csv', 'last_epoch.json', 'best.pth'): (run_dir / f).unlink(missing_ok=True)
 
 
 def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | None = None,
@@ -383,10 +380,12 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
         raise DataError(f'{run_dir}: not a run folder mcls can resume ({type(e).__name__}: {e}); '
                         f'start a new run without --resume') from None
     remove_stray(run_dir)
-    state = _resume_state(run_dir)
-    if state is None:
+    try:       # the checkpoint it names is checked where it is loaded (train_task)
+        state = json.loads((run_dir / 'last_epoch.json').read_text())
+    except (OSError, ValueError):
         log.warning('%s: no complete epoch saved; restarting the run from its first epoch', run_dir)
-        for f in ('history.csv', 'last_epoch.json', 'best.pth'): (run_dir / f).unlink(missing_ok=True)
+        _restart(run_dir)
+        state = None
     dest = export_dir or Path(s.paths.models) / ('full' if fold is None else f'fold{fold}')
     table = training_table(s, progress=progress)
     return train_task(table, s, task, fold, export_dir=dest, run_dir=run_dir, resume_state=state, workers=workers,

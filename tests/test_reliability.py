@@ -484,3 +484,25 @@ def test_a_cache_path_that_is_a_file_is_one_line(synth_root):
     r = _cli('crop', '--data', synth_root / 'data', '--set', 'crop.size=64', '--split', 'eval',
              '--set', f'paths.cache={synth_root / "cachefile"}', cwd=synth_root)
     assert r.returncode == 2 and 'in the way' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_checkpoint_that_cannot_be_loaded_restarts_the_run(synth_root, monkeypatch):
+    "(c): last_epoch.json names a file that is damaged (e.g. written by an older version in place): restart, export."
+    import mcls.train as T
+    from fastai.vision.all import Callback
+    s = tiny_settings(synth_root, age__epochs=2)
+    table = training_table(s, progress=False)
+
+    class CrashAfterFirstEpoch(Callback):
+        order = 99
+        def after_epoch(self): raise KeyboardInterrupt
+
+    real_cbs = T._fit_cbs
+    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real_cbs(*a), CrashAfterFirstEpoch()])
+    with pytest.raises(KeyboardInterrupt): train_task(table, s, 'age', 0, progress=False)
+    monkeypatch.setattr(T, '_fit_cbs', real_cbs)
+    run = next((synth_root / 'runs').iterdir())
+    (run / 'last-0.pth').write_bytes(b'\x80\x02 cut short')
+    r = resume_task(run, progress=False)
+    assert pd.read_csv(run / 'history.csv').epoch.tolist() == [0, 1]
+    assert json.loads((run / 'run.json').read_text())['status'] == 'done' and r.export_dir is not None
