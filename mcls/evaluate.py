@@ -12,7 +12,7 @@ from .errors import DataError
 from .labels import N_CLASSES, class_name, decode
 from .plots import pyplot, save_figure
 
-__all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion', 'grouping_quality']
+__all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion', 'persons_of', 'grouping_quality']
 
 
 @dataclass
@@ -62,6 +62,18 @@ def evaluate_files(submission: Path | str, answers: Path | str) -> Scores:
     return score(merged.ans_true.astype(int), merged.ans_pred.astype(int))
 
 
+def persons_of(image_ids, persons_map: Path | str) -> np.ndarray:
+    "The person of each ImageID from a build's `file,split,id` map (benchmarks only: predict never reads it)."
+    meta = pd.read_csv(persons_map, dtype=str)
+    if not {'file', 'id'} <= set(meta.columns):
+        raise DataError(f'{persons_map}: needs the columns file,id (a maskfaces build_meta.csv)')
+    person = dict(zip(meta.file.str.rsplit('/', n=1).str[-1], meta.id))
+    ids = [person.get(i) for i in image_ids]
+    if None in ids:
+        raise DataError(f'{persons_map}: no person for ImageID {image_ids[ids.index(None)]}')
+    return np.asarray(ids)
+
+
 def grouping_quality(submission: Path | str, persons_map: Path | str) -> dict:
     """Purity, completeness and share of groups of 7 of the person groups saved beside a submission
     (`<submission>.probs.npz`, written by predict with persons = auto), against a build's `file,split,id` map."""
@@ -69,14 +81,7 @@ def grouping_quality(submission: Path | str, persons_map: Path | str) -> dict:
     from .atomic import read_npz
     z = read_npz(f'{submission}.probs.npz', ('image_ids', 'groups'),
                  f'predict with --persons auto writes it, with person groups, beside {submission}')
-    meta = pd.read_csv(persons_map, dtype=str)
-    if not {'file', 'id'} <= set(meta.columns):
-        raise DataError(f'{persons_map}: needs the columns file,id (a maskfaces build_meta.csv)')
-    person = dict(zip(meta.file.str.rsplit('/', n=1).str[-1], meta.id))
-    ids = [person.get(i) for i in z['image_ids']]
-    if None in ids:
-        raise DataError(f'{persons_map}: no person for ImageID {z["image_ids"][ids.index(None)]}')
-    return group_quality(z['groups'], np.asarray(ids))
+    return group_quality(z['groups'], persons_of(list(z['image_ids']), persons_map))
 
 
 def plot_confusion(cm: np.ndarray, dest: Path | str, names=None, title='confusion matrix') -> Path:

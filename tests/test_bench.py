@@ -72,6 +72,14 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
         assert ens['eval'][sd]['f1_18'] == r['seeds'][sd]['eval']['f1_18']
         assert ens['fold0'][sd]['f1_18'] == r['seeds'][sd]['valid']['f1_18']
     assert 0 <= ens['eval']['mean']['f1_18'] <= 1
+    ora = load_script('persons_oracle').main(['--work', str(tmp_path / 'work'), '--seeds', '1', '2',
+                                              '--data', str(tmp_path / 'work' / 'data')])
+    for sd in ('1', '2'):      # the product's own answers, recombined as predict --persons auto combines them
+        ev, jit = ora['copies']['eval'][sd], ora['copies']['jittered'][sd]
+        assert ev['per_photo']['f1_18'] == r['seeds'][sd]['eval']['f1_18']
+        assert ev['found_groups']['f1_18'] == r['seeds'][sd]['eval_persons']['f1_18']
+        assert jit['found_groups']['f1_18'] == r['seeds'][sd]['jittered_persons']['f1_18']
+        assert 0 <= ev['true_persons']['f1_18'] <= 1 and 'found_groups' not in ora['copies']['degraded'][sd]
 
 
 def test_jittered_copy_moves_every_photo_and_keeps_the_answers(tmp_path):
