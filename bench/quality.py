@@ -2,6 +2,7 @@
 
     python bench/quality.py --seeds 777 1                       # the default recipe (settings.ini) + the floor
     python bench/quality.py --seeds 777 1 --config configs/seed.ini --name seed --no-probe
+    python bench/quality.py --seeds 777 1 --oof --no-probe      # + the recipe on folds 1-4: out-of-fold evidence
     python bench/quality.py --quick                             # tiny synthetic data, tiny model (CI)
 
 Fixed: the 600-person maskfaces build (make_maskfaces.py --persons 600, its default build seed), fold 0 of the
@@ -9,7 +10,8 @@ person-aware split as validation, tf_efficientnet_lite0 with the offline ImageNe
 The seeds are training seeds (fastai's set_seed; the albumentations pipelines follow torch's seed). In the same
 run, the floor: logistic regression on frozen ImageNet features of the same backbone, trained on exactly the
 learners' training rows, its C and class weighting chosen on fold 0, on face crops and on whole photos at 224 px.
-Decisions are made on fold 0; eval/answers.csv only reports. Writes bench/results/quality-<name>-<date>.json after
+Decisions are made on fold 0 (with --oof also on all five folds' validation photos); eval/answers.csv only
+reports. Writes bench/results/quality-<name>-<date>.json after
 every stage, whose `summary` holds per-seed lists.
 """
 from __future__ import annotations
@@ -200,6 +202,37 @@ def tune_on_fold0(model_dir: Path) -> dict:
     return {t: f[0].round(3).tolist() for t, f in fitted.items()}
 
 
+def oof_decisions(model_dirs: list[Path], saved: dict[str, Path]) -> dict:
+    """Evidence from every fold (out of fold: five times fold 0's persons, about 30 aged 60+): the learners' F1
+    over all folds' validation photos, plain and with decision offsets cross-fitted by fold (fitted on the other
+    folds, applied to each). Offsets fitted on all folds then decide the fold-0 learner's saved eval answers
+    (`saved`: copy -> probabilities), as `mcls tune` over five folds would."""
+    z = [{t: np.load(d / f'{t}.valid.npz') for t in TASKS} for d in model_dirs]
+    truth = [zi['mask']['labels'] for zi in z]
+    order = ('mask', 'gender', 'age')
+    tuned, everywhere = {}, {}
+    for t in TASKS:
+        y = [decode(lab)[order.index(t)] for lab in truth]
+        probs = [zi[t]['probs'] for zi in z]
+        parts = []
+        for k in range(len(z)):
+            rest = [j for j in range(len(z)) if j != k]
+            off, _, _ = fit_offsets(np.concatenate([probs[j] for j in rest]), np.concatenate([y[j] for j in rest]))
+            parts.append(apply_offsets(probs[k], off).argmax(1))
+        tuned[t] = np.concatenate(parts)
+        everywhere[t] = fit_offsets(np.concatenate(probs), np.concatenate(y))[0]
+    truth = np.concatenate(truth)
+    plain = encode(*(np.concatenate([zi[t]['probs'] for zi in z]).argmax(1) for t in order))
+    out = {'folds': len(z), 'photos': int(len(truth)), 'plain': scores(plain, truth),
+           'crossfit_tuned': scores(encode(*(tuned[t] for t in order)), truth),
+           'offsets': {t: everywhere[t].round(3).tolist() for t in TASKS}}
+    for copy, (probs_file, answers) in saved.items():
+        zc = np.load(probs_file)
+        y = read_labels(answers).set_index('ImageID').loc[zc['image_ids'], 'ans'].to_numpy()
+        out[f'{copy}_tuned'] = scores(encode(*(apply_offsets(zc[t], everywhere[t]).argmax(1) for t in order)), y)
+    return out
+
+
 def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool, persons: str = 'off') -> dict:
     "Eval scores of one prediction; with persons = auto also the groups' purity and completeness."
     sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=data))
@@ -286,6 +319,17 @@ def run(a) -> dict:
         r['offsets'] = tune_on_fold0(model_dir)      # the same learners, decisions tuned: reported beside
         for key, copy, persons in (('eval_tuned', 'eval', 'off'), ('eval_persons_tuned', 'eval', 'auto')):
             r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons)
+        if a.oof:        # the recipe on every other fold too: decisions from five times the persons
+            t0 = time.perf_counter()
+            dirs = [model_dir]
+            for k in range(1, s.split.folds):
+                dirs.append(work / 'models' / f'seed{seed}_fold{k}')
+                shutil.rmtree(dirs[-1], ignore_errors=True)
+                train_learners(table, with_seed(s, seed), learners_for('all', s), [k], export_dir=dirs[-1],
+                               progress=False)
+            saved = {c: (work / f'sub_{seed}_{c}.csv.probs.npz', roots[c] / 'eval' / 'answers.csv') for c in roots}
+            r['oof'] = oof_decisions(dirs, saved)
+            rep.stage(f'oof_seed{seed}', time.perf_counter() - t0)
         if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
             t0 = time.perf_counter()
             ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
@@ -305,6 +349,9 @@ def run(a) -> dict:
     summ['jittered_persons_f1_18'] = [r['jittered_persons']['f1_18'] for r in runs]
     for key in ('eval_persons', 'jittered_persons'):
         for q in ('purity', 'completeness'): summ[f'{key}_{q}'] = [r[key]['groups'][q] for r in runs]
+    if a.oof:
+        for key in ('plain', 'crossfit_tuned', 'eval_tuned', 'degraded_tuned', 'jittered_tuned'):
+            summ[f'oof_{key}_f1_18'] = [r['oof'][key]['f1_18'] for r in runs]
     if a.pseudo: summ['persons_pseudo_f1_18'] = [r['eval_persons_pseudo']['f1_18'] for r in runs]
     summ['valid_f1_18'] = [r['valid']['f1_18'] for r in runs]
     summ['valid_mean_task_f1'] = [r['valid']['mean_task'] for r in runs]
@@ -352,6 +399,9 @@ def main(argv=None):
     ap.add_argument('--probe', action=argparse.BooleanOptionalAction, default=True, help='fit the floor in this run')
     ap.add_argument('--pseudo', type=float, metavar='MIN_PROB',
                     help='also train on eval photos predicted with every task at least MIN_PROB (transductive)')
+    ap.add_argument('--oof', action='store_true',
+                    help='also train on every other fold (folds - 1 more trainings per seed): out-of-fold scores, '
+                         'decision offsets cross-fitted by fold, eval with offsets fitted on every fold')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
     ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
     ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')

@@ -55,7 +55,8 @@ def load_script(name):
 
 def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     out = tmp_path / 'q.json'
-    load_script('quality').main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '2', '--out', str(out)])
+    load_script('quality').main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '2', '--oof',
+                                 '--out', str(out)])
     r = json.loads(out.read_text())
     summ = r['summary']
     for key in ('probe_f1_18', 'default_f1_18', 'default_tta_f1_18', 'default_degraded_f1_18', 'persons_f1_18',
@@ -66,6 +67,12 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     assert set(r['probe']) == {'crops', 'photos', 'floor'} and r['mode'] in ('tasks', 'joint')
     assert {'load_and_crop', 'probe', 'train_seed1', 'train_seed2', 'predict_eval_tta_seed2'} <= set(r['stages'])
     assert r['summary_stats']['default_f1_18']['spread'] >= 0 and r['wall_s'] > 0
+    for sd in ('1', '2'):      # out of fold: every training photo validated once, by the learner that never saw it
+        oof = r['seeds'][sd]['oof']
+        assert oof['folds'] == 3 and oof['photos'] == r['rows']['train'] + r['rows']['valid']
+        assert {'oof_seed1', 'oof_seed2'} <= set(r['stages']) and len(oof['offsets']['age']) == 3
+    for key in ('oof_plain_f1_18', 'oof_crossfit_tuned_f1_18', 'oof_eval_tuned_f1_18', 'oof_jittered_tuned_f1_18'):
+        assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
     ens = load_script('seed_ensemble').main(['--work', str(tmp_path / 'work'), '--seeds', '1', '2',
                                              '--data', str(tmp_path / 'work' / 'data')])
     for sd in ('1', '2'):      # each seed alone is what the protocol scored; the mean is a third answer
