@@ -3,6 +3,7 @@
     python bench/quality.py --seeds 777 1                       # the default recipe (settings.ini) + the floor
     python bench/quality.py --seeds 777 1 --config configs/seed.ini --name seed --no-probe
     python bench/quality.py --seeds 777 1 --oof --no-probe      # + the recipe on folds 1-4: out-of-fold evidence
+    python bench/quality.py --seeds 777 1 --full --no-probe     # + a learner on every training person
     python bench/quality.py --quick                             # tiny synthetic data, tiny model (CI)
 
 Fixed: the 600-person maskfaces build (make_maskfaces.py --persons 600, its default build seed), fold 0 of the
@@ -330,6 +331,21 @@ def run(a) -> dict:
             saved = {c: (work / f'sub_{seed}_{c}.csv.probs.npz', roots[c] / 'eval' / 'answers.csv') for c in roots}
             r['oof'] = oof_decisions(dirs, saved)
             rep.stage(f'oof_seed{seed}', time.perf_counter() - t0)
+        if a.full:       # the submission recipe: every training person, the fixed epoch count
+            t0 = time.perf_counter()
+            fdir = work / 'models' / f'seed{seed}_full'
+            shutil.rmtree(fdir, ignore_errors=True)
+            train_learners(table, with_seed(s, seed), learners_for('all', s), [None], export_dir=fdir, progress=False)
+            for copy in roots:
+                r[f'full_{copy}'] = predict_scores(s, roots[copy], fdir, work / f'sub_{seed}_full_{copy}.csv', False)
+            # fold-0 evidence for it (a full learner has no fold left to validate on): the same recipe trained
+            # without fold 1's persons; if 3/4 of the persons score below 4/4 on fold 0, 5/4 is the next step
+            ldir = work / 'models' / f'seed{seed}_less'
+            shutil.rmtree(ldir, ignore_errors=True)
+            train_learners(table[table.fold != 1], with_seed(s, seed), learners_for('all', s), [0], export_dir=ldir,
+                           progress=False)
+            r['valid_less'] = valid_scores(ldir)
+            rep.stage(f'full_seed{seed}', time.perf_counter() - t0)
         if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
             t0 = time.perf_counter()
             ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
@@ -352,6 +368,10 @@ def run(a) -> dict:
     if a.oof:
         for key in ('plain', 'crossfit_tuned', 'eval_tuned', 'degraded_tuned', 'jittered_tuned'):
             summ[f'oof_{key}_f1_18'] = [r['oof'][key]['f1_18'] for r in runs]
+    if a.full:
+        for copy in ('eval', 'degraded', 'jittered'): summ[f'full_{copy}_f1_18'] = [r[f'full_{copy}']['f1_18'] for r in runs]
+        summ['valid_less_f1_18'] = [r['valid_less']['f1_18'] for r in runs]
+        summ['valid_less_mean_task_f1'] = [r['valid_less']['mean_task'] for r in runs]
     if a.pseudo: summ['persons_pseudo_f1_18'] = [r['eval_persons_pseudo']['f1_18'] for r in runs]
     summ['valid_f1_18'] = [r['valid']['f1_18'] for r in runs]
     summ['valid_mean_task_f1'] = [r['valid']['mean_task'] for r in runs]
@@ -402,6 +422,9 @@ def main(argv=None):
     ap.add_argument('--oof', action='store_true',
                     help='also train on every other fold (folds - 1 more trainings per seed): out-of-fold scores, '
                          'decision offsets cross-fitted by fold, eval with offsets fitted on every fold')
+    ap.add_argument('--full', action='store_true',
+                    help='also train on every training person for the fixed epochs (the submission recipe) and, as '
+                         'its fold-0 evidence, on all but fold 1')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
     ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
     ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')

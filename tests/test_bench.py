@@ -56,7 +56,7 @@ def load_script(name):
 def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     out = tmp_path / 'q.json'
     load_script('quality').main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '2', '--oof',
-                                 '--out', str(out)])
+                                 '--full', '--out', str(out)])
     r = json.loads(out.read_text())
     summ = r['summary']
     for key in ('probe_f1_18', 'default_f1_18', 'default_tta_f1_18', 'default_degraded_f1_18', 'persons_f1_18',
@@ -71,6 +71,10 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
         oof = r['seeds'][sd]['oof']
         assert oof['folds'] == 3 and oof['photos'] == r['rows']['train'] + r['rows']['valid']
         assert {'oof_seed1', 'oof_seed2'} <= set(r['stages']) and len(oof['offsets']['age']) == 3
+    for key in ('full_eval_f1_18', 'full_degraded_f1_18', 'full_jittered_f1_18', 'valid_less_f1_18'):
+        assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
+    assert {'full_seed1', 'full_seed2'} <= set(r['stages'])
+    assert sum(p.name.endswith('-full') for p in (tmp_path / 'work' / 'runs').iterdir()) == 2   # one per seed
     for key in ('oof_plain_f1_18', 'oof_crossfit_tuned_f1_18', 'oof_eval_tuned_f1_18', 'oof_jittered_tuned_f1_18'):
         assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
     ens = load_script('seed_ensemble').main(['--work', str(tmp_path / 'work'), '--seeds', '1', '2',
