@@ -52,7 +52,7 @@ from mcls.predict import predict_eval, predict_frame  # noqa: E402
 from mcls.pseudo import add_pseudo  # noqa: E402
 from mcls.settings import TASKS, load_settings  # noqa: E402
 from mcls.train import learners_for, train_learners, with_seed  # noqa: E402
-from mcls.tune import apply_offsets, fit_offsets, load_oof, write_offsets  # noqa: E402
+from mcls.tune import TUNING_FILE, apply_offsets, fit_offsets, load_oof, write_offsets  # noqa: E402
 
 sys.path.insert(0, str(ROOT / 'bench'))
 from degrade import degrade_copy  # noqa: E402
@@ -183,12 +183,24 @@ def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
     return out
 
 
-def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path) -> tuple[dict, float]:
-    "Train what `mcls train all` trains ([train] mode) with one training seed; fold-0 scores and seconds."
+def train_into(table: pd.DataFrame, s, seed: int, fold: int | None, model_dir: Path, keep: bool = False) -> float:
+    """Train what `mcls train all` trains ([train] mode) with one training seed, `fold` held out (None: every
+    photo), into `model_dir`; seconds. keep: a folder whose learners were exported with these very settings
+    (seed and paths included) is kept as it is, less the decision offsets a later stage fitted on it."""
+    ss, learners = with_seed(s, seed), learners_for('all', s)
+    ini = [model_dir / f'{t}.settings.ini' for t in learners]
+    if keep and all(p.exists() and p.read_text() == ss.to_ini() for p in ini):
+        (model_dir / TUNING_FILE).unlink(missing_ok=True)
+        return 0.0
     t0 = time.perf_counter()
     shutil.rmtree(model_dir, ignore_errors=True)
-    train_learners(table, with_seed(s, seed), learners_for('all', s), [0], export_dir=model_dir, progress=False)
-    secs = time.perf_counter() - t0
+    train_learners(table, ss, learners, [fold], export_dir=model_dir, progress=False)
+    return time.perf_counter() - t0
+
+
+def train_recipe(table: pd.DataFrame, s, seed: int, model_dir: Path, keep: bool = False) -> tuple[dict, float]:
+    "The recipe on fold 0 with one training seed; fold-0 scores and seconds."
+    secs = train_into(table, s, seed, 0, model_dir, keep)
     scores = valid_scores(model_dir)
     scores['decisions'] = fold0_decisions(table, s, model_dir)
     return scores, secs
@@ -234,10 +246,13 @@ def oof_decisions(model_dirs: list[Path], saved: dict[str, Path]) -> dict:
     return out
 
 
-def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool, persons: str = 'off') -> dict:
-    "Eval scores of one prediction; with persons = auto also the groups' purity and completeness."
+def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool, persons: str = 'off',
+                   keep: bool = False) -> dict:
+    """Eval scores of one prediction; with persons = auto also the groups' purity and completeness.
+    keep: a prediction already written (with its probabilities) is scored, not made again."""
     sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=data))
-    predict_eval(sd, [model_dir], out, tta=tta, progress=False, persons=persons)
+    if not (keep and out.exists() and Path(f'{out}.probs.npz').exists()):
+        predict_eval(sd, [model_dir], out, tta=tta, progress=False, persons=persons)
     sc = evaluate_files(out, data / 'eval' / 'answers.csv')
     res = {'f1_18': sc.f1, **sc.task_f1}
     if persons == 'auto': res['groups'] = grouping_quality(out, data / 'build_meta.csv')
@@ -311,39 +326,35 @@ def run(a) -> dict:
     for seed in a.seeds:
         model_dir = work / 'models' / f'seed{seed}'
         r = rep.data['seeds'][str(seed)] = {}
-        r['valid'], secs = train_recipe(table, s, seed, model_dir)
+        r['valid'], secs = train_recipe(table, s, seed, model_dir, a.keep)
         rep.stage(f'train_seed{seed}', secs)
         for key, copy, tta, persons in PREDICTIONS:
             t0 = time.perf_counter()
-            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons)
+            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons, a.keep)
             rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
         r['offsets'] = tune_on_fold0(model_dir)      # the same learners, decisions tuned: reported beside
         for key, copy, persons in (('eval_tuned', 'eval', 'off'), ('eval_persons_tuned', 'eval', 'auto')):
-            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons)
+            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons, a.keep)
         if a.oof:        # the recipe on every other fold too: decisions from five times the persons
             t0 = time.perf_counter()
             dirs = [model_dir]
             for k in range(1, s.split.folds):
                 dirs.append(work / 'models' / f'seed{seed}_fold{k}')
-                shutil.rmtree(dirs[-1], ignore_errors=True)
-                train_learners(table, with_seed(s, seed), learners_for('all', s), [k], export_dir=dirs[-1],
-                               progress=False)
+                train_into(table, s, seed, k, dirs[-1], a.keep)
             saved = {c: (work / f'sub_{seed}_{c}.csv.probs.npz', roots[c] / 'eval' / 'answers.csv') for c in roots}
             r['oof'] = oof_decisions(dirs, saved)
             rep.stage(f'oof_seed{seed}', time.perf_counter() - t0)
         if a.full:       # the submission recipe: every training person, the fixed epoch count
             t0 = time.perf_counter()
             fdir = work / 'models' / f'seed{seed}_full'
-            shutil.rmtree(fdir, ignore_errors=True)
-            train_learners(table, with_seed(s, seed), learners_for('all', s), [None], export_dir=fdir, progress=False)
+            train_into(table, s, seed, None, fdir, a.keep)
             for copy in roots:
-                r[f'full_{copy}'] = predict_scores(s, roots[copy], fdir, work / f'sub_{seed}_full_{copy}.csv', False)
+                r[f'full_{copy}'] = predict_scores(s, roots[copy], fdir, work / f'sub_{seed}_full_{copy}.csv', False,
+                                                   keep=a.keep)
             # fold-0 evidence for it (a full learner has no fold left to validate on): the same recipe trained
             # without fold 1's persons; if 3/4 of the persons score below 4/4 on fold 0, 5/4 is the next step
             ldir = work / 'models' / f'seed{seed}_less'
-            shutil.rmtree(ldir, ignore_errors=True)
-            train_learners(table[table.fold != 1], with_seed(s, seed), learners_for('all', s), [0], export_dir=ldir,
-                           progress=False)
+            train_into(table[table.fold != 1], s, seed, 0, ldir, a.keep)
             r['valid_less'] = valid_scores(ldir)
             rep.stage(f'full_seed{seed}', time.perf_counter() - t0)
         if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
@@ -351,7 +362,7 @@ def run(a) -> dict:
             ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
             r['pseudo_rows'] = int(ps_table.pseudo.sum())
             pdir = work / 'models' / f'seed{seed}_pseudo'
-            train_learners(ps_table, with_seed(s, seed), learners_for('all', s), [0], export_dir=pdir, progress=False)
+            train_into(ps_table, s, seed, 0, pdir)     # never kept: which photos joined depends on MIN_PROB
             r['eval_persons_pseudo'] = predict_scores(s, data, pdir, work / f'sub_{seed}_pseudo.csv', False, 'auto')
             rep.stage(f'pseudo_seed{seed}', time.perf_counter() - t0)
 
@@ -425,6 +436,9 @@ def main(argv=None):
     ap.add_argument('--full', action='store_true',
                     help='also train on every training person for the fixed epochs (the submission recipe) and, as '
                          'its fold-0 evidence, on all but fold 1')
+    ap.add_argument('--keep', action='store_true',
+                    help="reuse --work's learners exported with this very recipe and seed, and its predictions: "
+                         'a run cut short, or extended with --oof / --full, does only what is missing')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
     ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
     ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')

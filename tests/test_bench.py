@@ -77,6 +77,11 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     assert sum(p.name.endswith('-full') for p in (tmp_path / 'work' / 'runs').iterdir()) == 2   # one per seed
     for key in ('oof_plain_f1_18', 'oof_crossfit_tuned_f1_18', 'oof_eval_tuned_f1_18', 'oof_jittered_tuned_f1_18'):
         assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
+    again = load_script('quality').main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '--oof', '--full',
+                                         '--keep', '--no-probe', '--out', str(tmp_path / 'again.json')])
+    assert again['stages']['train_seed1'] == 0       # every learner kept: the same scores, nothing trained again
+    for key in ('valid', 'eval', 'eval_tuned', 'jittered_persons', 'oof', 'full_eval', 'valid_less'):
+        assert again['seeds']['1'][key] == r['seeds']['1'][key], key
     ens = load_script('seed_ensemble').main(['--work', str(tmp_path / 'work'), '--seeds', '1', '2',
                                              '--data', str(tmp_path / 'work' / 'data')])
     for sd in ('1', '2'):      # each seed alone is what the protocol scored; the mean is a third answer
