@@ -162,6 +162,19 @@ def valid_scores(model_dir: Path) -> dict:
     return scores(pred, z['mask']['labels'])
 
 
+def crossfit_labels(probs: dict[str, np.ndarray], truth: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """18-class labels decided with per-task offsets fitted on the other parts' photos and applied to each part's
+    (`parts`: one part id per photo), so no photo is decided by offsets fitted on it."""
+    y = dict(zip(('mask', 'gender', 'age'), decode(truth)))
+    tuned = {t: np.zeros(len(truth), int) for t in TASKS}
+    for p in np.unique(parts):
+        fit_on = parts != p
+        for t in TASKS:
+            off, _, _ = fit_offsets(probs[t][fit_on], y[t][fit_on])
+            tuned[t][~fit_on] = apply_offsets(probs[t][~fit_on], off).argmax(1)
+    return encode(tuned['mask'], tuned['gender'], tuned['age'])
+
+
 def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
     """Evidence on fold 0 for the two choices that training does not make. TTA: fold-0 F1 with the recipe's TTA.
     Decision offsets: fitted on fold 0 they always win there, so cross-fit them: fit on one half of fold 0's persons,
@@ -173,13 +186,7 @@ def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
     person = valid.set_index('file').loc[z['mask']['files'], 'person'].to_numpy()
     half = np.isin(person, np.unique(person)[::2])
     truth = z['mask']['labels']
-    tuned = {t: np.zeros(len(truth), int) for t in TASKS}
-    for fit_on in (half, ~half):
-        for t in TASKS:
-            y = decode(truth)[('mask', 'gender', 'age').index(t)]
-            off, _, _ = fit_offsets(z[t]['probs'][fit_on], y[fit_on])
-            tuned[t][~fit_on] = apply_offsets(z[t]['probs'][~fit_on], off).argmax(1)
-    out['crossfit_tuned'] = scores(encode(tuned['mask'], tuned['gender'], tuned['age']), truth)
+    out['crossfit_tuned'] = scores(crossfit_labels({t: z[t]['probs'] for t in TASKS}, truth, half), truth)
     return out
 
 
@@ -221,28 +228,20 @@ def oof_decisions(model_dirs: list[Path], saved: dict[str, Path]) -> dict:
     folds, applied to each). Offsets fitted on all folds then decide the fold-0 learner's saved eval answers
     (`saved`: copy -> probabilities), as `mcls tune` over five folds would."""
     z = [{t: np.load(d / f'{t}.valid.npz') for t in TASKS} for d in model_dirs]
-    truth = [zi['mask']['labels'] for zi in z]
+    probs = {t: np.concatenate([zi[t]['probs'] for zi in z]) for t in TASKS}
+    truth = np.concatenate([zi['mask']['labels'] for zi in z])
+    fold = np.concatenate([np.full(len(zi['mask']['labels']), k) for k, zi in enumerate(z)])
     order = ('mask', 'gender', 'age')
-    tuned, everywhere = {}, {}
-    for t in TASKS:
-        y = [decode(lab)[order.index(t)] for lab in truth]
-        probs = [zi[t]['probs'] for zi in z]
-        parts = []
-        for k in range(len(z)):
-            rest = [j for j in range(len(z)) if j != k]
-            off, _, _ = fit_offsets(np.concatenate([probs[j] for j in rest]), np.concatenate([y[j] for j in rest]))
-            parts.append(apply_offsets(probs[k], off).argmax(1))
-        tuned[t] = np.concatenate(parts)
-        everywhere[t] = fit_offsets(np.concatenate(probs), np.concatenate(y))[0]
-    truth = np.concatenate(truth)
-    plain = encode(*(np.concatenate([zi[t]['probs'] for zi in z]).argmax(1) for t in order))
-    out = {'folds': len(z), 'photos': int(len(truth)), 'plain': scores(plain, truth),
-           'crossfit_tuned': scores(encode(*(tuned[t] for t in order)), truth),
+    y = dict(zip(order, decode(truth)))
+    everywhere = {t: fit_offsets(probs[t], y[t])[0] for t in TASKS}
+    out = {'folds': len(z), 'photos': int(len(truth)),
+           'plain': scores(encode(*(probs[t].argmax(1) for t in order)), truth),
+           'crossfit_tuned': scores(crossfit_labels(probs, truth, fold), truth),
            'offsets': {t: everywhere[t].round(3).tolist() for t in TASKS}}
     for copy, (probs_file, answers) in saved.items():
         zc = np.load(probs_file)
-        y = read_labels(answers).set_index('ImageID').loc[zc['image_ids'], 'ans'].to_numpy()
-        out[f'{copy}_tuned'] = scores(encode(*(apply_offsets(zc[t], everywhere[t]).argmax(1) for t in order)), y)
+        ans = read_labels(answers).set_index('ImageID').loc[zc['image_ids'], 'ans'].to_numpy()
+        out[f'{copy}_tuned'] = scores(encode(*(apply_offsets(zc[t], everywhere[t]).argmax(1) for t in order)), ans)
     return out
 
 
