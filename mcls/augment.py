@@ -6,9 +6,9 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import torch
-from fastai.vision.all import DisplayedTransform, PILImage
+from fastai.vision.all import BILINEAR, DisplayedTransform, PILImage
 
-__all__ = ['PIPELINES', 'pipeline_names', 'build_pipeline', 'AlbumentationsTransform']
+__all__ = ['PIPELINES', 'pipeline_names', 'build_pipeline', 'Squish', 'AlbumentationsTransform']
 
 
 def _geometry(rotate: int = 20):
@@ -91,9 +91,21 @@ def build_pipeline(name: str) -> A.Compose:
     raise ValueError(f'unknown pipeline {name!r}: use one of {pipeline_names()} or an albumentations JSON/YAML file')
 
 
+class Squish(DisplayedTransform):
+    """The pixels of fastai's `Resize(size, method='squish')` at less cost: that one crops the whole photo and pads it
+    by zero through a NumPy round trip before resizing (a third of the time of augmenting a photo)."""
+    order = 1
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def encodes(self, img: PILImage): return img.resize((self.size, self.size), BILINEAR)
+
+
 class AlbumentationsTransform(DisplayedTransform):
     "Apply a named albumentations pipeline to PIL images of the training split (split_idx 0) only."
-    split_idx, order = 0, 2     # after Resize (order 1): augment at model size, which is cheaper
+    split_idx, order = 0, 2     # after Squish (order 1): augment at model size, which is cheaper
 
     def __init__(self, pipeline: str):
         super().__init__()

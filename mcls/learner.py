@@ -12,11 +12,11 @@ import pandas as pd
 import timm
 import torch
 from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, CrossEntropyLossFlat, DataBlock, F1Score,
-                               FocalLossFlat, ImageBlock, IntToFloatTensor, Learner, Normalize, OptimWrapper, Resize,
+                               FocalLossFlat, ImageBlock, IntToFloatTensor, Learner, Normalize, OptimWrapper,
                                ToTensor, TransformBlock, accuracy, imagenet_stats, params)
 from fastai.vision.learner import create_timm_model
 
-from .augment import AlbumentationsTransform, build_pipeline
+from .augment import AlbumentationsTransform, Squish, build_pipeline
 from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import age_group
@@ -57,7 +57,7 @@ def norm_stats(arch: str) -> tuple[tuple, tuple]:
 
 def item_tfms(size: int, pipeline: str | None):
     "Complete item pipeline (fastai's tta replaces the loader's whole, so it must be complete)."
-    return [Resize(size, method='squish'), *([AlbumentationsTransform(pipeline)] if pipeline else []), ToTensor()]
+    return [Squish(size), *([AlbumentationsTransform(pipeline)] if pipeline else []), ToTensor()]
 
 
 def batch_tfms(arch: str):

@@ -4,9 +4,9 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
-from fastai.vision.all import PILImage
+from fastai.vision.all import PILImage, Resize
 
-from mcls.augment import PIPELINES, AlbumentationsTransform, build_pipeline
+from mcls.augment import PIPELINES, AlbumentationsTransform, Squish, build_pipeline
 from mcls.learner import task_dls
 from mcls.train import training_table
 from tests.conftest import tiny_settings
@@ -17,6 +17,15 @@ def test_every_pipeline_runs(name):
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     out = build_pipeline(name)(image=img)['image']
     assert out.shape == img.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize('shape', [(256, 256), (97, 150), (40, 31)])
+@pytest.mark.parametrize('split_idx', [0, 1])
+def test_squish_gives_fastai_resize_pixels(shape, split_idx):
+    img = PILImage.create(np.random.default_rng(1).integers(0, 255, (*shape, 3), dtype=np.uint8))
+    ours, theirs = Squish(64)(img, split_idx=split_idx), Resize(64, method='squish')(img, split_idx=split_idx)
+    assert isinstance(ours, PILImage) and ours.size == (64, 64)
+    assert (np.asarray(ours) == np.asarray(theirs)).all()
 
 
 def test_real_pipelines_add_capture_degradations():
