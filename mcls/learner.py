@@ -12,11 +12,12 @@ import pandas as pd
 import timm
 import torch
 from fastai.vision.all import (CategoryBlock, ColReader, ColSplitter, CrossEntropyLossFlat, DataBlock, F1Score,
-                               FocalLossFlat, ImageBlock, IntToFloatTensor, Learner, Normalize, OptimWrapper,
+                               FocalLossFlat, IntToFloatTensor, Learner, Normalize, OptimWrapper,
                                ToTensor, TransformBlock, accuracy, imagenet_stats, params)
 from fastai.vision.learner import create_timm_model
 
 from .augment import AlbumentationsTransform, Squish, build_pipeline
+from .decode import CropBlock
 from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import age_group
@@ -65,10 +66,10 @@ def batch_tfms(arch: str):
 
 
 def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBlock:
-    """ImageBlock over cached crops -> CategoryBlock of the task's target (joint: one encoded integer);
+    """Cached crops (decoded at the training size with `decode_at_size`) -> CategoryBlock of the task's target (joint: one encoded integer);
     `is_valid` column splits (person-aware)."""
     y_block = TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else CategoryBlock(vocab=list(range(N_OUT[ts.task])))
-    return DataBlock(blocks=(ImageBlock, y_block),
+    return DataBlock(blocks=(CropBlock(ts.size if ts.decode_at_size else None), y_block),
                      get_x=ColReader('crop'), get_y=ColReader(TARGET[ts.task]), splitter=ColSplitter('is_valid'),
                      item_tfms=item_tfms(ts.size, ts.pipeline if pipeline == 'train' else pipeline),
                      batch_tfms=batch_tfms(ts.arch))

@@ -71,6 +71,7 @@ class TaskSettings:
     mode: str = 'tasks'       # what `train all` trains: tasks (three learners) | joint (one backbone, three heads)
     precision: str = 'auto'   # auto | fp32 | bf16 (autocast; logits go to fp32 before losses and softmax)
     channels_last: bool = True
+    decode_at_size: bool = False   # JPEG crops decoded DCT-scaled to no less than size (mcls.decode), not whole
     freeze_epochs: int = 1    # fit = fine_tune: epochs of the head alone, counted in `epochs`
     lr_mult: float = 100.0    # fit = fine_tune: head rate / earliest body rate (body groups spaced geometrically)
     age_head: str = 'groups'  # groups: 3-class head | ordinal: one logit per year threshold (learns from years)
