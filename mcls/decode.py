@@ -17,8 +17,9 @@ class OpenCrop(DisplayedTransform):
         super().__init__()
         self.size = size
 
-    def encodes(self, fn: Path | str):
-        with Image.open(fn) as im:
+    def encodes(self, o):
+        if not isinstance(o, (str, Path)): return PILImage.create(o)   # images, arrays, tensors, bytes: as fastai
+        with Image.open(o) as im:
             if self.size: im.draft('RGB', (self.size, self.size))
             return PILImage(im.convert('RGB'))
 

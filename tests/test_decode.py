@@ -35,6 +35,13 @@ def test_jpeg_decodes_no_smaller_than_size(tmp_path, size, decoded):
     assert np.abs(np.asarray(im, dtype=float) - bilinear).mean() < 3     # the same picture, resampled otherwise
 
 
+def test_images_and_arrays_pass_as_fastai_creates_them(tmp_path):
+    img = np.asarray(OpenCrop()(_photo(tmp_path / 'a.jpg')))
+    for o in (img, Image.fromarray(img)):
+        out = OpenCrop(64)(o)
+        assert isinstance(out, PILImage) and (np.asarray(out) == img).all()
+
+
 def test_png_decodes_whole(tmp_path):
     f = _photo(tmp_path / 'a.png', fmt='PNG')
     assert OpenCrop(128)(f).size == (256, 256)
