@@ -33,9 +33,11 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from mcls.atomic import write_text_atomic  # noqa: E402
+from mcls.augment import Squish  # noqa: E402
 from mcls.crop import attach_crops  # noqa: E402
 from mcls.demo import TINY  # noqa: E402
 from mcls.dataset import load_eval, load_train  # noqa: E402
+from mcls.decode import OpenCrop  # noqa: E402
 from mcls.evaluate import evaluate_files  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.learner import TARGET, make_model, norm_stats, resolve_workers, task_dls, task_targets  # noqa: E402
@@ -200,11 +202,12 @@ def _ceiling_one(ts, precision: str, channels_last: bool, seconds: float, min_st
     return {'steps': steps, 'seconds': round(dt, 2), 'images_per_s': steps * ts.batch / dt}
 
 
-def decode_profile(files: list[str], size: int, n: int = 200) -> dict:
-    "Seconds per photo to decode a cached crop and resize it to the training size, on one core (no augmentation)."
-    files = files[:n]
+def decode_profile(files: list[str], ts, n: int = 200) -> dict:
+    """Seconds per photo to decode a cached crop and resize it to the training size as mcls's loader does
+    (`decode_at_size` included), on one core, no augmentation."""
+    files, open_crop, squish = files[:n], OpenCrop(ts.size if ts.decode_at_size else None), Squish(ts.size)
     t0 = time.perf_counter()
-    for f in files: np.asarray(Image.open(f).convert('RGB').resize((size, size), Image.BILINEAR))
+    for f in files: np.asarray(squish(open_crop(f)))
     return {'photos': len(files), 'seconds_per_photo': (time.perf_counter() - t0) / max(len(files), 1)}
 
 
@@ -326,7 +329,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     t0 = time.perf_counter()
     rep.data['ceiling'] = ceiling(joint, p['ceiling_seconds'], p['ceiling_min_steps'])
     rep.stage('ceiling', time.perf_counter() - t0)
-    best_cfg = CEILING_CONFIGS[list(rep.data['ceiling']['configs']).index(rep.data['ceiling']['best'])]
+    best_cfg = next(c for c in CEILING_CONFIGS if describe(*c) == rep.data['ceiling']['best'])
     sj = dataclasses.replace(s, tasks={**s.tasks, 'joint': dataclasses.replace(joint, epochs=SPEED_EPOCHS)})
     t0 = time.perf_counter()
     ceils, trains = [rep.data['ceiling']['images_per_s']], []
@@ -342,7 +345,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     t0 = time.perf_counter()
     rep.data['input_pipeline'] = input_pipeline(fold_df, joint, p['input_seconds'], n_workers)
     rep.stage('input_pipeline', time.perf_counter() - t0)
-    rep.data['decode'] = decode_profile(fold_df.crop.tolist(), p['size'])
+    rep.data['decode'] = decode_profile(fold_df.crop.tolist(), joint)
     t0 = time.perf_counter()
     rep.data['startup'] = startup()
     rep.stage('startup', time.perf_counter() - t0)

@@ -66,8 +66,8 @@ def batch_tfms(arch: str):
 
 
 def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBlock:
-    """Cached crops (decoded at the training size with `decode_at_size`) -> CategoryBlock of the task's target (joint: one encoded integer);
-    `is_valid` column splits (person-aware)."""
+    """Cached crops (decoded at the training size with `decode_at_size`) -> CategoryBlock of the task's target
+    (joint: one encoded integer); `is_valid` column splits (person-aware)."""
     y_block = TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else CategoryBlock(vocab=list(range(N_OUT[ts.task])))
     return DataBlock(blocks=(CropBlock(ts.size if ts.decode_at_size else None), y_block),
                      get_x=ColReader('crop'), get_y=ColReader(TARGET[ts.task]), splitter=ColSplitter('is_valid'),
