@@ -12,8 +12,9 @@ import numpy as np
 
 from .errors import DataError, WriteError
 
-__all__ = ['atomic_path', 'atomic_dir', 'recover_dir', 'write_text_atomic', 'write_csv_atomic', 'remove_stray',
-           'storage_errors', 'read_npz']
+__all__ = ['atomic_path', 'atomic_paths', 'atomic_dir', 'recover_dir', 'write_text_atomic', 'write_csv_atomic',
+           'remove_stray', 'storage_errors', 'is_storage_error', 'read_npz', 'output_file', 'output_dir', 'folder_lock',
+           'process_alive', 'process_start']
 
 # errors of the disk or folder, not of the data: the user frees space or fixes permissions
 _STORAGE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
@@ -28,6 +29,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:     # someone else's process: alive
         pass
     return True
+
+
+def process_start(pid: int) -> int | None:
+    "The start time of process `pid` in clock ticks since boot (Linux), None where it cannot be read."
+    try:
+        return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, start: int | None = None) -> bool:
+    "Whether the process `pid` still runs; with `start` (process_start), a new process that reused the pid is not it."
+    if not _alive(pid): return False
+    return start is None or process_start(pid) in (None, start)
 
 
 def _owner(name: str) -> int | None:
@@ -50,18 +65,60 @@ def remove_stray(folder: Path | str, pattern: str = '.*.tmp*') -> int:
     return n
 
 
+# how writers that are not Python's own file objects (torch's zip writer, safetensors' Rust code) word a disk error
+_STORAGE_WORDS = ('no space left', 'file too large', 'disk quota', 'read-only file system', 'file write failed',
+                  'storagefull', 'filetoolarge', 'code: 28', 'code: 27')
+
+
+def is_storage_error(e: BaseException) -> bool:
+    "An error of the disk or folder (full, size limit, read-only), whichever library raised it."
+    if isinstance(e, WriteError): return False
+    if isinstance(e, OSError) and e.errno is not None: return e.errno in _STORAGE
+    return any(w in str(e).lower() for w in _STORAGE_WORDS)
+
+
 @contextmanager
 def storage_errors(dest: Path | str):
-    "OSErrors of the disk or folder while writing `dest` become one WriteError naming it and the fix."
+    """Disk and folder errors while writing `dest` (OSErrors, and torch's or safetensors' words for them) become
+    one WriteError naming it and the fix."""
     try:
         yield
-    except OSError as e:        # a WriteError (errno None) passes through unchanged
-        if e.errno in _IN_THE_WAY:
+    except Exception as e:      # a WriteError passes through unchanged
+        if isinstance(e, OSError) and e.errno in _IN_THE_WAY:
             raise WriteError(f'{dest}: could not be written ({e.strerror or e}: a file or folder is in the way at '
                              f'{e.filename or dest}); give another path or move it') from None
-        if e.errno not in _STORAGE: raise
-        raise WriteError(f'{dest}: could not be written ({e.strerror or e}); free disk space or make the folder '
+        if not is_storage_error(e): raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
+        raise WriteError(f'{dest}: could not be written ({why}); free disk space or make the folder '
                          f'writable, then run the command again') from None
+
+
+def output_file(path: Path | str, what: str) -> Path:
+    "Refuse, before any work, an output file path where a folder is (or a file stands where its folder goes)."
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f'{path}: {what} is a file, but a folder is in the way there; give a file path '
+                         f'or move the folder')
+    _no_file_above(path, what)
+    return path
+
+
+def output_dir(path: Path | str, what: str) -> Path:
+    "Refuse, before any work, an output folder path where a file is."
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WriteError(f'{path}: {what} is a folder, but a file is in the way there; give a folder path '
+                         f'or move the file')
+    _no_file_above(path, what)
+    return path
+
+
+def _no_file_above(path: Path, what: str):
+    for up in path.parents:
+        if up.exists():
+            if not up.is_dir():
+                raise WriteError(f'{path}: {what} cannot be written: {up} is a file, not a folder; give another path')
+            return
 
 
 @contextmanager
@@ -70,12 +127,68 @@ def atomic_path(dest: Path | str):
     dest = Path(dest)
     with storage_errors(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stray(dest.parent, f'.{dest.name}.*.tmp')     # what a killed writer of `dest` left
         tmp = dest.with_name(f'.{dest.name}.{os.getpid()}.tmp')
         try:
             yield tmp
             os.replace(tmp, dest)
         finally:
             if tmp.exists(): tmp.unlink()
+
+
+@contextmanager
+def atomic_paths(*dests: Path | str):
+    """Files that belong together (a submission and its probabilities): each is written to a temporary; only when
+    all are whole are they renamed, in the order given, and a failed rename puts back what was there before.
+    A kill between two renames can still part them: readers check a pairing token (see mcls.predict)."""
+    dests = [Path(d) for d in dests]
+    tmps = [d.with_name(f'.{d.name}.{os.getpid()}.tmp') for d in dests]
+    backups: dict[Path, Path] = {}
+    with storage_errors(dests[0]):
+        try:
+            for d in dests:
+                d.parent.mkdir(parents=True, exist_ok=True)
+                remove_stray(d.parent, f'.{d.name}.*.tmp*')
+            yield tmps
+            done = []
+            try:
+                for d, t in zip(dests, tmps):
+                    if d.exists():
+                        backups[d] = d.with_name(f'.{d.name}.{os.getpid()}.tmp.old')
+                        os.link(d, backups[d])
+                    os.replace(t, d)
+                    done.append(d)
+            except BaseException:
+                for d in done:
+                    if d in backups: os.replace(backups.pop(d), d)
+                    else: d.unlink(missing_ok=True)
+                raise
+        finally:
+            for p in (*tmps, *backups.values()): p.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_lock(dest: Path | str, what: str):
+    """Hold an exclusive lock on the output folder `dest` (a lock file beside it) while one process writes it:
+    a second writer is refused at once with one line; the lock dies with its process, even after kill -9."""
+    import fcntl
+    dest = Path(dest)
+    lock = dest.with_name(f'.{dest.name}.lock')
+    with storage_errors(lock):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, 'a+')
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or 'another process'
+            raise WriteError(f'{dest}: another training is writing this {what} ({holder}); wait for it to finish '
+                             f'or give another folder (--export-dir)') from None
+        fh.seek(0); fh.truncate(); fh.write(f'pid {os.getpid()}'); fh.flush()
+        yield dest
+    finally:
+        fh.close()
 
 
 def recover_dir(dest: Path | str) -> Path:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .errors import USER_ERRORS, UserError
 from .terminal import interactive
-from .settings import LEARNERS, TASKS, Settings, SettingsError, load_settings, parse_overrides
+from .settings import CHOICES, LEARNERS, TASKS, Settings, SettingsError, load_settings, parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
@@ -36,14 +36,13 @@ def _settings(config, sets, data=None, **named) -> Settings:
     return load_settings(config, overrides)
 
 
-class LossName(str, Enum):
-    ce = 'ce'
-    focal = 'focal'
+def _choices(name: str, key: str) -> type[Enum]:
+    "A CLI choice type from the one table of allowed values (mcls.settings.CHOICES)."
+    return Enum(name, {c: c for c in CHOICES[key]}, type=str)
 
 
-class PersonsMode(str, Enum):
-    auto = 'auto'
-    off = 'off'
+LossName = _choices('LossName', 'train.loss')
+PersonsMode = _choices('PersonsMode', 'predict.persons')
 
 
 class Split(str, Enum):
@@ -216,7 +215,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
     from .learner import check_task_settings
-    from .train import learners_for, train_learners
+    from .train import check_outputs, learners_for, train_learners
     s = _settings(config, set, data)
     tasks = learners_for(task.value, s)
     if resume:
@@ -229,6 +228,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
     for t in tasks: check_task_settings(s.tasks[t], full)     # every learner, before any work
     folds = [None] if full else _folds(fold, s.split.folds)    # before loading and cropping anything
+    check_outputs(s, tasks, folds, export_dir)
     table = _train_table(s)
     if pseudo is not None:
         from .pseudo import add_pseudo
@@ -311,10 +311,11 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
                 help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None):
     "Predict the eval photos with the three learners (fold folders are averaged) and write the submission."
     from .predict import predict_eval
+    from .atomic import output_file
     s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None})
+    out = output_file(out or s.predict.out, 'the submission')     # before any work
     dirs = _model_dirs(s, models)
     use_tta = s.predict.tta if tta is None else tta
-    out = out or s.predict.out
     t0 = time.perf_counter()
     sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
@@ -374,7 +375,8 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
     from .interpret import interpret_task
     t = task.value
     s = _settings(config, set, data)
-    model_dir = models or Path(s.paths.models) / f'fold{fold}'
+    from .train import export_dir_for
+    model_dir = models or export_dir_for(s, fold)
     for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers, pickle):
         console.print(f'wrote {p}')
 

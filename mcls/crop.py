@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from .atomic import atomic_path, remove_stray
-from .errors import DataError, WriteError
+from .atomic import atomic_path, output_dir, remove_stray
+from .errors import ConfigError, DataError, WriteError
 from .images import UnreadableImage, open_rgb
 from .settings import CropSettings
 
@@ -128,6 +128,12 @@ def face_box(box, w: int, h: int, margin: float) -> tuple[float, float, float, f
 def detector(cs: CropSettings) -> MTCNN:
     import torch
     device = cs.device if cs.device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not (torch.cuda.is_available() and
+                                          int(device.partition(':')[2] or 0) < torch.cuda.device_count()):
+        raise ConfigError(f'[crop] device = {cs.device}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here; '
+                          f'use auto or cpu')
+    if device == 'mps' and not torch.backends.mps.is_available():
+        raise ConfigError('[crop] device = mps: no Apple GPU here; use auto or cpu')
     return MTCNN(keep_all=False, select_largest=True, device=device)
 
 
@@ -143,7 +149,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
     Unreadable photos are skipped and counted, or raise DataError naming the file when `strict` (eval photos).
     Photos are detected in batches of equal size (MTCNN batches need it); each crop is written atomically and
     verified, so a killed run resumes where it stopped and a cache entry is always whole."""
-    cache = Path(cache)
+    cache = output_dir(cache, 'the crop cache (paths.cache)')
     stats, out, todo = CropStats(total=len(files)), {}, []
 
     def unreadable(f, reason: str, message: str):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .csvs import read_csv
 from .errors import DataError
 from .images import IMAGE_EXTS, is_hidden
 from .labels import GENDERS, MASK_STEMS, age_group, encode
@@ -38,33 +39,20 @@ class LoadReport:
         log.warning('skipped %s: %s', path, reason)
 
 
-def inside(path: Path, root: Path, what: str):
-    """Every photo mcls reads lies inside the data folder once links are resolved: an absolute or `..` path in a
-    CSV, or a symlink out of the folder, is refused rather than followed."""
-    real, top = Path(path).resolve(), Path(root).resolve()
+def inside(path: Path, folder: Path, what: str):
+    """Every photo mcls reads lies inside the folder it belongs to (train/images, eval/images) once links are
+    resolved on both sides: a linked images folder is fine; an absolute or `..` path in a CSV, or a photo linking
+    out of its folder, is refused rather than followed."""
+    real, top = Path(path).resolve(), Path(folder).resolve()
     if real != top and top not in real.parents:
-        raise DataError(f'{what} leads outside the data folder {top} (to {real}); copy the photo into the data '
-                        f'folder and use a relative path')
-
-
-def _read_csv(path: Path, columns, fix: str) -> pd.DataFrame:
-    if not path.exists(): raise DataError(f'{path}: not found. {fix}')
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding='utf-8-sig')   # a BOM is no column name
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f'{path}: not a readable CSV ({e}). {fix}') from None
-    df.columns = [c.strip() for c in df.columns]
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(f'{path}: missing column(s) {missing}; found {list(df.columns)}. '
-                        f'The file needs the header {",".join(columns)}.')
-    return df
+        raise DataError(f'{what} leads outside {folder} (to {real}); copy the photo into {folder} and use a path '
+                        f'relative to it')
 
 
 def read_corrections(path: Path) -> pd.DataFrame:
     """Label corrections: CSV `key,field,value`. key is a person id (field gender or age) or an image
     `person_folder/stem` (field mask: wear|incorrect|not_wear or 0-2; or gender/age for that photo only)."""
-    df = _read_csv(Path(path), ('key', 'field', 'value'), 'Write it as key,field,value (see README).')
+    df = read_csv(path, ('key', 'field', 'value'), 'Write it as key,field,value (see README).')
     bad = df[~df.field.isin(['gender', 'age', 'mask'])]
     if len(bad):
         raise DataError(f'{path}: row {bad.index[0] + 2}: field {bad.field.iloc[0]!r} must be gender, age or mask')
@@ -114,7 +102,7 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
     file, person, folder, stem, mask, gender, age, age_group (true groups, boundary 60), label, race."""
     root, report = Path(root), report if report is not None else LoadReport()
     csv = root / 'train' / 'train.csv'
-    meta = _read_csv(csv, TRAIN_COLUMNS, 'Point --data at a folder in the competition layout.')
+    meta = read_csv(csv, TRAIN_COLUMNS, 'Point --data at a folder in the competition layout.')
     if not len(meta): raise DataError(f'{csv}: no persons (a header and no rows); add one row per person')
     for c in TRAIN_COLUMNS: meta[c] = meta[c].str.strip()
     dup = meta.id[meta.id.duplicated()]
@@ -135,7 +123,7 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
     for i, (person, folder, gender, age, race) in enumerate(zip(meta.id, meta.path, meta.gender.str.lower(),
                                                                 ages.astype(int), meta.race)):
         d = img_dir / folder
-        inside(d, root, f'{csv}: row {i + 2} (id {person}): path {folder!r}')
+        inside(d, img_dir, f'{csv}: row {i + 2} (id {person}): path {folder!r}')
         if not d.is_dir():
             raise DataError(f'{csv}: person {person}: folder {d} is missing. Restore it or remove the row.')
         found, stems = 0, {}
@@ -148,7 +136,7 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
                 raise DataError(f'{d}: two photos named {f.stem} ({stems[f.stem].name}, {f.name}); the stem names the '
                                 f'mask state, so keep one and move the other out of the folder')
             stems[f.stem] = f
-            inside(f, root, f'{csv}: person {person}: photo {f.name}')
+            inside(f, img_dir, f'{csv}: person {person}: photo {f.name}')
             rows.append((str(f), person, folder, f.stem, MASK_STEMS[f.stem], GENDERS.index(gender), age, race))
             found += 1
         if found != len(MASK_STEMS):
@@ -166,17 +154,22 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
 def load_eval(root: Path | str, report: LoadReport | None = None) -> pd.DataFrame:
     "`root/eval/info.csv` + `root/eval/images/` -> rows in info.csv's order with columns image_id, file."
     root = Path(root)
-    csv = root / 'eval' / 'info.csv'
-    info = _read_csv(csv, ('ImageID',), 'It needs the header ImageID,ans.')
+    csv, img_dir = root / 'eval' / 'info.csv', root / 'eval' / 'images'
+    info = read_csv(csv, ('ImageID',), 'It needs the header ImageID,ans.')
     if not len(info): raise DataError(f'{csv}: no rows (a header only); list one eval photo per row')
-    files = [root / 'eval' / 'images' / i.strip() for i in info.ImageID]
-    for i, f in enumerate(files): inside(f, root, f'{csv}: row {i + 2}: ImageID {info.ImageID[i]!r}')
+    ids = info.ImageID.str.strip()
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(f'{csv}: row {dup.index[0] + 2}: ImageID {dup.iloc[0]!r} is listed twice; a submission has '
+                        f'one row per photo, so remove the repeated row')
+    files = [img_dir / i for i in ids]
+    for i, f in enumerate(files): inside(f, img_dir, f'{csv}: row {i + 2}: ImageID {ids[i]!r}')
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise DataError(f'{csv}: {len(missing)} listed image(s) missing, first {missing[0]}. '
                         f'Restore them or remove their rows.')
     if report is not None: report.eval_images = len(files)
-    return pd.DataFrame({'image_id': info.ImageID.str.strip(), 'file': [str(f) for f in files]})
+    return pd.DataFrame({'image_id': ids, 'file': [str(f) for f in files]})
 
 
 def train_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 demo, the tests and the benchmarks' quick forms share."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def run_demo(root: Path | str = 'data/demo', persons: int = 100, epochs: int = 8
     table = training_table(s)
     say(f'[2/4] cropped {len(table)} photos into {s.paths.cache}')
     model_dir = Path(s.paths.models) / 'fold0'
+    shutil.rmtree(model_dir, ignore_errors=True)     # an earlier demo's learners may be of the other [train] mode
     train_learners(table, s, learners_for('all', s), [0], export_dir=model_dir, workers=0,
                    on_result=lambda r: say(f'[3/4] trained {r.task}: valid macro F1 {r.valid_f1:.3f} '
                                            f'({r.seconds:.0f} s, run {r.run_dir})'))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from .csvs import read_csv
 from .errors import DataError
 from .labels import N_CLASSES, class_name, decode
 from .plots import pyplot, save_figure
@@ -27,11 +28,9 @@ class Scores:
 def read_labels(path: Path | str) -> pd.DataFrame:
     "A CSV with ImageID,ans where ans is a class 0-17; a clear error otherwise."
     path = Path(path)
-    if not path.exists(): raise DataError(f'{path}: not found')
-    df = pd.read_csv(path, dtype={'ImageID': str})
-    missing = [c for c in ('ImageID', 'ans') if c not in df.columns]
-    if missing: raise DataError(f'{path}: missing column(s) {missing}; it needs the header ImageID,ans')
-    ans = pd.to_numeric(df.ans, errors='coerce')
+    df = read_csv(path, ('ImageID', 'ans'), 'It needs the header ImageID,ans and one class 0-17 per row.')
+    df['ImageID'] = df.ImageID.str.strip()
+    ans = pd.to_numeric(df.ans.str.strip(), errors='coerce')
     bad = df[ans.isna() | (ans < 0) | (ans >= N_CLASSES) | (ans % 1 != 0)]
     if len(bad): raise DataError(f'{path}: row {bad.index[0] + 2}: ans {bad.ans.iloc[0]} is not a class 0-17')
     if df.ImageID.duplicated().any():
@@ -64,9 +63,7 @@ def evaluate_files(submission: Path | str, answers: Path | str) -> Scores:
 
 def persons_of(image_ids, persons_map: Path | str) -> np.ndarray:
     "The person of each ImageID from a build's `file,split,id` map (benchmarks only: predict never reads it)."
-    meta = pd.read_csv(persons_map, dtype=str)
-    if not {'file', 'id'} <= set(meta.columns):
-        raise DataError(f'{persons_map}: needs the columns file,id (a maskfaces build_meta.csv)')
+    meta = read_csv(persons_map, ('file', 'id'), 'Give a file,id CSV such as a maskfaces build_meta.csv.')
     person = dict(zip(meta.file.str.rsplit('/', n=1).str[-1], meta.id))
     ids = [person.get(i) for i in image_ids]
     if None in ids:
@@ -78,9 +75,9 @@ def grouping_quality(submission: Path | str, persons_map: Path | str) -> dict:
     """Purity, completeness and share of groups of 7 of the person groups saved beside a submission
     (`<submission>.probs.npz`, written by predict with persons = auto), against a build's `file,split,id` map."""
     from .persons import group_quality
-    from .atomic import read_npz
-    z = read_npz(f'{submission}.probs.npz', ('image_ids', 'groups'),
-                 f'predict with --persons auto writes it, with person groups, beside {submission}')
+    from .submission import read_submission_probs
+    z = read_submission_probs(submission, ('groups',),
+                              f'predict with --persons auto writes it, with person groups, beside {submission}')
     return group_quality(z['groups'], persons_of(list(z['image_ids']), persons_map))
 
 

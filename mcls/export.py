@@ -14,14 +14,33 @@ from PIL import Image
 from fastai.vision.all import load_learner
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_dir, recover_dir
-from .errors import DataError
+from .atomic import atomic_dir, output_dir, recover_dir
+from .errors import DataError, UserError
 from .learner import build_learner, norm_stats, task_datablock
 from .persons import PERSONS_FILE
-from .settings import Settings, load_settings
+from .settings import LEARNERS, TASKS, Settings, load_settings
 from .tune import TUNING_FILE
 
-__all__ = ['export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
+__all__ = ['learners_in', 'check_export_dir', 'export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
+
+
+def learners_in(model_dir: Path) -> tuple[str, ...]:
+    "What a model folder holds: one joint learner, or the three task learners (complete or not)."
+    return ('joint',) if (Path(model_dir) / 'joint.json').exists() else TASKS
+
+
+def check_export_dir(dest: Path, learner: str) -> Path:
+    """Refuse, before any work, an export folder that is a file or holds learners of the other kind: `predict`
+    reads a joint learner or three task learners from a folder, never both, so one would be silently ignored."""
+    dest = output_dir(dest, 'the export folder')
+    if not dest.is_dir(): return dest
+    kind = 'joint' if learner == 'joint' else 'task'
+    other = [t for t in LEARNERS if (t == 'joint') != (kind == 'joint') and (recover_dir(dest) / f'{t}.json').exists()]
+    if other:
+        raise UserError(f'{dest} holds {"a joint learner" if kind == "task" else "task learners (" + ", ".join(other) + ")"}; '
+                        f'a {learner} learner cannot share the folder (predict would use one kind and ignore the '
+                        f'other): give --export-dir another folder, or delete {dest}')
+    return dest
 
 
 def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | None = None,
@@ -30,6 +49,7 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
     `extra` files (e.g. validation probabilities) into `dest_dir` as one unit: a copy of the folder gets the new
     files and replaces it whole, so a kill leaves the old folder or the new one, never a mix."""
     task = ts.task
+    check_export_dir(dest_dir, task)
     with atomic_dir(dest_dir) as d:
         # the copy's files are hard links to the old folder's: unlink each before writing it, never write into it;
         # tuning and persons files were fitted on the learners this export replaces

@@ -10,11 +10,10 @@ from fastai.vision.all import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix
 
 from .evaluate import plot_confusion
-from .export import load_task_learner
+from .export import learners_in, load_task_learner
 from .joint import decode_target, split_probs
 from .learner import task_dls
 from .plots import pyplot, save_figure
-from .predict import learners_in
 from .settings import load_settings
 from .suspects import VALUE_NAMES, contact_sheet
 

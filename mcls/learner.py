@@ -1,7 +1,9 @@
 """Per-task DataBlocks and Learners on timm backbones: targets, pipelines, normalisation, losses, weights."""
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 import os
 import socket
 from pathlib import Path
@@ -21,7 +23,7 @@ from .decode import CropBlock
 from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import age_group
-from .settings import TaskSettings
+from .settings import TaskSettings, check_value
 
 __all__ = ['N_OUT', 'TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
            'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
@@ -133,8 +135,14 @@ def _hub_cached(arch: str) -> bool:
 
 
 def check_task_settings(ts: TaskSettings, full: bool = False):
-    "Fail before training starts, with the setting's name and the fix (`full`: training on all photos)."
+    """Fail before training starts, with the setting's name and the fix (`full`: training on all photos). Single
+    values were checked against mcls.settings.CHOICES / LIMITS when the settings were read; these need more."""
     t = f'[{ts.task}]'
+    for f in dataclasses.fields(ts):      # what the settings loader checked, for settings built in code
+        try:
+            check_value(ts.task, f.name, getattr(ts, f.name))
+        except ValueError as e:
+            raise ConfigError(f'{t} {f.name} = {getattr(ts, f.name)!r}: {e}') from None
     if not timm.is_model(ts.arch):
         close = timm.list_models(f'*{ts.arch.split("_")[0]}*')[:5]
         raise ConfigError(f'{t} arch = {ts.arch!r} is not a timm model (similar: {close})')
@@ -142,20 +150,12 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
         build_pipeline(ts.pipeline)
     except ValueError as e:
         raise ConfigError(f'{t} pipeline: {e}') from None
-    if ts.lr <= 0: raise ConfigError(f'{t} lr = {ts.lr}: must be > 0 (the seed used 1e-4 to 3e-4)')
-    if ts.epochs < 1 or ts.full_epochs < 1: raise ConfigError(f'{t} epochs and full_epochs must be >= 1')
-    if ts.batch < 1 or ts.size < 16: raise ConfigError(f'{t} batch must be >= 1 and size >= 16')
-    if ts.loss not in ('ce', 'focal'): raise ConfigError(f'{t} loss = {ts.loss!r}: use ce or focal')
     if ts.loss == 'focal' and ts.label_smoothing and ts.task != 'joint':
         raise ConfigError(f'{t} label_smoothing = {ts.label_smoothing} is ignored by fastai\'s focal loss: '
                           f'set loss = ce, or label_smoothing = 0 (the joint learner supports both together)')
-    if ts.fit not in ('one_cycle', 'fine_tune'): raise ConfigError(f'{t} fit = {ts.fit!r}: use one_cycle or fine_tune')
     epochs, name = (ts.full_epochs, 'full_epochs') if full else (ts.epochs, 'epochs')
     if ts.fit == 'fine_tune' and not 0 < ts.freeze_epochs < epochs:
         raise ConfigError(f'{t} fit = fine_tune needs 0 < freeze_epochs ({ts.freeze_epochs}) < {name} ({epochs})')
-    if ts.lr_mult < 1: raise ConfigError(f'{t} lr_mult = {ts.lr_mult}: must be >= 1 (head rate / earliest body rate)')
-    if ts.age_head not in ('groups', 'ordinal'):
-        raise ConfigError(f'{t} age_head = {ts.age_head!r}: use groups or ordinal')
     if ts.age_head == 'ordinal' and ts.task != 'joint':
         raise ConfigError(f'{t} age_head = ordinal needs the joint learner (`mcls train joint`)')
     if ts.task == 'joint' and ts.age_head == 'ordinal' and ts.boundary not in AGE_THRESHOLDS:
@@ -163,39 +163,50 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
                           f'{AGE_THRESHOLDS[0]}-{AGE_THRESHOLDS[-1]}; pick one of them')
     if ts.task == 'joint' and ts.task_weights and len(ts.task_weights) != 3:
         raise ConfigError(f'{t} task_weights needs 3 values (mask, gender, age), got {len(ts.task_weights)}')
-    if ts.precision not in ('auto', 'fp32', 'bf16'): raise ConfigError(f'{t} precision = {ts.precision!r}: use auto, fp32 or bf16')
-    if ts.mix not in ('none', 'mixup', 'cutmix'): raise ConfigError(f'{t} mix = {ts.mix!r}: use none, mixup or cutmix')
-    if ts.old_weight <= 0: raise ConfigError(f'{t} old_weight = {ts.old_weight}: must be > 0 (1 = plain shuffling)')
     n_cls = 3 if ts.task == 'joint' else N_OUT[ts.task]
     if ts.class_weights and len(ts.class_weights) != n_cls:
         raise ConfigError(f'{t} class_weights needs {n_cls} values, got {len(ts.class_weights)}')
     if ts.weights is not None and not ts.weights.is_file():
         raise ConfigError(f'{t} weights = {ts.weights}: file not found. Give an existing .safetensors/.pth file '
                           f'(--weights) or use --no-pretrained')
-    if ts.pretrained and ts.weights is not None: _check_weights(ts.arch, ts.weights.resolve(), ts.weights.stat().st_mtime)
+    if ts.pretrained and ts.weights is not None:
+        _check_weights(ts.arch, ts.weights.resolve(), ts.weights.stat().st_mtime, ts.partial_weights)
     if ts.pretrained and ts.weights is None and not _hub_cached(ts.arch) and not _hub_reachable():
         raise ConfigError(f'{t} ImageNet weights for {ts.arch} are not cached and the hub cannot be reached: '
                           f'pass --weights path/to/{ts.arch}.safetensors, or --no-pretrained to start from scratch')
 
 
 @functools.lru_cache(maxsize=8)
-def _check_weights(arch: str, weights: Path, mtime: float):
-    "Local weights must load into `arch` (a garbage file or another model's weights fail here, not mid-run)."
+def _check_weights(arch: str, weights: Path, mtime: float, partial: bool = False):
+    """Local weights must fill every tensor of `arch`'s backbone by name and shape (BatchNorm's step counters
+    aside): timm loads non-strictly, so a file of another model would leave layers random without a word.
+    `partial` (setting partial_weights) accepts a file that fills some of them, e.g. a backbone of another width."""
     try:
-        model = timm.create_model(arch, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(file=str(weights)))
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
         sd, own = timm.models.load_state_dict(str(weights)), model.state_dict()
+        own = {k: v for k, v in own.items() if not k.endswith('num_batches_tracked')}
         hit = sum(k in sd and tuple(sd[k].shape) == tuple(v.shape) for k, v in own.items())
-        if hit < len(own) / 2:     # timm loads non-strictly: another model's weights would leave it random
-            raise ValueError(f'only {hit} of its {len(own)} tensors match')
-    except Exception as e:  # noqa: BLE001 - unreadable, not weights, or another architecture: one fix
-        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} ({type(e).__name__}: '
-                          f'{str(e).splitlines()[0][:160]}); give the file made for {arch} (--weights) or set arch '
-                          f'to the model it holds') from None
+    except Exception as e:  # noqa: BLE001 - unreadable or not weights: one fix
+        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} (timm cannot read it: {type(e).__name__}: '
+                          f'{str(e).splitlines()[0][:160]}); give the file made for {arch} (--weights)') from None
+    if hit == 0 or (hit < len(own) and not partial):
+        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch}: only {hit} of its {len(own)} tensors '
+                          f'fit by name and shape; give the file made for {arch} (--weights), set arch to the model it '
+                          f'holds, or set partial_weights = true to load the {hit} that fit')
 
 
 def make_model(ts: TaskSettings, pretrained: bool | None = None):
     "fastai body + head on a timm backbone; local weights go to timm as pretrained_cfg_overlay(file=...)."
     pretrained = ts.pretrained if pretrained is None else pretrained
+    if pretrained and ts.weights and ts.partial_weights:
+        model, _ = create_timm_model(ts.arch, n_out(ts), pretrained=False)
+        body, sd = model[0].model, timm.models.load_state_dict(str(ts.weights))
+        own = body.state_dict()
+        fit = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        body.load_state_dict(fit, strict=False)     # timm's own loading is strict: load what fits, say how much
+        logging.getLogger(__name__).warning('%s: partial_weights: %d of %d backbone tensors loaded', ts.weights,
+                                            len(fit), len(own))
+        return model
     kwargs = {'pretrained_cfg_overlay': dict(file=str(ts.weights))} if pretrained and ts.weights else {}
     model, _ = create_timm_model(ts.arch, n_out(ts), pretrained=pretrained, **kwargs)
     return model

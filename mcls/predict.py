@@ -8,19 +8,20 @@ import numpy as np
 import pandas as pd
 from fastai.vision.all import ProgressCallback
 
-from .atomic import atomic_path, remove_stray, write_csv_atomic
+from .atomic import output_file
 from .crop import attach_crops
 from .dataset import DataError, load_eval
-from .export import load_task_learner, read_meta
+from .export import learners_in, load_task_learner, read_meta
 from .joint import split_probs
 from .labels import encode
 from .learner import batch_tfms, item_tfms
 from .precision import inference_mode
-from .settings import TASKS, PredictSettings, Settings
+from .submission import probs_path, write_submission
+from .settings import CHOICES, TASKS, PredictSettings, Settings
 from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
-__all__ = ['combine', 'learners_in', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
+__all__ = ['combine', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
            'decision_scores', 'person_threshold', 'person_labels', 'predict_eval']
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 def combine(mask_probs, gender_probs, age_probs) -> np.ndarray:
     "Per-task probabilities -> the 18-class label mask*6 + gender*3 + age (argmax of each)."
     return encode(np.argmax(mask_probs, 1), np.argmax(gender_probs, 1), np.argmax(age_probs, 1))
-
-
-def learners_in(model_dir: Path) -> tuple[str, ...]:
-    "A model folder holds one joint learner or the three task learners."
-    return ('joint',) if (Path(model_dir) / 'joint.json').exists() else TASKS
 
 
 def check_models(model_dirs: list[Path]) -> dict[Path, dict[str, dict]]:
@@ -126,8 +122,10 @@ def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune
     `<out>.probs.npz` with the per-task probabilities (and each photo's person group with persons = auto).
     Nothing is written if any step fails."""
     persons = persons or s.predict.persons
-    if Path(out).parent.is_dir(): remove_stray(Path(out).parent, f'.{Path(out).name}*.tmp')   # left by a kill
-    if persons not in ('auto', 'off'): raise DataError(f'persons = {persons!r}: use auto or off')
+    output_file(out, 'the submission')
+    output_file(probs_path(out), 'the submission\'s probabilities')
+    if persons not in CHOICES['predict.persons']:
+        raise DataError(f'persons = {persons!r}: use one of {", ".join(CHOICES["predict.persons"])}')
     info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)         # before the slow part
@@ -138,8 +136,5 @@ def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune
         labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune, pickle)
         log.info('persons: %s', stats)
     sub = pd.DataFrame({'ImageID': df.image_id, 'ans': labels.astype(int)})
-    out = Path(out)
-    with atomic_path(out.with_name(out.name + '.probs.npz')) as tmp:
-        with open(tmp, 'wb') as fh: np.savez(fh, image_ids=sub.ImageID.to_numpy().astype(str), **probs, **extra)
-    write_csv_atomic(sub, out)
+    write_submission(sub, {**probs, **extra}, out)
     return sub

@@ -19,12 +19,22 @@ __all__ = ['GROUP_YEARS', 'pseudo_rows', 'add_pseudo']
 GROUP_YEARS = (24, 45, 66)     # a year inside each age group, for heads that learn years
 
 
-def pseudo_rows(probs_file: Path | str, min_prob: float) -> pd.DataFrame:
+def pseudo_rows(probs_file: Path | str, min_prob: float, eval_ids=None) -> pd.DataFrame:
     """Eval photos whose every task's top probability reaches `min_prob`, with those labels: ImageID, mask,
-    gender, age_group, age (a year inside the group), confidence, and the person group when predict found one."""
+    gender, age_group, age (a year inside the group), confidence, and the person group when predict found one.
+    With `eval_ids` (info.csv's), the file must hold predictions of exactly those photos."""
     path = Path(probs_file)
     z = read_npz(path, ('image_ids', 'mask', 'gender', 'age'), 'give the <submission>.probs.npz `mcls predict` writes')
     if not 0 < min_prob <= 1: raise DataError(f'--min-prob {min_prob}: give a probability in (0, 1]')
+    if eval_ids is not None:
+        ids, listed = [str(i) for i in z['image_ids']], set(map(str, eval_ids))
+        foreign = [i for i in ids if i not in listed]
+        if foreign or len(set(ids)) != len(listed):
+            first = foreign[0] if foreign else sorted(listed - set(ids))[0]
+            raise DataError(f'{path}: predicted for other eval photos than this data set\'s eval/info.csv '
+                            f'({len(foreign)} of its {len(ids)} ImageIDs are not listed there, {len(listed - set(ids))} '
+                            f'listed photos have no prediction; first {first!r}); give the .probs.npz that '
+                            f'`mcls predict` wrote for this data')
     conf = np.min([z[t].max(1) for t in ('mask', 'gender', 'age')], axis=0)
     keep = conf >= min_prob
     age = z['age'].argmax(1)
@@ -37,8 +47,8 @@ def pseudo_rows(probs_file: Path | str, min_prob: float) -> pd.DataFrame:
 def add_pseudo(table: pd.DataFrame, s: Settings, probs_file: Path | str, min_prob: float) -> pd.DataFrame:
     """The training table plus pseudo-labelled eval photos (fold -1: training rows of every fold, `pseudo`
     True), cropped through the cache. train_task lists them in the run folder (pseudo.csv)."""
-    rows = pseudo_rows(probs_file, min_prob)
     ev = load_eval(s.paths.data).assign(split='eval')
+    rows = pseudo_rows(probs_file, min_prob, ev.image_id)
     ev = ev[ev.image_id.isin(rows.ImageID)]
     ev, _ = attach_crops(ev, s.crop, s.paths.cache, progress=False)
     rows = rows.merge(ev[['image_id', 'file', 'crop']], left_on='ImageID', right_on='image_id')

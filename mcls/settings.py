@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
+__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
            'PredictSettings', 'Settings', 'load_settings', 'parse_overrides']
 
 TASKS = ('mask', 'age', 'gender')          # what is scored
@@ -16,6 +17,50 @@ PACKAGED = Path(__file__).with_name('settings.ini')
 
 class SettingsError(ValueError):
     "A setting that cannot be used; the message names the setting, where it came from and the fix."
+
+
+@dataclass(frozen=True)
+class Range:
+    "Allowed numbers: lo <= v <= hi (strict with lo_open / hi_open); None is unbounded."
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and
+                (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
+
+    def __str__(self):
+        lo = None if self.lo is None else f'{">" if self.lo_open else ">="} {self.lo:g}'
+        hi = None if self.hi is None else f'{"<" if self.hi_open else "<="} {self.hi:g}'
+        return ' and '.join(x for x in (lo, hi) if x)
+
+
+# Every option's allowed values, in one place: settings validation, the CLI's choices and its help read them.
+# Keys of the learner sections ([mask], [age], [gender], [joint]) are those of [train].
+CHOICES = {
+    'split.by': ('person', 'image'),
+    'train.fit': ('one_cycle', 'fine_tune'),
+    'train.loss': ('ce', 'focal'),
+    'train.precision': ('auto', 'fp32', 'bf16'),
+    'train.mix': ('none', 'mixup', 'cutmix'),
+    'train.age_head': ('groups', 'ordinal'),
+    'train.mode': ('tasks', 'joint'),
+    'predict.persons': ('auto', 'off'),
+}
+POS, NONNEG, ONE_UP, UNIT = Range(0, lo_open=True), Range(0), Range(1), Range(0, 1)
+LIMITS = {
+    'crop.size': Range(16), 'crop.margin': Range(0, 5), 'crop.min_prob': UNIT, 'crop.batch': ONE_UP,
+    'crop.fallback_crop': ONE_UP, 'crop.fallback_ref': ONE_UP,
+    'split.folds': Range(2),
+    'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG, 'train.label_smoothing': Range(0, 1, hi_open=True),
+    'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.lr': POS,
+    'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
+    'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG, 'train.old_weight': POS,
+    'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
+}
+DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|mps')     # [crop] device
 
 
 @dataclass
@@ -78,6 +123,7 @@ class TaskSettings:
     task_weights: tuple[float, ...] | None = None   # joint: loss weights of mask, gender, age
     mix: str = 'none'         # none | mixup | cutmix (fastai callbacks, given to the fit call)
     old_weight: float = 1.0   # sampling weight of 60+ training photos (1: plain shuffling)
+    partial_weights: bool = False   # accept local weights that fill only some of the backbone's tensors
 
 
 @dataclass
@@ -112,10 +158,13 @@ class Settings:
         return buf.getvalue()
 
 
-def _tuple(cast):
+def _tuple(cast, n: int | None = None):
     def conv(s: str):
         s = s.strip()
-        return tuple(cast(v) for v in s.split(',')) if s else None
+        if not s and n is None: return None
+        out = tuple(cast(v) for v in s.split(',')) if s else ()
+        if n is not None and len(out) != n: raise ValueError(f'needs {n} comma-separated values, got {len(out)}')
+        return out
     return conv
 
 
@@ -133,10 +182,26 @@ def _workers(s: str): return None if s.strip().lower() == 'auto' else int(s)
 # how each typed field is parsed from its INI text
 _CONVERTERS = {
     int: int, float: float, str: str.strip, bool: _bool, Path: lambda s: Path(s.strip()),
-    'Path | None': _opt_path, 'tuple[int, int]': _tuple(int), 'tuple[float, ...] | None': _tuple(float),
+    'Path | None': _opt_path, 'tuple[int, int]': _tuple(int, 2), 'tuple[float, ...] | None': _tuple(float),
     'int | None': _workers,
 }
 _TYPE_NAMES = {'int': int, 'float': float, 'str': str, 'bool': bool, 'Path': Path}
+
+
+def _table_key(section: str, name: str) -> str:
+    "The key of CHOICES / LIMITS for a setting: learner sections share [train]'s."
+    return f'train.{name}' if section in LEARNERS else f'{section}.{name}'
+
+
+def check_value(section: str, name: str, value):
+    "Raise ValueError when `value` of `[section] name` is not allowed by CHOICES / LIMITS (tuples: each element)."
+    key = _table_key(section, name)
+    if key in CHOICES and value not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}')
+    if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')
+    lim = LIMITS.get(key)
+    if lim is not None and value is not None:
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if v not in lim: raise ValueError(f'must be {lim}')
 
 
 def _convert(cls, section: str, values: dict[str, str], sources: dict[str, str], **extra):
@@ -149,10 +214,21 @@ def _convert(cls, section: str, values: dict[str, str], sources: dict[str, str],
         conv = _CONVERTERS[_TYPE_NAMES.get(f.type, f.type)]
         try:
             kwargs[f.name] = conv(values[f.name])
+            check_value(section, f.name, kwargs[f.name])
         except ValueError as e:
             src = sources.get(f'{section}.{f.name}', '?')
             raise SettingsError(f'[{section}] {f.name} = {values[f.name]!r} (from {src}) is invalid: {e}') from None
     return cls(**kwargs)
+
+
+# the keys each section may hold (a misspelt key in a file is an error, as it is with --set)
+_SECTIONS = {'paths': Paths, 'crop': CropSettings, 'split': SplitSettings, 'predict': PredictSettings,
+             **{sec: TaskSettings for sec in ('train', *LEARNERS)}}
+
+
+def _known_keys(section: str) -> set[str] | None:
+    cls = _SECTIONS.get(section)
+    return None if cls is None else {f.name for f in fields(cls)} - {'task'}
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
@@ -184,10 +260,18 @@ def load_settings(config: Path | str | None = None, overrides: dict[str, str] | 
     for path, label in layers:
         cp = configparser.ConfigParser(interpolation=None)
         try:
-            cp.read(path)
+            cp.read(path, encoding='utf-8')
         except configparser.Error as e:
             raise SettingsError(f'{path}: not a valid INI file ({e.message.splitlines()[0]})') from None
+        except UnicodeDecodeError as e:
+            raise SettingsError(f'{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8') from None
         for sec in cp.sections():
+            known = _known_keys(sec)
+            if known is None:
+                raise SettingsError(f'{path}: unknown section [{sec}]; the sections are {", ".join(_SECTIONS)}')
+            for key in cp[sec]:
+                if key not in known:
+                    raise SettingsError(f'{path}: [{sec}] {key}: unknown setting; `mcls config` lists them all')
             for key, value in cp[sec].items():
                 raw.setdefault(sec, {})[key] = value
                 sources[f'{sec}.{key}'] = label
@@ -214,6 +298,4 @@ def _build(raw: dict[str, dict[str, str]], sources: dict[str, str]) -> Settings:
                  split=_convert(SplitSettings, 'split', raw['split'], sources),
                  tasks=tasks, predict=_convert(PredictSettings, 'predict', raw['predict'], sources),
                  sources=sources, raw=raw)
-    if s.split.by not in ('person', 'image'):
-        raise SettingsError(f"[split] by = {s.split.by!r}: use 'person' or 'image'")
     return s

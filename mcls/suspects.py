@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import read_npz, write_csv_atomic
+from .dataset import read_corrections
 from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
 from .pseudo import GROUP_YEARS
@@ -22,14 +23,14 @@ def oof_models(s, folds: int = 3, progress: bool = True) -> list[Path]:
     """Train what `train all` trains ([train] mode) on each of `folds` person-aware folds into <models>/oof/fold{k},
     age on the true groups (boundary 60): every training photo then has out-of-sample probabilities."""
     import dataclasses
-    from .train import learners_for, train_learners, training_table
+    from .train import export_dir_for, learners_for, train_learners, training_table
     models = Path(s.paths.models) / 'oof'
     s = dataclasses.replace(s, split=dataclasses.replace(s.split, folds=folds),
                             paths=dataclasses.replace(s.paths, models=models),
                             tasks={t: dataclasses.replace(ts, boundary=SCORE_BOUNDARY) for t, ts in s.tasks.items()})
     train_learners(training_table(s, progress=progress), s, learners_for('all', s), list(range(folds)),
                    progress=progress)
-    return [models / f'fold{k}' for k in range(folds)]
+    return [export_dir_for(s, k) for k in range(folds)]
 
 
 def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
@@ -100,10 +101,8 @@ def accept_suspects(suspects: pd.DataFrame, corrections: Path, n: int | None = N
     corrections = Path(corrections)
     new = suspects.head(n) if n is not None else suspects
     new = new[new.given != new.suggested][['key', 'field', 'value']].astype(str)
-    old = (pd.read_csv(corrections, dtype=str, keep_default_na=False) if corrections.exists()
+    old = (read_corrections(corrections) if corrections.exists()
            else pd.DataFrame(columns=['key', 'field', 'value']))
-    if not {'key', 'field', 'value'} <= set(old.columns):
-        raise DataError(f'{corrections}: not a corrections file (it needs the header key,field,value)')
     merged = pd.concat([old[['key', 'field', 'value']], new], ignore_index=True).drop_duplicates(['key', 'field'],
                                                                                                keep='last')
     write_csv_atomic(merged, corrections)

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -18,32 +18,38 @@ import torch
 from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, ProgressCallback, Recorder,
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
-from .atomic import atomic_path, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
+from .atomic import atomic_path, folder_lock, output_dir, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
 from .crop import attach_crops
 from .dataset import LoadReport, load_train
-from .export import export_learner
+from .export import check_export_dir, export_learner
 from .folds import assign_folds
 from .joint import split_probs
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, UserError
 from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
+from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
 
 __all__ = ['save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
-           'train_task', 'learners_for', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
+           'train_task', 'export_dir_for', 'check_outputs', 'learners_for', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
 log = logging.getLogger(__name__)
 
 
 def save_atomic(learn, name: str, with_opt: bool) -> Path:
-    "learn.save into a temporary file renamed onto `<name>.pth`: a kill mid-write leaves the previous file whole."
+    """learn.save into a temporary file renamed onto `<name>.pth`: a kill mid-write leaves the previous file whole,
+    and a failed write (full disk, file-size limit) leaves no temporary and is one WriteError naming the file."""
     dest = Path(learn.path) / learn.model_dir / f'{name}.pth'
+    tmp = dest.with_name(f'.{name}.{os.getpid()}.tmp.pth')
     with storage_errors(dest):
-        tmp = learn.save(f'.{name}.{os.getpid()}.tmp', with_opt=with_opt)
-        os.replace(tmp, dest)
+        try:
+            learn.save(tmp.name[:-len('.pth')], with_opt=with_opt)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -198,18 +204,17 @@ def _fit(learn, ts, epochs: int, cbs, start_epoch: int = 0):
 
 @contextmanager
 def _recorded_failure(run_dir: Path):
-    "A run that raises (or is interrupted) says so in run.json, with the error, instead of 'training' forever."
+    """A run that raises (or is interrupted) says so in run.json, with the error, instead of 'training' forever.
+    Where even that cannot be written (the disk that failed the run is full), the original error still reaches the
+    user, and `mcls runs` reads the run as interrupted once its process is gone (see mcls.runs)."""
     try:
         yield
     except BaseException as e:
-        meta_file = run_dir / 'run.json'
+        status = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
         try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            meta = {}
-        meta.update(status='interrupted' if isinstance(e, KeyboardInterrupt) else 'failed',
-                    error=f'{type(e).__name__}: {e}'[:500])
-        write_text_atomic(meta_file, json.dumps(meta, indent=1))
+            update_run(run_dir, status=status, error=f'{type(e).__name__}: {e}'[:500])
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            log.warning('%s: could not record that the run %s', run_dir, status)
         raise
 
 
@@ -225,6 +230,13 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     if n_train < ts.batch:     # fastai drops the last partial batch: no step would run, and nan would be exported
         raise ConfigError(f'[{task}] batch = {ts.batch} but only {n_train} training photos: lower --batch '
                           f'(at most {n_train}) or add photos')
+    if export_dir is not None: check_export_dir(Path(export_dir), task)
+    with folder_lock(export_dir, 'export folder') if export_dir is not None else nullcontext():
+        return _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress)
+
+
+def _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress) -> TrainResult:
+    ts, full = s.tasks[task], fold is None
     tag = 'full' if full else f'fold{fold}'
     run_dir = run_dir or new_run_dir(s, task, tag)
     pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
@@ -236,8 +248,10 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
             write_csv_atomic(pseudo[['stem', 'mask', 'gender', 'age_group', 'crop']].rename(columns={'stem': 'ImageID'}),
                              run_dir / 'pseudo.csv')
         write_text_atomic(run_dir / 'settings.ini', s.to_ini())
-        write_text_atomic(run_dir / 'run.json', json.dumps({'task': task, 'fold': fold, 'status': 'training',
-                                                            'data': str(s.paths.data)}))
+        update_run(run_dir, task=task, fold=fold, status='training', data=str(s.paths.data),
+                   data_fingerprint=data_fingerprint(table), **process_fields())
+    else:
+        update_run(run_dir, status='training', error=None, **process_fields())
     with _recorded_failure(run_dir):
         def fresh():     # seeded, so a restarted run is the run a new start would be
             set_seed(ts.seed, reproducible=True)
@@ -287,18 +301,29 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
             extra = tuple(run_dir / n for n in valid_files(task) if (run_dir / n).exists())
             result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision,
                                                extra=extra)
-        meta = {'task': task, 'fold': fold, 'status': 'done', 'data': str(s.paths.data), 'valid_f1': f1, 'valid_acc': acc,
-                'valid_scores': scores, 'precision': describe(precision, ts.channels_last), 'pseudo_rows': len(pseudo),
-                'epochs': epochs, 'seconds': seconds, 'images_per_s': result.images_per_s,
-                'train_images_per_s': result.train_images_per_s, 'epoch_seconds': result.epoch_seconds, 'arch': ts.arch,
-                'size': ts.size, 'export': str(result.export_dir) if result.export_dir else None}
-        write_text_atomic(run_dir / 'run.json', json.dumps(meta, indent=1))
+        update_run(run_dir, status='done', valid_f1=f1, valid_acc=acc, valid_scores=scores,
+                   precision=describe(precision, ts.channels_last), pseudo_rows=len(pseudo), epochs=epochs,
+                   seconds=seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
+                   epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size,
+                   export=str(result.export_dir) if result.export_dir else None)
         return result
+
+
+def export_dir_for(s: Settings, fold: int | None) -> Path:
+    "Where a learner of `fold` is exported by default: models/fold{k}, or models/full for every photo (None)."
+    return Path(s.paths.models) / ('full' if fold is None else f'fold{fold}')
+
+
+def check_outputs(s: Settings, learners: list[str], folds: list[int | None], export_dir: Path | None = None):
+    "Before any work: every folder a training writes must be usable (no file in the way, no other kind of learner)."
+    output_dir(s.paths.runs, 'the runs folder (paths.runs)')
+    output_dir(s.paths.cache, 'the crop cache (paths.cache)')
+    for k in folds:
+        for t in learners: check_export_dir(export_dir or export_dir_for(s, k), t)
 
 
 def learners_for(task: str, s: Settings) -> list[str]:
     "What `train TASK` trains: one learner; for `all`, the three task learners or the joint one ([train] mode)."
-    from .errors import UserError
     if task == 'all': return ['joint'] if s.tasks['mask'].mode == 'joint' else list(TASKS)
     if task not in s.tasks: raise UserError(f"unknown learner {task!r}: use {', '.join(s.tasks)} or all")
     return [task]
@@ -316,7 +341,7 @@ def train_learners(table: pd.DataFrame, s: Settings, learners: list[str], folds:
     `on_result(result)` after each, for progress reports."""
     results = []
     for k in folds:
-        dest = export_dir or Path(s.paths.models) / ('full' if k is None else f'fold{k}')
+        dest = export_dir or export_dir_for(s, k)
         for t in learners:
             results.append(train_task(table, s, t, k, export_dir=dest, workers=workers, progress=progress))
             if on_result is not None: on_result(results[-1])
@@ -373,12 +398,14 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
     (to `export_dir`, default models/fold{k} or models/full). A run killed before its first epoch ended restarts."""
     run_dir = Path(run_dir)
     try:
-        meta = json.loads((run_dir / 'run.json').read_text())
+        meta = read_run(run_dir)
         s = load_settings(run_dir / 'settings.ini')
         task, fold = meta['task'], meta['fold']
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f'{run_dir}: not a run folder mcls can resume ({type(e).__name__}: {e}); '
                         f'start a new run without --resume') from None
+    if run_status(run_dir) == 'training':
+        raise UserError(f'{run_dir}: still training (process {meta.get("pid")}); wait for it, or stop it and resume')
     remove_stray(run_dir)
     try:       # the checkpoint it names is checked where it is loaded (train_task)
         state = json.loads((run_dir / 'last_epoch.json').read_text())
@@ -386,7 +413,11 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
         log.warning('%s: no complete epoch saved; restarting the run from its first epoch', run_dir)
         _restart(run_dir)
         state = None
-    dest = export_dir or Path(s.paths.models) / ('full' if fold is None else f'fold{fold}')
+    dest = check_export_dir(export_dir or export_dir_for(s, fold), task)
     table = training_table(s, progress=progress)
+    if meta.get('data_fingerprint') not in (None, data_fingerprint(table)):
+        raise DataError(f'{run_dir}: the training photos, their labels or the corrections file changed since this run '
+                        f'started, so its folds would change under it; restore them, or start a new run without '
+                        f'--resume')
     return train_task(table, s, task, fold, export_dir=dest, run_dir=run_dir, resume_state=state, workers=workers,
                       progress=progress)

@@ -33,7 +33,7 @@ def test_config_shows_sources(tmp_path):
 
 
 @pytest.mark.parametrize('args,match', [
-    (['train', 'mask', '--lr', '0'], 'lr = 0.0: must be > 0'),
+    (['train', 'mask', '--lr', '0'], "lr = '0.0' .* must be > 0"),
     (['train', 'mask', '--arch', 'nonet_b9'], 'not a timm model'),
     (['train', 'mask', '--pipeline', 'sparkles'], 'unknown pipeline'),
     (['train', 'mask', '--weights', 'missing.safetensors'], 'file not found'),

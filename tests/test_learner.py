@@ -53,7 +53,7 @@ def test_ce_with_label_smoothing(age):
     ({'pipeline': 'sparkles'}, 'unknown pipeline'),
     ({'lr': 0.0}, 'must be > 0'),
     ({'lr': -1e-4}, 'must be > 0'),
-    ({'loss': 'hinge'}, 'ce or focal'),
+    ({'loss': 'hinge'}, 'one of ce, focal'),
     ({'class_weights': (1.0, 2.0)}, 'needs 3 values'),
     ({'weights': __import__('pathlib').Path('/nowhere/w.safetensors')}, 'file not found.*--no-pretrained'),
 ])

@@ -341,7 +341,7 @@ def test_an_absolute_path_in_train_csv_is_refused(synth_root, tmp_path_factory):
     shutil.copytree(synth_root / 'data' / 'train' / 'images' / df.path[0], elsewhere / 'p')
     df.loc[0, 'path'] = str(elsewhere / 'p')
     df.to_csv(csv, index=False)
-    with pytest.raises(DataError, match=r'row 2 .*leads outside the data folder'): load_train(synth_root / 'data')
+    with pytest.raises(DataError, match=r'row 2 .*leads outside .*train.images'): load_train(synth_root / 'data')
 
 
 def test_a_symlinked_photo_out_of_the_folder_is_refused(synth_root, tmp_path_factory):
