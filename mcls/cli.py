@@ -348,6 +348,37 @@ def evaluate(submission: Path, answers: Path,
     console.print(f'wrote {dest}')
 
 
+@app.command()
+def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or run/model folder(s), comma-separated')],
+            b: Annotated[str, typer.Argument(help='side B, as A (several: runs of one recipe with other seeds)')],
+            answers: Annotated[Optional[Path], typer.Option(help='ImageID,ans CSV that submissions are scored against')] = None,
+            persons_map: Annotated[Optional[Path], typer.Option(
+                help='file,id CSV naming each eval photo\'s person (build_meta.csv) so persons are resampled; '
+                     'validation folders use their train.csv person folders')] = None,
+            draws: Annotated[int, typer.Option(min=100, help='bootstrap draws')] = 2000,
+            seed: Annotated[int, typer.Option(help='seed of the draws')] = 0,
+            json_out: Annotated[Optional[Path], typer.Option('--json', help='write the figures as JSON, keyed by metric')] = None,
+            plot: Annotated[Optional[Path], typer.Option(help='PNG of the differences (default reports/compare.png)')] = None):
+    "Is B better than A? Paired bootstrap over persons: macro F1 (18 classes, each task), log-loss, 95% intervals."
+    import json
+    from .atomic import output_file, write_text_atomic
+    from .compare import compare as run_compare, plot_differences, read_side
+    plot = output_file(plot or Path('reports') / 'compare.png', 'the plot')
+    if json_out is not None: output_file(json_out, 'the JSON')
+    sides = [read_side([Path(x) for x in side.split(',') if x], answers) for side in (a, b)]
+    r = run_compare(*sides, persons_map=persons_map, draws=draws, seed=seed)
+    rows = [(m, v['a'], v['b'], f'{v["diff"]:+.4f}', f'[{v["low"]:+.4f}, {v["high"]:+.4f}]', f'{v["p_b_better"]:.3f}')
+            for m, v in r['metrics'].items()]
+    console.print(_table(f'B - A over {r["n_units"]} {r["units"]} ({r["n_photos"]} photos, {r["draws"]} draws; '
+                         f'A: {len(r["a_runs"])} run(s), B: {len(r["b_runs"])})',
+                         ('metric', 'A', 'B', 'B-A', '95% interval', 'P(B better)'), rows))
+    console.print(f'wrote {plot_differences(r, plot)}')
+    if json_out is not None:
+        meta = {k: v for k, v in r.items() if k not in ('metrics', 'differences')}
+        write_text_atomic(json_out, json.dumps({**r['metrics'], 'meta': meta}, indent=1))
+        console.print(f'wrote {json_out}')
+
+
 @app.command('tune')
 def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = None):
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from .csvs import read_csv
 from .errors import DataError
-from .labels import N_CLASSES, class_name, decode
+from .labels import LABEL_TASKS, N_CLASSES, class_name, decode
 from .plots import pyplot, save_figure
 
 __all__ = ['Scores', 'read_labels', 'score', 'evaluate_files', 'plot_confusion', 'persons_of', 'grouping_quality']
@@ -46,7 +46,7 @@ def score(y_true, y_pred) -> Scores:
                           'f1': f, 'support': n})
     td, pd_ = decode(y_true), decode(y_pred)
     task_f1 = {t: float(f1_score(td[i], pd_[i], average='macro', zero_division=0))
-               for i, t in enumerate(('mask', 'gender', 'age'))}
+               for i, t in enumerate(LABEL_TASKS)}
     return Scores(float(f1_score(y_true, y_pred, average='macro', labels=labels, zero_division=0)),
                   float(accuracy_score(y_true, y_pred)), task_f1, table,
                   confusion_matrix(y_true, y_pred, labels=labels))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ['MASK_STEMS', 'MASK_NAMES', 'GENDERS', 'AGE_NAMES', 'SCORE_BOUNDARY', 'N_CLASSES',
+__all__ = ['MASK_STEMS', 'MASK_NAMES', 'GENDERS', 'AGE_NAMES', 'SCORE_BOUNDARY', 'N_CLASSES', 'LABEL_TASKS',
            'age_group', 'encode', 'decode', 'class_name']
 
 # photo stem -> mask state: wear 0, incorrect 1, not wear 2
@@ -13,6 +13,7 @@ GENDERS = ('male', 'female')
 AGE_NAMES = ('<30', '30-59', '60+')
 SCORE_BOUNDARY = 60   # the competition's 60+ boundary: every score uses it, whatever the training boundary
 N_CLASSES = 18
+LABEL_TASKS = ('mask', 'gender', 'age')     # the order of encode()'s arguments and decode()'s results
 
 
 def age_group(age, boundary: int = SCORE_BOUNDARY):
