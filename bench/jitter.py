@@ -10,25 +10,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
-__all__ = ['jitter_photo', 'jitter_copy']
+from mcls.jitter import jitter_bytes
 
-
-def jitter_photo(im: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, int]:
-    "One photo, moved by up to 8% of its side, scaled 0.9-1.1, rotated up to 10 degrees, recoloured; JPEG quality."
-    w, h = im.size
-    im = im.convert('RGB').rotate(rng.uniform(-10, 10), resample=Image.BILINEAR,
-                                  translate=tuple(rng.uniform(-0.08, 0.08, 2) * (w, h)), fillcolor=(0, 0, 0))
-    s = rng.uniform(0.9, 1.1)
-    sw, sh = round(w * s), round(h * s)
-    im = im.resize((sw, sh), Image.BILINEAR)
-    canvas = Image.new('RGB', (w, h))
-    canvas.paste(im, ((w - sw) // 2, (h - sh) // 2))
-    for enh, lo, hi in ((ImageEnhance.Brightness, 0.7, 1.3), (ImageEnhance.Contrast, 0.7, 1.3),
-                        (ImageEnhance.Color, 0.6, 1.4)):
-        canvas = enh(canvas).enhance(rng.uniform(lo, hi))
-    return canvas, int(rng.integers(40, 96))
+__all__ = ['jitter_copy']
 
 
 def jitter_copy(src: Path, dest: Path, seed: int = 0):
@@ -39,8 +25,7 @@ def jitter_copy(src: Path, dest: Path, seed: int = 0):
     if (src / 'build_meta.csv').exists(): shutil.copy(src / 'build_meta.csv', dest / 'build_meta.csv')
     rng = np.random.default_rng(seed)
     for f in sorted((src / 'eval' / 'images').iterdir()):
-        im, quality = jitter_photo(Image.open(f), rng)
-        im.save(dest / 'eval' / 'images' / f.name, format='JPEG', quality=quality)
+        (dest / 'eval' / 'images' / f.name).write_bytes(jitter_bytes(Image.open(f), rng))
 
 
 if __name__ == '__main__':

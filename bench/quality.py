@@ -46,7 +46,7 @@ from mcls.dataset import load_eval, load_train  # noqa: E402
 from mcls.demo import tiny_overrides  # noqa: E402
 from mcls.evaluate import evaluate_files, grouping_quality, read_labels  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
-from mcls.labels import decode, encode  # noqa: E402
+from mcls.labels import LABEL_TASKS, decode, encode  # noqa: E402
 from mcls.learner import norm_stats  # noqa: E402
 from mcls.predict import predict_eval, predict_frame  # noqa: E402
 from mcls.pseudo import add_pseudo  # noqa: E402
@@ -60,6 +60,8 @@ from jitter import jitter_copy  # noqa: E402
 
 SHARED = ROOT.parent / 'shared'
 WEIGHTS = SHARED / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
+IDENTITY = {'predict.identity_weights': str(SHARED / 'weights' / 'face_recognition_sface_2021dec_int8bq.onnx'),
+            'predict.detector_weights': str(SHARED / 'weights' / 'face_detection_yunet_2023mar_int8bq.onnx')}
 PERSONS = 600
 # the protocol's fixed part; the recipe (sizes, rates, epochs, heads, pipelines, TTA) comes from the settings
 FIXED = {'train.arch': 'tf_efficientnet_lite0', 'train.pretrained': 'true', 'split.folds': '5', 'split.by': 'person',
@@ -190,6 +192,39 @@ def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
     return out
 
 
+def fold0_persons(table: pd.DataFrame, s, model_dir: Path) -> tuple[dict, dict]:
+    """Fold-0 photos grouped by face identity as predict --persons auto groups eval photos (threshold from a
+    jittered copy of fold 0), and the learners' validation answers decided per photo and, for each task alone,
+    per person: Predictions for `mcls compare`, and the grouping's quality against the true persons."""
+    from mcls.compare import Predictions
+    from mcls.persons import consistent_labels, group_eval, group_quality
+    z = {t: np.load(model_dir / f'{t}.valid.npz') for t in TASKS}
+    files, truth = z['mask']['files'], z['mask']['labels']
+    valid = table.set_index('file').loc[files]
+    groups, _, info = group_eval(s, valid.crop.tolist())
+    logp = {t: apply_offsets(z[t]['probs']) for t in TASKS}
+    preds = {'photo': Predictions(str(model_dir), files, truth, encode(*(logp[t].argmax(1) for t in LABEL_TASKS)))}
+    for t in LABEL_TASKS:
+        preds[t] = Predictions(f'{model_dir} per person: {t}', files, truth,
+                               consistent_labels(logp, groups, s.predict.persons_margin, (t,))[0])
+    return preds, {**group_quality(groups, valid.person.to_numpy()), 'threshold': info['threshold'],
+                   'align': info['align']}
+
+
+def persons_decisions(preds: list[dict], draws: int = 2000) -> dict:
+    """Per task: per person (B) against per photo (A) on fold 0, both seeds pooled, by `mcls compare` over persons.
+    The rule (issue 22): decide a task per person where B's mean is higher and the interval's upper end >= 0."""
+    from mcls.compare import compare
+    units = (np.array([str(Path(f).parent) for f in preds[0]['photo'].keys]), 'persons (train.csv folders)')
+    out = {}
+    for t in LABEL_TASKS:
+        r = compare([p['photo'] for p in preds], [p[t] for p in preds], draws=draws, units=units)
+        m = r['metrics']
+        out[t] = {'task_f1': m[t], 'f1_18': m['f1_18'], 'per_person': m[t]['diff'] > 0 and m[t]['high'] >= 0}
+    out['chosen'] = [t for t in LABEL_TASKS if out[t]['per_person']]
+    return out
+
+
 def train_into(table: pd.DataFrame, s, seed: int, fold: int | None, model_dir: Path, keep: bool = False) -> float:
     """Train what `mcls train all` trains ([train] mode) with one training seed, `fold` held out (None: every
     photo), into `model_dir`; seconds. keep: a folder whose learners were exported with these very settings
@@ -274,6 +309,8 @@ def copies(data: Path, work: Path, rep: Report) -> dict[str, Path]:
             make(data, dest)
             if name == 'degraded' and (data / 'build_meta.csv').exists():
                 shutil.copy(data / 'build_meta.csv', dest / 'build_meta.csv')
+            if not (dest / 'train').exists():     # the training photos (person grouping chooses its threshold there)
+                (dest / 'train').symlink_to((data / 'train').resolve())
             (dest / '.complete').touch()
             rep.stage(f'{name}_copy', time.perf_counter() - t0)
     return out
@@ -290,7 +327,7 @@ def run(a) -> dict:
     weights = None if a.quick else Path(a.weights)
     # --quick: the recipe's own shape (fit, heads, pipelines) on the tiny model, two epochs
     ov = tiny_overrides(work, 2, **{'split.folds': 3}) if a.quick else {**FIXED, 'train.weights': str(weights)}
-    ov.update({'paths.data': str(data), 'paths.cache': str(a.cache or work / 'crops'), 'paths.runs': str(work / 'runs'),
+    ov.update({**IDENTITY, 'paths.data': str(data), 'paths.cache': str(a.cache or work / 'crops'), 'paths.runs': str(work / 'runs'),
                'paths.models': str(work / 'models'), 'paths.reports': str(work / 'reports')})
     extra = dict(kv.split('=', 1) for kv in a.set or [])
     s = load_settings(a.config, {**ov, **extra})
@@ -322,6 +359,7 @@ def run(a) -> dict:
         rep.data['probe'] = probe(table, eval_df, truth, arch, weights, 64 if a.quick else 224, work)
         rep.stage('probe', time.perf_counter() - t0)
 
+    fold0_preds = {}
     for seed in a.seeds:
         model_dir = work / 'models' / f'seed{seed}'
         r = rep.data['seeds'][str(seed)] = {}
@@ -331,6 +369,10 @@ def run(a) -> dict:
             t0 = time.perf_counter()
             r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons, a.keep)
             rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
+        if s.predict.identity_weights is not None and Path(s.predict.identity_weights).is_file():
+            t0 = time.perf_counter()
+            fold0_preds[seed], r['fold0_groups'] = fold0_persons(table, s, model_dir)
+            rep.stage(f'fold0_persons_seed{seed}', time.perf_counter() - t0)
         r['offsets'] = tune_on_fold0(model_dir)      # the same learners, decisions tuned: reported beside
         for key, copy, persons in (('eval_tuned', 'eval', 'off'), ('eval_persons_tuned', 'eval', 'auto')):
             r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons, a.keep)
@@ -365,6 +407,7 @@ def run(a) -> dict:
             r['eval_persons_pseudo'] = predict_scores(s, data, pdir, work / f'sub_{seed}_pseudo.csv', False, 'auto')
             rep.stage(f'pseudo_seed{seed}', time.perf_counter() - t0)
 
+    if fold0_preds: rep.data['persons_decisions'] = persons_decisions(list(fold0_preds.values()))
     runs = [rep.data['seeds'][str(sd)] for sd in a.seeds]
     summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
             for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
@@ -375,6 +418,9 @@ def run(a) -> dict:
     summ['jittered_persons_f1_18'] = [r['jittered_persons']['f1_18'] for r in runs]
     for key in ('eval_persons', 'jittered_persons'):
         for q in ('purity', 'completeness'): summ[f'{key}_{q}'] = [r[key]['groups'][q] for r in runs]
+    summ['persons_gender_f1'] = [r['eval_persons']['gender'] for r in runs]
+    summ['jittered_purity'] = summ['jittered_persons_purity']
+    summ['jittered_completeness'] = summ['jittered_persons_completeness']
     if a.oof:
         for key in ('plain', 'crossfit_tuned', 'eval_tuned', 'degraded_tuned', 'jittered_tuned'):
             summ[f'oof_{key}_f1_18'] = [r['oof'][key]['f1_18'] for r in runs]

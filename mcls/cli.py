@@ -379,6 +379,33 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
         console.print(f'wrote {json_out}')
 
 
+@app.command()
+def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
+            out: Annotated[Optional[Path], typer.Option(help='CSV (default: paths.reports/persons.csv)')] = None,
+            top: Annotated[int, typer.Option(help='groups of each kind on the contact sheet')] = 8):
+    "Group the eval photos into persons by face identity (SFace): persons.csv + a contact sheet of the largest and least certain groups."
+    from .atomic import output_file, write_csv_atomic
+    from .crop import attach_crops
+    from .dataset import load_eval
+    from .identity import check_weights
+    from .persons import group_eval, group_sheet, persons_table
+    s = _settings(config, set, data)
+    out = output_file(out or Path(s.paths.reports) / 'persons.csv', 'the persons table')
+    check_weights(s.predict.identity_weights)
+    df, _ = attach_crops(load_eval(s.paths.data).assign(split='eval'), s.crop, s.paths.cache)
+    groups, emb, info = group_eval(s, df.crop.tolist())
+    table = persons_table(df.image_id, groups, emb)
+    write_csv_atomic(table, out)
+    sheet = group_sheet(table, df.crop.tolist(), out.with_suffix('.png'), top)
+    sizes = table.groupby('group')['size'].first()
+    console.print(_table('person groups (no labels read)', ('measure', 'value'), [
+        ('photos', len(table)), ('groups', len(sizes)), ('groups of 7', int((sizes == 7).sum())),
+        ('photos alone', int((sizes == 1).sum())), ('largest group', int(sizes.max())),
+        ('threshold (cosine distance)', info['threshold']),
+        ('pairwise precision / recall on jittered fold 0', f'{info["precision"]:.3f} / {info["recall"]:.3f}')]))
+    console.print(f'wrote {out} and {sheet}')
+
+
 @app.command('tune')
 def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = None):
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."

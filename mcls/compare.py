@@ -146,14 +146,14 @@ def _run_draws(p: Predictions, unit_idx, n_units, weights: np.ndarray, metric: s
 
 
 def compare(a: list[Predictions], b: list[Predictions], persons_map: Path | None = None, draws: int = 2000,
-            seed: int = 0) -> dict:
+            seed: int = 0, units: tuple[np.ndarray, str] | None = None) -> dict:
     """Paired bootstrap of B - A: each draw resamples units (persons) with replacement, the same units for both
-    sides, and each side's runs with replacement (runs of one recipe with other seeds are pooled). Returns, per
-    metric: a, b (means over runs on all photos), diff = b - a, its 95% percentile interval (low, high) and
+    sides, and each side's runs with replacement (runs of one recipe with other seeds are pooled); `units` (an id
+    per photo of a[0], and their name) overrides how units are found. Returns, per metric: a, b (means over runs on all photos), diff = b - a, its 95% percentile interval (low, high) and
     p_b_better, the share of draws where B is better (higher F1, lower log-loss); plus `draws` of the differences."""
     keys = a[0].keys
     a, b = ([_aligned(p, a[0]) for p in side] for side in (a, b))
-    units, unit_name = _units(keys, Path(a[0].source).is_dir(), persons_map)
+    units, unit_name = units or _units(keys, Path(a[0].source).is_dir(), persons_map)
     names, unit_idx = np.unique(units, return_inverse=True)
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=draws).astype(float)

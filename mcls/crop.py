@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -22,7 +23,8 @@ except Exception as e:  # noqa: BLE001 - any failure here means the same fix
     raise ImportError(f'facenet-pytorch does not import ({type(e).__name__}: {e}). Install it with '
                       f'`pip install --no-deps facenet-pytorch==2.6.0` (setup.sh does this).') from e
 
-__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'detector', 'crop_images', 'attach_crops']
+__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'detector', 'landmarks_file', 'save_landmarks', 'crop_images',
+           'attach_crops']
 
 log = logging.getLogger(__name__)
 FACE, CENTRE = 'face', 'centre'
@@ -57,14 +59,24 @@ def crop_key(path: Path | str, cs: CropSettings) -> str:
 
 
 def _detect(mtcnn: MTCNN, images: list) -> list:
-    """MTCNN boxes and probabilities per photo, None where it finds nothing. A batch that fails (MTCNN cannot
-    handle e.g. a 10x10 photo) is retried photo by photo; a photo that still fails gets no box (centre crop)."""
+    """MTCNN boxes, probabilities and 5 landmarks per photo, None where it finds nothing. A batch that fails (MTCNN
+    cannot handle e.g. a 10x10 photo) is retried photo by photo; a photo that still fails gets no box (centre crop)."""
     try:
-        boxes, probs = mtcnn.detect(images)
-        return list(zip(boxes, probs))
+        boxes, probs, points = mtcnn.detect(images, landmarks=True)
+        return list(zip(boxes, probs, points))
     except Exception:  # noqa: BLE001 - facenet-pytorch raises RuntimeError, ValueError, IndexError on odd sizes
-        if len(images) == 1: return [(None, [None])]
+        if len(images) == 1: return [(None, [None], None)]
         return [_detect(mtcnn, [im])[0] for im in images]
+
+
+def landmarks_file(crop: Path | str) -> Path:
+    "Where a face crop's 5 landmarks (eyes, nose tip, mouth corners; crop pixels) are cached beside it."
+    return Path(crop).with_suffix('.lm.npy')
+
+
+def save_landmarks(crop: Path | str, points: np.ndarray):
+    with atomic_path(landmarks_file(crop)) as tmp:
+        with open(tmp, 'wb') as fh: np.save(fh, np.asarray(points, np.float32))
 
 
 def _commit(crop: Image.Image, dest: Path, size: int):
@@ -178,12 +190,14 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
 
         def flush(size):
             batch, by_size[size] = by_size[size], []
-            for (f, key, im), (b, p) in zip(batch, _detect(mtcnn, [im for _, _, im in batch])):
+            for (f, key, im), (b, p, pts) in zip(batch, _detect(mtcnn, [im for _, _, im in batch])):
                 found = b is not None and p[0] is not None and p[0] >= cs.min_prob
-                box = face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)
+                box = tuple(round(v) for v in (face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)))
                 dest = _cache_file(cache, key, FACE if found else CENTRE)
-                crop = im.crop(tuple(round(v) for v in box)).resize((cs.size, cs.size), Image.BICUBIC)
+                crop = im.crop(box).resize((cs.size, cs.size), Image.BICUBIC)
                 _commit(crop, dest, cs.size)
+                if found and pts is not None:    # for face-identity alignment (mcls.identity), in crop pixels
+                    save_landmarks(dest, (pts[0] - box[:2]) * (cs.size / (box[2] - box[0])))
                 out[f] = dest
                 if found: stats.faces += 1
                 else: stats.fallbacks += 1

@@ -17,7 +17,6 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_dir, output_dir, recover_dir
 from .errors import DataError, UserError
 from .learner import build_learner, norm_stats, task_datablock
-from .persons import PERSONS_FILE
 from .settings import LEARNERS, TASKS, Settings, load_settings
 from .tune import TUNING_FILE
 
@@ -52,8 +51,8 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
     check_export_dir(dest_dir, task)
     with atomic_dir(dest_dir) as d:
         # the copy's files are hard links to the old folder's: unlink each before writing it, never write into it;
-        # tuning and persons files were fitted on the learners this export replaces
-        for name in (TUNING_FILE, PERSONS_FILE, *(f'{task}.{x}' for x in ('pkl', 'safetensors', 'settings.ini', 'json')),
+        # the tuning file was fitted on the learners this export replaces
+        for name in (TUNING_FILE, *(f'{task}.{x}' for x in ('pkl', 'safetensors', 'settings.ini', 'json')),
                      *(Path(f).name for f in extra)):
             (d / name).unlink(missing_ok=True)
         learn.export((d / f'{task}.pkl').resolve())

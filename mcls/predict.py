@@ -22,7 +22,7 @@ from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
 __all__ = ['combine', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
-           'decision_scores', 'person_threshold', 'person_labels', 'predict_eval']
+           'decision_scores', 'person_labels', 'predict_eval']
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +88,13 @@ def decision_scores(probs: dict[str, np.ndarray], model_dir: Path, tune: bool) -
     return {t: apply_offsets(p, offsets.get(t)) for t, p in probs.items()}
 
 
-def person_threshold(s: Settings, model_dir: Path, learn, max_persons: int = 80) -> dict:
-    """The grouping threshold, chosen once on training photos of known persons (fold 0, which fold-0 models
-    never trained on) and kept in the model folder. Reads train.csv and photos only, never answers."""
-    from .dataset import load_train
-    from .folds import assign_folds
-    from .persons import choose_threshold, load_threshold, photo_embeddings, save_threshold
-    info = load_threshold(model_dir)
-    if info is not None: return info
-    train, _ = attach_crops(load_train(s.paths.data, s.paths.corrections), s.crop, s.paths.cache, progress=False)
-    train = train[assign_folds(train, s.split.folds, s.split.by, s.split.seed) == 0]
-    train = train[train.person.isin(train.person.drop_duplicates().head(max_persons))]
-    info = choose_threshold(photo_embeddings(learn, train.crop.tolist()), train.person.to_numpy())
-    save_threshold(model_dir, info)
-    return info
-
-
-def person_labels(s: Settings, df: pd.DataFrame, model_dirs: list[Path], probs: dict, tune: bool,
-                  pickle: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
-    "Labels decided per person: groups found from the first model folder's backbone features (see mcls.persons)."
-    from .persons import consistent_labels, group_photos, photo_embeddings
-    d = Path(model_dirs[0])
-    learn = load_task_learner(d, learners_in(d)[-1], pickle)     # joint, or the gender learner
-    info = person_threshold(s, d, learn)
-    groups = group_photos(photo_embeddings(learn, df.crop.tolist()), info['threshold'])
-    labels, stats = consistent_labels(decision_scores(probs, d, tune), groups, s.predict.persons_margin)
+def person_labels(s: Settings, df: pd.DataFrame, model_dirs: list[Path], probs: dict,
+                  tune: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    "Labels decided per person for [predict] persons_tasks: groups found by face identity (see mcls.persons)."
+    from .persons import consistent_labels, group_eval
+    groups, _, info = group_eval(s, df.crop.tolist())
+    labels, stats = consistent_labels(decision_scores(probs, Path(model_dirs[0]), tune), groups,
+                                      s.predict.persons_margin, s.predict.persons_tasks)
     return labels, groups, {**stats, 'threshold': info['threshold']}
 
 
@@ -124,6 +106,9 @@ def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune
     persons = persons or s.predict.persons
     output_file(out, 'the submission')
     output_file(probs_path(out), 'the submission\'s probabilities')
+    if persons == 'auto':          # before the slow part: the weights must be there
+        from .identity import check_weights
+        check_weights(s.predict.identity_weights)
     if persons not in CHOICES['predict.persons']:
         raise DataError(f'persons = {persons!r}: use one of {", ".join(CHOICES["predict.persons"])}')
     info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
@@ -133,7 +118,7 @@ def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune
     labels, probs = predict_frame(df, model_dirs, s.predict, tta, tune, pickle)
     extra = {}
     if persons == 'auto':
-        labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune, pickle)
+        labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune)
         log.info('persons: %s', stats)
     sub = pd.DataFrame({'ImageID': df.image_id, 'ans': labels.astype(int)})
     write_submission(sub, {**probs, **extra}, out)

@@ -48,6 +48,7 @@ CHOICES = {
     'train.age_head': ('groups', 'ordinal'),
     'train.mode': ('tasks', 'joint'),
     'predict.persons': ('auto', 'off'),
+    'predict.persons_tasks': ('mask', 'gender', 'age'),
 }
 POS, NONNEG, ONE_UP, UNIT = Range(0, lo_open=True), Range(0), Range(1), Range(0, 1)
 LIMITS = {
@@ -136,6 +137,9 @@ class PredictSettings:
     tta_beta: float = 0.25    # weight of the plain pass in fastai's lerp (0.5 + one flip pass = a true flip TTA)
     persons: str = 'off'      # auto: group eval photos into persons and decide per person (mcls.persons)
     persons_margin: float = 2.0   # nats a 5/1/1 mask assignment may cost over the per-photo answers
+    persons_tasks: tuple[str, ...] = ('mask', 'gender', 'age')   # tasks decided per person with persons = auto
+    identity_weights: Path | None = Path('face_recognition_sface_2021dec_int8bq.onnx')   # SFace (OpenCV Zoo)
+    detector_weights: Path | None = Path('face_detection_yunet_2023mar_int8bq.onnx')     # YuNet, where present
 
 
 @dataclass
@@ -182,7 +186,7 @@ def _workers(s: str): return None if s.strip().lower() == 'auto' else int(s)
 # how each typed field is parsed from its INI text
 _CONVERTERS = {
     int: int, float: float, str: str.strip, bool: _bool, Path: lambda s: Path(s.strip()),
-    'Path | None': _opt_path, 'tuple[int, int]': _tuple(int, 2), 'tuple[float, ...] | None': _tuple(float),
+    'Path | None': _opt_path, 'tuple[int, int]': _tuple(int, 2), 'tuple[float, ...] | None': _tuple(float), 'tuple[str, ...]': _tuple(str.strip),
     'int | None': _workers,
 }
 _TYPE_NAMES = {'int': int, 'float': float, 'str': str, 'bool': bool, 'Path': Path}
@@ -196,7 +200,9 @@ def _table_key(section: str, name: str) -> str:
 def check_value(section: str, name: str, value):
     "Raise ValueError when `value` of `[section] name` is not allowed by CHOICES / LIMITS (tuples: each element)."
     key = _table_key(section, name)
-    if key in CHOICES and value not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}')
+    if key in CHOICES:
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if v not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}')
     if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')
     lim = LIMITS.get(key)
     if lim is not None and value is not None:

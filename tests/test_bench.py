@@ -70,9 +70,14 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     summ = r['summary']
     for key in ('probe_f1_18', 'default_f1_18', 'default_tta_f1_18', 'default_degraded_f1_18', 'persons_f1_18',
                 'default_tuned_f1_18', 'valid_tta_f1_18', 'valid_crossfit_tuned_f1_18',
-                'jittered_persons_f1_18', 'valid_f1_18', 'eval_persons_purity', 'jittered_persons_completeness'):
+                'jittered_persons_f1_18', 'valid_f1_18', 'eval_persons_purity', 'jittered_persons_completeness',
+                'persons_gender_f1', 'jittered_purity', 'jittered_completeness'):
         assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
     assert summ['probe_f1_18'] == [r['probe'][r['probe']['floor']]['eval']['f1_18']] * 2
+    assert summ['persons_gender_f1'] == [r['seeds'][sd]['eval_persons']['gender'] for sd in ('1', '2')]
+    dec = r['persons_decisions']      # fold 0, both seeds pooled, per task: the rule's verdict and its evidence
+    assert set(dec['chosen']) <= {'mask', 'gender', 'age'} and {'low', 'high', 'p_b_better'} <= set(dec['gender']['task_f1'])
+    assert all(dec[t]['per_person'] == (t in dec['chosen']) for t in ('mask', 'gender', 'age'))
     assert set(r['probe']) == {'crops', 'photos', 'floor'} and r['mode'] in ('tasks', 'joint')
     assert {'load_and_crop', 'probe', 'train_seed1', 'train_seed2', 'predict_eval_tta_seed2'} <= set(r['stages'])
     assert r['summary_stats']['default_f1_18']['spread'] >= 0 and r['wall_s'] > 0

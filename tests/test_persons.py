@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,6 +89,76 @@ def test_groups_share_gender_and_age_and_singles_keep_their_answers():
     assert stats == {'groups': 3, 'grouped_photos': 7, 'groups_of_7': 1, 'mask_assigned_groups': 1}
 
 
+SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'weights'
+
+
+def identity_files() -> dict:
+    "The OpenCV Zoo files of ../shared (the only copy here); tests that need them skip where it is absent."
+    sface = SHARED / 'face_recognition_sface_2021dec_int8bq.onnx'
+    if not sface.exists(): pytest.skip(f'{sface} is not here (SFace weights: OpenCV Zoo)')
+    return {'identity_weights': sface, 'detector_weights': SHARED / 'face_detection_yunet_2023mar_int8bq.onnx'}
+
+
+def test_consistent_labels_decide_only_the_tasks_asked():
+    g = np.random.default_rng(4)
+    logp = {t: np.log(g.dirichlet(np.ones(k), 7)) for t, k in (('mask', 3), ('gender', 2), ('age', 3))}
+    own = [logp[t].argmax(1) for t in ('mask', 'gender', 'age')]
+    m, gen, a = decode(consistent_labels(logp, np.zeros(7, int), margin=50.0, tasks=('gender',))[0])
+    assert len(set(gen)) == 1 and (m == own[0]).all() and (a == own[2]).all()
+
+
+def test_identity_embeddings_of_tiny_data_are_cached_and_unit_length(trained, tmp_path):
+    from mcls.identity import ALIGNMENTS, identity_embeddings
+    files = identity_files()
+    crops = [str(shutil.copy(c, tmp_path / f'{i}.jpg')) for i, c in enumerate(trained['table'].crop.head(6))]
+    stats = {}
+    emb = identity_embeddings(crops, files['identity_weights'], files['detector_weights'], stats=stats)
+    assert emb.shape == (6, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert stats['embedded'] == 6 and sum(v for k, v in stats.items() if k.startswith('landmarks_')) == 6
+    again = {}
+    assert np.array_equal(identity_embeddings(crops, files['identity_weights'], stats=again), emb)
+    assert again['cached'] == 6 and again['embedded'] == 0
+    for how in ALIGNMENTS:      # every alignment gives a face the model takes
+        assert identity_embeddings(crops[:2], files['identity_weights'], how=how).shape == (2, 128)
+
+
+def test_groups_never_exceed_seven_even_when_everything_looks_alike():
+    emb = np.random.default_rng(0).normal(size=(1, 16)).repeat(30, 0) + 1e-3
+    assert np.bincount(group_photos(emb, 0.9)).max() <= 7
+
+
+def test_persons_command_writes_the_table_and_sheet_with_opencv_quiet(trained, tmp_path):
+    files = identity_files()
+    root = trained['root']
+    r = _cli('persons', '--data', root / 'data', '--set', f'paths.cache={tmp_path / "crops"}', '--set', 'crop.size=64',
+             '--set', f'predict.identity_weights={files["identity_weights"]}',
+             '--set', f'predict.detector_weights={files["detector_weights"]}', '--out', tmp_path / 'p.csv', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert '[ WARN' not in r.stderr and '[ WARN' not in r.stdout, r.stderr
+    t = pd.read_csv(tmp_path / 'p.csv', dtype={'ImageID': str})
+    info = pd.read_csv(root / 'data' / 'eval' / 'info.csv', dtype={'ImageID': str})
+    assert t.ImageID.tolist() == info.ImageID.tolist() and list(t.columns) == ['ImageID', 'group', 'size', 'similarity']
+    assert (t['size'] <= 7).all() and (t.groupby('group')['size'].first() == t.group.value_counts().sort_index()).all()
+    assert (tmp_path / 'p.png').stat().st_size > 0
+
+
+def test_persons_auto_without_the_weights_is_one_line(trained, tmp_path):
+    r = _cli('predict', '--data', trained['root'] / 'data', '--models', trained['models'], '--persons', 'auto',
+             '--set', 'predict.identity_weights=nowhere/sface.onnx', cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and 'identity_weights' in lines[0] and 'OpenCV Zoo' in lines[0], r.stderr
+    assert not (tmp_path / 'submission.csv').exists()
+
+
+def _cli(*args, cwd):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'NO_ALBUMENTATIONS_UPDATE': '1'}
+    return subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / 'cli.py'), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
 def test_predict_with_persons_reads_no_answers_and_changes_nothing_for_unrelated_photos(trained, tmp_path):
     "Eval photos of different persons (one each), answers and build metadata removed: auto == off."
     import dataclasses
@@ -101,12 +174,13 @@ def test_predict_with_persons_reads_no_answers_and_changes_nothing_for_unrelated
     pd.DataFrame({'ImageID': one_each, 'ans': 0}).to_csv(data / 'eval' / 'info.csv', index=False)
     models = tmp_path / 'models'
     shutil.copytree(trained['models'], models)
-    sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=data))
+    sd = dataclasses.replace(s, paths=dataclasses.replace(s.paths, data=data, cache=tmp_path / 'crops'),
+                             predict=dataclasses.replace(s.predict, **identity_files()))
     off = predict_eval(sd, [models], tmp_path / 'off.csv', tta=False, progress=False, persons='off')
     auto = predict_eval(sd, [models], tmp_path / 'auto.csv', tta=False, progress=False, persons='auto')
     assert (off.ans.to_numpy() == auto.ans.to_numpy()).all()
     z = np.load(tmp_path / 'auto.csv.probs.npz')
-    assert 'groups' in z and (models / 'persons.json').exists()
+    assert 'groups' in z and len(list((tmp_path / 'crops' / 'persons').glob('threshold-*.json'))) == 1
 
 
 def test_pseudo_labels_join_training_only_and_are_listed_in_the_run(trained, tmp_path):
