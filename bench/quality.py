@@ -1,10 +1,10 @@
 """The quality protocol: one command behind every recipe claim (docs/quality.md).
 
-    python bench/quality.py --seeds 777 1                       # the default recipe (settings.ini) + the floor
-    python bench/quality.py --seeds 777 1 --config configs/seed.ini --name seed --no-probe
-    python bench/quality.py --seeds 777 1 --oof --no-probe      # + the recipe on folds 1-4: out-of-fold evidence
-    python bench/quality.py --seeds 777 1 --full --no-probe     # + a learner on every training person
-    python bench/quality.py --quick                             # tiny synthetic data, tiny model (CI)
+    python -m bench.quality --seeds 777 1                       # the default recipe (settings.ini) + the floor
+    python -m bench.quality --seeds 777 1 --config configs/seed.ini --name seed --no-probe
+    python -m bench.quality --seeds 777 1 --oof --no-probe      # + the recipe on folds 1-4: out-of-fold evidence
+    python -m bench.quality --seeds 777 1 --full --no-probe     # + a learner on every training person
+    python -m bench.quality --quick                             # tiny synthetic data, tiny model (CI)
 
 Fixed: the 600-person maskfaces build (make_maskfaces.py --persons 600, its default build seed), fold 0 of the
 person-aware split as validation, tf_efficientnet_lite0 with the offline ImageNet weights of ../shared/weights.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -28,58 +27,31 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from bench.common import IDENTITY, RESULTS, ROOT, SHARED, WEIGHTS, Report, load_crop_fold, scores
+from bench.copies import COPIES
+from mcls.demo import tiny_overrides
+from mcls.evaluate import evaluate_files, grouping_quality, read_labels
+from mcls.labels import LABEL_TASKS, decode, encode
+from mcls.learner import norm_stats
+from mcls.predict import predict_eval, predict_frame
+from mcls.pseudo import add_pseudo
+from mcls.settings import TASKS, load_settings
+from mcls.train import learners_for, train_learners, with_seed
+from mcls.tune import TUNING_FILE, apply_offsets, fit_offsets, load_oof, write_offsets
 
-from mcls.atomic import write_text_atomic  # noqa: E402
-from mcls.crop import attach_crops  # noqa: E402
-from mcls.dataset import load_eval, load_train  # noqa: E402
-from mcls.demo import tiny_overrides  # noqa: E402
-from mcls.evaluate import evaluate_files, grouping_quality, read_labels  # noqa: E402
-from mcls.folds import assign_folds  # noqa: E402
-from mcls.labels import LABEL_TASKS, decode, encode  # noqa: E402
-from mcls.learner import norm_stats  # noqa: E402
-from mcls.predict import predict_eval, predict_frame  # noqa: E402
-from mcls.pseudo import add_pseudo  # noqa: E402
-from mcls.settings import TASKS, load_settings  # noqa: E402
-from mcls.train import learners_for, train_learners, with_seed  # noqa: E402
-from mcls.tune import TUNING_FILE, apply_offsets, fit_offsets, load_oof, write_offsets  # noqa: E402
-
-sys.path.insert(0, str(ROOT / 'bench'))
-from degrade import degrade_copy  # noqa: E402
-from jitter import jitter_copy  # noqa: E402
-
-SHARED = ROOT.parent / 'shared'
-WEIGHTS = SHARED / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
-IDENTITY = {'predict.identity_weights': str(SHARED / 'weights' / 'face_recognition_sface_2021dec_int8bq.onnx'),
-            'predict.detector_weights': str(SHARED / 'weights' / 'face_detection_yunet_2023mar_int8bq.onnx')}
 PERSONS = 600
 # the protocol's fixed part; the recipe (sizes, rates, epochs, heads, pipelines, TTA) comes from the settings
 FIXED = {'train.arch': 'tf_efficientnet_lite0', 'train.pretrained': 'true', 'split.folds': '5', 'split.by': 'person',
          'split.seed': '777'}
 PROBE_GRID = [(c, w) for c in (0.01, 0.03, 0.1, 0.3, 1.0) for w in (None, 'balanced')]
-
-
-class Report:
-    "The result JSON, rewritten atomically after every stage (a run cut short keeps what it finished)."
-
-    def __init__(self, path: Path, **head):
-        self.path, self.data = path, {**head, 'stages': {}, 'seeds': {}}
-
-    def stage(self, name: str, seconds: float):
-        self.data['stages'][name] = round(seconds, 1)
-        self.save()
-
-    def save(self): write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
 
 
 def build_data(dest: Path, quick: bool) -> Path:
@@ -93,15 +65,6 @@ def build_data(dest: Path, quick: bool) -> Path:
     subprocess.run([sys.executable, str(tool), '--src', str(SHARED / 'data' / 'maskfaces' / 'src'), '--out', str(dest),
                     '--persons', str(PERSONS)], check=True, stdout=subprocess.DEVNULL)
     return dest
-
-
-def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
-    "18-class macro F1 and each task's, from 18-class labels."
-    out = {'f1_18': float(f1_score(truth, pred, average='macro', labels=range(18), zero_division=0))}
-    for t, p, y in zip(('mask', 'gender', 'age'), decode(pred), decode(truth)):
-        out[t] = float(f1_score(y, p, average='macro', zero_division=0))
-    out['mean_task'] = float(np.mean([out[t] for t in ('mask', 'gender', 'age')]))   # steadier than F1_18 on 500 photos
-    return out
 
 
 # ---------------------------------------------------------------- the floor: a frozen-feature probe
@@ -147,9 +110,9 @@ def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: s
             _, c, w, m, pv = best
             chosen[t], pred_valid[t], pred_eval[t] = {'C': c, 'class_weight': w}, pv, m.predict(E)
         res[view] = {'chosen': chosen,
-                     'valid': scores(encode(pred_valid['mask'], pred_valid['gender'], pred_valid['age']),
+                     'valid': scores(encode(*(pred_valid[t] for t in LABEL_TASKS)),
                                      table.label.to_numpy()[va]),
-                     'eval': scores(encode(pred_eval['mask'], pred_eval['gender'], pred_eval['age']), truth)}
+                     'eval': scores(encode(*(pred_eval[t] for t in LABEL_TASKS)), truth)}
     # the floor is the view that does better on fold 0 (the view is a choice like any other)
     res['floor'] = max(('crops', 'photos'), key=lambda v: res[v]['valid']['f1_18'])
     return res
@@ -160,21 +123,21 @@ def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: s
 def valid_scores(model_dir: Path) -> dict:
     "Fold-0 scores of the exported learners from their saved validation probabilities (true age groups)."
     z = {t: np.load(model_dir / f'{t}.valid.npz') for t in TASKS}
-    pred = encode(*(z[t]['probs'].argmax(1) for t in ('mask', 'gender', 'age')))
+    pred = encode(*(z[t]['probs'].argmax(1) for t in LABEL_TASKS))
     return scores(pred, z['mask']['labels'])
 
 
 def crossfit_labels(probs: dict[str, np.ndarray], truth: np.ndarray, parts: np.ndarray) -> np.ndarray:
     """18-class labels decided with per-task offsets fitted on the other parts' photos and applied to each part's
     (`parts`: one part id per photo), so no photo is decided by offsets fitted on it."""
-    y = dict(zip(('mask', 'gender', 'age'), decode(truth)))
+    y = dict(zip(LABEL_TASKS, decode(truth)))
     tuned = {t: np.zeros(len(truth), int) for t in TASKS}
     for p in np.unique(parts):
         fit_on = parts != p
         for t in TASKS:
             off, _, _ = fit_offsets(probs[t][fit_on], y[t][fit_on])
             tuned[t][~fit_on] = apply_offsets(probs[t][~fit_on], off).argmax(1)
-    return encode(tuned['mask'], tuned['gender'], tuned['age'])
+    return encode(*(tuned[t] for t in LABEL_TASKS))
 
 
 def fold0_decisions(table: pd.DataFrame, s, model_dir: Path) -> dict:
@@ -266,7 +229,7 @@ def oof_decisions(model_dirs: list[Path], saved: dict[str, Path]) -> dict:
     probs = {t: np.concatenate([zi[t]['probs'] for zi in z]) for t in TASKS}
     truth = np.concatenate([zi['mask']['labels'] for zi in z])
     fold = np.concatenate([np.full(len(zi['mask']['labels']), k) for k, zi in enumerate(z)])
-    order = ('mask', 'gender', 'age')
+    order = LABEL_TASKS
     y = dict(zip(order, decode(truth)))
     everywhere = {t: fit_offsets(probs[t], y[t])[0] for t in TASKS}
     out = {'folds': len(z), 'photos': int(len(truth)),
@@ -302,15 +265,11 @@ PREDICTIONS = [('eval', 'eval', False, 'off'), ('eval_tta', 'eval', True, 'off')
 def copies(data: Path, work: Path, rep: Report) -> dict[str, Path]:
     "The eval set as built, a degraded copy (real capture) and a jittered copy (person grouping); made once."
     out = {'eval': data}
-    for name, make in (('degraded', degrade_copy), ('jittered', jitter_copy)):
+    for name, make in COPIES.items():
         dest = out[name] = work / name
         if not (dest / '.complete').exists():      # a copy cut short is redone
             t0 = time.perf_counter()
             make(data, dest)
-            if name == 'degraded' and (data / 'build_meta.csv').exists():
-                shutil.copy(data / 'build_meta.csv', dest / 'build_meta.csv')
-            if not (dest / 'train').exists():     # the training photos (person grouping chooses its threshold there)
-                (dest / 'train').symlink_to((data / 'train').resolve())
             (dest / '.complete').touch()
             rep.stage(f'{name}_copy', time.perf_counter() - t0)
     return out
@@ -332,21 +291,18 @@ def run(a) -> dict:
     extra = dict(kv.split('=', 1) for kv in a.set or [])
     s = load_settings(a.config, {**ov, **extra})
     name = a.name or (Path(a.config).stem if a.config else 'default')
-    out = Path(a.out or ROOT / 'bench' / 'results' / f"quality-{name}{'-quick' if a.quick else ''}-{datetime.now():%Y-%m-%d}.json")
+    out = Path(a.out or RESULTS / f"quality-{name}{'-quick' if a.quick else ''}-{datetime.now():%Y-%m-%d}.json")
     mode = s.tasks['mask'].mode
     recipe = {t: {k: str(v) for k, v in dataclasses.asdict(s.tasks[t]).items() if k not in ('task', 'seed', 'weights')}
               for t in (('joint',) if mode == 'joint' else TASKS)}
-    rep = Report(out, name=name, command=' '.join(['python', 'bench/quality.py', *sys.argv[1:]]),
+    rep = Report(out, name=name, command=' '.join(['python', '-m', 'bench.quality', *sys.argv[1:]]),
                  date=datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, cores=os.cpu_count(),
                  data=str(data), quick=a.quick, seeds_run=a.seeds, mode=mode, recipe=recipe,
-                 predict={k: str(v) for k, v in dataclasses.asdict(s.predict).items()})
+                 predict={k: str(v) for k, v in dataclasses.asdict(s.predict).items()}, seeds={})
     t_all = time.perf_counter()
 
     t0 = time.perf_counter()
-    train_df, eval_df = load_train(data), load_eval(data).assign(split='eval')
-    table, _ = attach_crops(train_df, s.crop, s.paths.cache, progress=False)
-    eval_df, _ = attach_crops(eval_df, s.crop, s.paths.cache, progress=False)
-    table['fold'] = assign_folds(table, s.split.folds, s.split.by, s.split.seed)
+    table, eval_df = load_crop_fold(s, data)
     truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
     rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()), 'eval': len(eval_df)}
     rep.stage('load_and_crop', time.perf_counter() - t0)
@@ -433,7 +389,7 @@ def run(a) -> dict:
     summ['valid_mean_task_f1'] = [r['valid']['mean_task'] for r in runs]
     summ['valid_tta_f1_18'] = [r['valid']['decisions']['tta']['f1_18'] for r in runs]
     summ['valid_crossfit_tuned_f1_18'] = [r['valid']['decisions']['crossfit_tuned']['f1_18'] for r in runs]
-    for t in ('mask', 'gender', 'age'):
+    for t in LABEL_TASKS:
         summ[f'valid_{t}_f1'] = [r['valid'][t] for r in runs]
         summ[f'eval_{t}_f1'] = [r['eval'][t] for r in runs]
     if a.probe:
@@ -462,7 +418,7 @@ def print_report(r: dict):
             t.add_row(f'probe {view}: fold-0 / eval F1_18', '', '',
                       f"{p['valid']['f1_18']:.4f} / {p['eval']['f1_18']:.4f} (gender {p['eval']['gender']:.3f}, "
                       f"age {p['eval']['age']:.3f})")
-    for name, sec in r['stages'].items(): t.add_row(f'wall s: {name}', '', '', f'{sec:.0f}')
+    for name, st in r['stages'].items(): t.add_row(f'wall s: {name}', '', '', f"{st['seconds']:.0f}")
     Console(width=150).print(t)
 
 

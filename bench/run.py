@@ -1,8 +1,8 @@
 """Benchmark: the whole mcls workflow on a data set in the competition layout (with eval/answers.csv), quality and
 speed side by side with (a) a plain PyTorch + timm loop, (b) the model-only ceiling and (c) the input pipeline alone.
 
-    python bench/run.py --data data/mf150 --preset cpu
-    python bench/run.py --data /tmp/maskfaces --preset gpu --weights .dev/weights/tf_efficientnet_lite0.in1k.safetensors
+    python -m bench.run --data data/mf150 --preset cpu
+    python -m bench.run --data /tmp/maskfaces --preset gpu --weights .dev/weights/tf_efficientnet_lite0.in1k.safetensors
 
 Writes bench/results/<date>-<device>-<preset>.json after every stage (a run cut short still reports what it
 finished) and prints one table at the end.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import resource
@@ -23,36 +22,30 @@ from datetime import datetime
 from pathlib import Path
 
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
+from bench.common import RESULTS, ROOT, WEIGHTS, Report
+from bench.copies import degrade_copy
+from mcls.augment import Squish
+from mcls.crop import attach_crops
+from mcls.demo import TINY
+from mcls.dataset import load_eval, load_train
+from mcls.decode import OpenCrop
+from mcls.evaluate import evaluate_files
+from mcls.folds import assign_folds
+from mcls.learner import TARGET, make_model, norm_stats, resolve_workers, task_dls, task_targets
+from mcls.precision import describe, resolve_precision
+from mcls.predict import predict_eval
+from mcls.settings import TASKS, load_settings
+from mcls.train import train_task, with_seed
 
-from mcls.atomic import write_text_atomic  # noqa: E402
-from mcls.augment import Squish  # noqa: E402
-from mcls.crop import attach_crops  # noqa: E402
-from mcls.demo import TINY  # noqa: E402
-from mcls.dataset import load_eval, load_train  # noqa: E402
-from mcls.decode import OpenCrop  # noqa: E402
-from mcls.evaluate import evaluate_files  # noqa: E402
-from mcls.folds import assign_folds  # noqa: E402
-from mcls.learner import TARGET, make_model, norm_stats, resolve_workers, task_dls, task_targets  # noqa: E402
-from mcls.precision import describe, resolve_precision  # noqa: E402
-from mcls.predict import predict_eval  # noqa: E402
-from mcls.settings import TASKS, load_settings  # noqa: E402
-from mcls.train import train_task, with_seed  # noqa: E402
-
-sys.path.insert(0, str(ROOT / 'bench'))
-from degrade import degrade_copy  # noqa: E402
-
-DEFAULT_WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
 # epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared).
 # lr: mcls's one-cycle peak per task. cpu: chosen on the validation fold of a 300-person build (lite0, 128 px,
-# 3 epochs; bench/lr_sweep.py, docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates (3e-4 / 1e-4 / 1e-4).
+# 3 epochs; bench/studies/lr_sweep.py, docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates (3e-4 / 1e-4 / 1e-4).
 # gpu: 1e-3 everywhere, the middle of that sweep; not yet measured on a GPU.
 PRESETS = {
     'cpu': dict(arch='tf_efficientnet_lite0', size=128, batch=32, epochs=dict(mask=5, age=5, gender=5), plain_epochs=2,
@@ -81,21 +74,6 @@ def host_peak_mb() -> float:
 
 def gpu_peak_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-
-
-class Report:
-    "The JSON result, rewritten atomically after every stage."
-
-    def __init__(self, path: Path, **head):
-        self.path, self.data = path, {**head, 'stages': {}, 'tasks': {t: {} for t in TASKS}}
-
-    def stage(self, name: str, seconds: float, **values):
-        self.data['stages'][name] = {'seconds': round(seconds, 2), **values}
-        self.data['memory'] = {'host_peak_mb': round(host_peak_mb(), 1), 'gpu_peak_mb': gpu_peak_mb()}
-        self.save()
-
-    def save(self):
-        write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
 
 
 # ---------------------------------------------------------------- the plain reference loop
@@ -259,10 +237,11 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     ov.update({f'{t}.lr': lr for t, lr in p['lr'].items()})
     s = load_settings(overrides={k: str(v) for k, v in ov.items()})
     n_workers = resolve_workers(s.tasks['mask'].workers if workers is None else workers)
-    out = out or ROOT / 'bench' / 'results' / f'{datetime.now():%Y-%m-%d}-{device_name()}-{preset}.json'
-    rep = Report(out, preset=preset, device=device_name(), torch=torch.__version__, python=platform.python_version(),
+    out = out or RESULTS / f'{datetime.now():%Y-%m-%d}-{device_name()}-{preset}.json'
+    rep = Report(out, extra=lambda: {'memory': {'host_peak_mb': round(host_peak_mb(), 1), 'gpu_peak_mb': gpu_peak_mb()}},
+                 tasks={t: {} for t in TASKS}, preset=preset, device=device_name(), torch=torch.__version__, python=platform.python_version(),
                  date=datetime.now().isoformat(timespec='seconds'), data=str(data),
-                 command=' '.join(['python', 'bench/run.py', *sys.argv[1:]]),
+                 command=' '.join(['python', '-m', 'bench.run', *sys.argv[1:]]),
                  settings={'arch': p['arch'], 'size': p['size'], 'batch': p['batch'], 'epochs': p['epochs'],
                            'plain_epochs': p['plain_epochs'], 'tta_passes': p['tta_passes'], 'seeds': seeds,
                            'lr_mcls': p['lr'], 'lr_plain': SEED_LR,
@@ -424,7 +403,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--data', type=Path, required=True, help='competition layout with eval/answers.csv')
     ap.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
-    ap.add_argument('--weights', type=Path, default=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
+    ap.add_argument('--weights', type=Path, default=WEIGHTS if WEIGHTS.exists() else None)
     ap.add_argument('--out', type=Path, help='result JSON (default bench/results/<date>-<device>-<preset>.json)')
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'bench', help='scratch folder (replaced)')
     ap.add_argument('--seeds', type=int, nargs='+', default=[777])

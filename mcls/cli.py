@@ -26,6 +26,8 @@ console = Console() if interactive() else Console(width=160)   # logs: no trunca
 ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini')]
 SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value')]
 DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help='competition layout root (paths.data)')]
+FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner that did not train on it)')]
+WorkersOpt = Annotated[Optional[int], typer.Option(help='DataLoader workers (default: \\[train] workers)')]
 
 
 def _settings(config, sets, data=None, **named) -> Settings:
@@ -67,8 +69,8 @@ def _table(title: str, columns, rows) -> Table:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option('--verbose', '-v', help='log every skipped file')] = False):
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format='%(message)s',
+def main(verbose: Annotated[bool, typer.Option('--verbose', '-v', help='log every skipped file and step')] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format='%(message)s',
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
 
 
@@ -87,7 +89,9 @@ def config(config: ConfigOpt = None, set: SetOpt = None):
 
 @app.command()
 def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')],
-          persons: int = 40, eval_persons: int = 10, seed: int = 0,
+          persons: Annotated[int, typer.Option(help='training persons (7 photos each)')] = 40,
+          eval_persons: Annotated[int, typer.Option(help='eval persons (7 photos each)')] = 10,
+          seed: Annotated[int, typer.Option(help='seed of the drawing')] = 0,
           awkward: Annotated[bool, typer.Option(help='add hidden, truncated, grey, RGBA, CMYK, EXIF cases')] = False):
     "Write a small synthetic data set in the competition layout (drawn faces; no downloads)."
     from .synth import make_dataset
@@ -209,7 +213,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run")] = False,
           run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume')] = None,
           export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full')] = None,
-          workers: Annotated[Optional[int], typer.Option(help='DataLoader workers')] = None,
+          workers: WorkersOpt = None,
           pseudo: Annotated[Optional[Path], typer.Option(
               help='a predict .probs.npz: add its confident eval photos to training (transductive)')] = None,
           min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9):
@@ -259,9 +263,10 @@ def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, 
 
 @app.command('lr-find')
 def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config: ConfigOpt = None,
-            set: SetOpt = None, data: DataOpt = None, fold: int = 0,
+            set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
             out: Annotated[Optional[Path], typer.Option(help='plot PNG (default reports/lr_find_<task>.png)')] = None,
-            num_it: int = 100, workers: Optional[int] = None):
+            num_it: Annotated[int, typer.Option(help='learning rates tried, log-spaced')] = 100,
+            workers: WorkersOpt = None):
     "fastai's learning-rate finder for one learner (every layer trainable): saves the plot and prints suggestions."
     from .train import lr_find_task
     t, s = task.value, _settings(config, set, data)
@@ -273,7 +278,9 @@ def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config
 
 
 @app.command()
-def runs(config: ConfigOpt = None, set: SetOpt = None, task: Optional[Learner] = None, last: int = 30):
+def runs(config: ConfigOpt = None, set: SetOpt = None,
+         task: Annotated[Optional[Learner], typer.Option(help='only runs of this learner')] = None,
+         last: Annotated[int, typer.Option(help='rows shown')] = 30):
     "Past training runs with their validation scores, best first."
     from .runs import list_runs
     s = _settings(config, set)
@@ -309,7 +316,9 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
             pickle: PickleOpt = False,
             persons: Annotated[Optional[PersonsMode], typer.Option(
                 help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None):
-    "Predict the eval photos with the three learners (fold folders are averaged) and write the submission."
+    """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
+    three task learners; several folders are averaged. Default: models/full when it holds learners, else every
+    models/fold*."""
     from .predict import predict_eval
     from .atomic import output_file
     s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None})
@@ -329,7 +338,8 @@ def print_scores(scores, title='scores'):
 
 
 @app.command()
-def evaluate(submission: Path, answers: Path,
+def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to score')],
+             answers: Annotated[Path, typer.Argument(help='ImageID,ans CSV of the true classes')],
              out: Annotated[Optional[Path], typer.Option(help='confusion-matrix PNG (default reports/)')] = None,
              persons_map: Annotated[Optional[Path], typer.Option(
                  help='file,id CSV naming each eval photo\'s person (build_meta.csv): scores the person groups')] = None,
@@ -426,9 +436,10 @@ def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = N
 
 
 @app.command()
-def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: int = 0,
-              models: Annotated[Optional[Path], typer.Option(help='default models/fold{k}')] = None, k: int = 9,
-              workers: Optional[int] = None, pickle: PickleOpt = False):
+def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
+              models: Annotated[Optional[Path], typer.Option(help='default models/fold{k}')] = None,
+              k: Annotated[int, typer.Option(help='top losses shown')] = 9,
+              workers: WorkersOpt = None, pickle: PickleOpt = False):
     "Confusion matrix and top losses of a task's learner on the fold it did not train on."
     from .interpret import interpret_task
     t = task.value
@@ -475,12 +486,14 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
 
 
 @app.command('predict-image')
-def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
-                  tta: Annotated[bool, typer.Option('--tta/--no-tta')] = False, pickle: PickleOpt = False):
+def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg or .png photos')],
+                  config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
+                  tta: Annotated[bool, typer.Option('--tta/--no-tta', help='with \\[predict] TTA')] = False,
+                  pickle: PickleOpt = False):
     "Mask, gender and age group of single photos, with probabilities (face crop included)."
     import pandas as pd
     from .crop import crop_images
-    from .labels import AGE_NAMES, GENDERS, MASK_NAMES, decode
+    from .labels import AGE_NAMES, GENDERS, LABEL_TASKS, MASK_NAMES, decode
     from .predict import predict_frame
     s = _settings(config, set)
     for p in photos:
@@ -493,14 +506,14 @@ def predict_image(photos: list[Path], config: ConfigOpt = None, set: SetOpt = No
         m, g, a = decode(int(labels[i]))
         rows.append((str(p), f'{MASK_NAMES[m]} {probs["mask"][i][m]:.2f}', f'{GENDERS[g]} {probs["gender"][i][g]:.2f}',
                      f'{AGE_NAMES[a]} {probs["age"][i][a]:.2f}', int(labels[i])))
-    console.print(_table('prediction', ('photo', 'mask', 'gender', 'age', 'class'), rows))
+    console.print(_table('prediction', ('photo', *LABEL_TASKS, 'class'), rows))
 
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = Path('data/demo'),
-         persons: int = 100,
+         persons: Annotated[int, typer.Option(help='synthetic training persons')] = 100,
          epochs: Annotated[int, typer.Option(help='per task; one epoch of a tiny model from scratch is chance level')] = 8):
-    "No downloads, no data: synthetic faces -> crop -> train 3 tasks (tiny model) -> predict --tta -> evaluate."
+    "No downloads, no data: synthetic faces -> crop -> train what `train all` trains (tiny model) -> predict --tta -> evaluate."
     from .demo import run_demo
     scores = run_demo(out, persons=persons, epochs=epochs, console=console)
     print_scores(scores, 'demo scores (synthetic data; not a real-photo score)')

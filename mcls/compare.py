@@ -11,12 +11,12 @@ import pandas as pd
 
 from .atomic import read_npz
 from .errors import DataError, UserError
-from .labels import LABEL_TASKS, N_CLASSES, decode
+from .labels import LABEL_TASKS, N_CLASSES, TASK_CLASSES, encode, task_labels
 from .submission import probs_path, read_submission_probs
 
 __all__ = ['Predictions', 'METRICS', 'read_side', 'compare', 'plot_differences']
 
-N_OUT = {'f1_18': N_CLASSES, 'mask': 3, 'gender': 2, 'age': 3}      # classes of each F1
+N_OUT = {'f1_18': N_CLASSES, **TASK_CLASSES}      # classes of each F1
 METRICS = ('f1_18', *LABEL_TASKS)        # macro F1; log-loss of each task is added where probabilities exist
 LOWER_IS_BETTER = 'logloss_'
 
@@ -64,8 +64,8 @@ def _read_valid(folder: Path) -> Predictions:
     for t in LABEL_TASKS:
         order = _align(z[t]['files'].astype(str), keys, str(folder / f'{t}.valid.npz'), str(folder / 'mask.valid.npz'))
         probs[t] = z[t]['probs'][order].astype(float)
-    m, g, a = (probs[t].argmax(1) for t in LABEL_TASKS)
-    return Predictions(str(folder), keys, z['mask']['labels'].astype(int), m * 6 + g * 3 + a, probs)
+    return Predictions(str(folder), keys, z['mask']['labels'].astype(int),
+                       encode(*(probs[t].argmax(1) for t in LABEL_TASKS)), probs)
 
 
 def read_side(items: list[Path], answers: Path | None = None) -> list[Predictions]:
@@ -125,15 +125,14 @@ def _macro_f1(conf: np.ndarray, k: int, all_labels: bool) -> np.ndarray:
 
 def _task_labels(p: Predictions, metric: str) -> tuple[np.ndarray, np.ndarray]:
     if metric == 'f1_18': return p.truth, p.pred
-    i = LABEL_TASKS.index(metric)
-    return decode(p.truth)[i], decode(p.pred)[i]
+    return task_labels(p.truth, metric), task_labels(p.pred, metric)
 
 
 def _run_draws(p: Predictions, unit_idx, n_units, weights: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
     "One run's metric on all photos and on each bootstrap draw of units (`weights`: draws x units counts)."
     if metric.startswith(LOWER_IS_BETTER):
         t = metric[len(LOWER_IS_BETTER):]
-        y = decode(p.truth)[LABEL_TASKS.index(t)]
+        y = task_labels(p.truth, t)
         nll = -np.log(np.clip(p.probs[t][np.arange(len(y)), y], 1e-15, None))
         per_unit = np.bincount(unit_idx, nll, n_units)
         counts = np.bincount(unit_idx, None, n_units)

@@ -169,7 +169,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
         if strict: raise DataError(message)
         stats.skipped['unreadable image'] += 1
         stats.skipped_files.append((f, reason))
-        log.warning('skipped %s: %s', f, reason)
+        log.info('skipped %s: %s', f, reason)     # counted in the summary and skipped.csv; named with -v
 
     for f in files:
         try:

@@ -36,7 +36,7 @@ class LoadReport:
     def skip(self, path, reason: str):
         self.skipped[reason] += 1
         self.skipped_files.append((str(path), reason))
-        log.warning('skipped %s: %s', path, reason)
+        log.info('skipped %s: %s', path, reason)     # counted in the load summary; named with -v
 
 
 def inside(path: Path, folder: Path, what: str):

@@ -11,7 +11,8 @@ from sklearn.metrics import confusion_matrix
 
 from .evaluate import plot_confusion
 from .export import learners_in, load_task_learner
-from .joint import decode_target, split_probs
+from .joint import split_probs
+from .labels import N_CLASSES, task_labels
 from .learner import task_dls
 from .plots import pyplot, save_figure
 from .settings import load_settings
@@ -28,7 +29,7 @@ def _interpret_joint_head(table: pd.DataFrame, task: str, model_dir: Path, fold:
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
     probs, targs = learn.get_preds(ds_idx=1)
     p = split_probs(probs.float().numpy())[task]
-    y = decode_target(targs.long())[('mask', 'gender', 'age').index(task)].numpy()
+    y = task_labels(targs.long() % N_CLASSES, task).numpy()
     names = VALUE_NAMES[task]
     stem = Path(out_dir) / f'{task}_fold{fold}'
     written = [plot_confusion(confusion_matrix(y, p.argmax(1), labels=range(len(names))),

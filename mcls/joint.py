@@ -11,18 +11,18 @@ import torch.nn.functional as F
 from fastai.vision.all import AccumMetric, DisplayedTransform, TensorCategory
 from sklearn.metrics import f1_score
 
-from .labels import SCORE_BOUNDARY, encode
+from .labels import LABEL_TASKS, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, decode, encode, split_tasks, task_labels
 
 __all__ = ['AGE_THRESHOLDS', 'HEADS', 'n_logits', 'encode_target', 'decode_target', 'group_probs', 'JointTarget',
            'JointLoss', 'joint_f1', 'joint_metrics', 'split_probs']
 
 AGE_THRESHOLDS = tuple(range(18, 76, 2))   # ordinal head: one logit for "age >= t" per threshold (30 and 60 included)
-HEADS = {'mask': slice(0, 3), 'gender': slice(3, 5), 'age': slice(5, None)}
+HEADS = {**TASK_SLICES, 'age': slice(TASK_SLICES['age'].start, None)}   # age: 3 groups, or one logit per threshold
 N_YEARS = 128                              # the target packs years below this with the 18-class label
 
 
 def n_logits(age_head: str) -> int:
-    return 5 + (3 if age_head == 'groups' else len(AGE_THRESHOLDS))
+    return HEADS['age'].start + (TASK_CLASSES['age'] if age_head == 'groups' else len(AGE_THRESHOLDS))
 
 
 def encode_target(mask, gender, age_grp, years):
@@ -32,8 +32,7 @@ def encode_target(mask, gender, age_grp, years):
 
 def decode_target(t: torch.Tensor):
     "Encoded target tensor -> (mask, gender, age group, years)."
-    lab = t % 18
-    return lab // 6, (lab // 3) % 2, lab % 3, t // 18
+    return (*decode(t % N_CLASSES), t // N_CLASSES)
 
 
 def group_probs(age_logits: torch.Tensor, age_head: str, boundary: int = SCORE_BOUNDARY) -> torch.Tensor:
@@ -99,30 +98,24 @@ class JointLoss:
 
     def decodes(self, probs) -> torch.Tensor:
         "Probabilities from `activation` -> the 18-class label."
-        m, g, a = (probs[:, s].argmax(1) for s in (slice(0, 3), slice(3, 5), slice(5, 8)))
-        return m * 6 + g * 3 + a
+        return encode(*(p.argmax(1) for p in split_tasks(probs).values()))
 
 
 def split_probs(probs) -> dict[str, np.ndarray]:
     "Joint probabilities (n, 8) -> {'mask': (n, 3), 'gender': (n, 2), 'age': (n, 3)}."
-    probs = np.asarray(probs)
-    return {'mask': probs[:, :3], 'gender': probs[:, 3:5], 'age': probs[:, 5:8]}
+    return split_tasks(np.asarray(probs))
 
 
 def joint_f1(preds, targs, loss: JointLoss, part: str = 'all') -> float:
     """Macro F1 of one task (or of the 18 classes) from raw logits. Validation targets carry the true age
     groups, so the score is comparable whatever the training boundary."""
     pred = loss.decodes(loss.activation(preds))
-    m, g, a, _ = decode_target(targs.long())
-    truth = m * 6 + g * 3 + a
-    if part != 'all':
-        i = {'mask': 0, 'gender': 1, 'age': 2}[part]
-        pick = (lambda y: y // 6, lambda y: (y // 3) % 2, lambda y: y % 3)[i]
-        pred, truth = pick(pred), pick(truth)
+    truth = targs.long() % N_CLASSES
+    if part != 'all': pred, truth = task_labels(pred, part), task_labels(truth, part)
     return float(f1_score(truth.numpy(), pred.numpy(), average='macro'))
 
 
 def joint_metrics(loss: JointLoss) -> list:
     "18-class macro F1 (named f1_score: the checkpoint monitor) and each task's macro F1."
     return [AccumMetric(partial(joint_f1, loss=loss, part=p), flatten=False,
-                        name='f1_score' if p == 'all' else f'{p}_f1') for p in ('all', 'mask', 'gender', 'age')]
+                        name='f1_score' if p == 'all' else f'{p}_f1') for p in ('all', *LABEL_TASKS)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ['MASK_STEMS', 'MASK_NAMES', 'GENDERS', 'AGE_NAMES', 'SCORE_BOUNDARY', 'N_CLASSES', 'LABEL_TASKS',
-           'age_group', 'encode', 'decode', 'class_name']
+           'TASK_CLASSES', 'TASK_SLICES', 'age_group', 'encode', 'decode', 'task_labels', 'split_tasks', 'class_name']
 
 # photo stem -> mask state: wear 0, incorrect 1, not wear 2
 MASK_STEMS = {'mask1': 0, 'mask2': 0, 'mask3': 0, 'mask4': 0, 'mask5': 0, 'incorrect_mask': 1, 'normal': 2}
@@ -13,7 +13,17 @@ GENDERS = ('male', 'female')
 AGE_NAMES = ('<30', '30-59', '60+')
 SCORE_BOUNDARY = 60   # the competition's 60+ boundary: every score uses it, whatever the training boundary
 N_CLASSES = 18
-LABEL_TASKS = ('mask', 'gender', 'age')     # the order of encode()'s arguments and decode()'s results
+# The 18-class layout, defined here alone: the tasks in the order of encode()'s arguments and decode()'s results,
+# with their class counts; per-task probabilities side by side (a joint learner's heads) follow the same order.
+LABEL_TASKS = ('mask', 'gender', 'age')
+TASK_CLASSES = {'mask': len(MASK_NAMES), 'gender': len(GENDERS), 'age': len(AGE_NAMES)}
+TASK_SLICES = {t: slice(sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i]), sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i + 1]))
+               for i, t in enumerate(LABEL_TASKS)}
+
+
+def _array(x):
+    "Tensors stay tensors (the joint learner's loss and metrics), anything else becomes a NumPy array."
+    return x if any(c.__module__.startswith('torch') for c in type(x).__mro__) else np.asarray(x)
 
 
 def age_group(age, boundary: int = SCORE_BOUNDARY):
@@ -25,17 +35,27 @@ def age_group(age, boundary: int = SCORE_BOUNDARY):
 
 
 def encode(mask, gender, age_grp):
-    "(mask 0-2, gender 0-1, age group 0-2) -> class 0-17 = mask*6 + gender*3 + age. Works on arrays."
-    out = np.asarray(mask) * 6 + np.asarray(gender) * 3 + np.asarray(age_grp)
+    "(mask 0-2, gender 0-1, age group 0-2) -> class 0-17 = mask*6 + gender*3 + age. Works on arrays and tensors."
+    out = _array(mask) * 6 + _array(gender) * 3 + _array(age_grp)
     return int(out) if out.ndim == 0 else out
 
 
 def decode(label):
-    "Class 0-17 -> (mask, gender, age group). Works on arrays."
-    lab = np.asarray(label)
+    "Class 0-17 -> (mask, gender, age group). Works on arrays and tensors."
+    lab = _array(label)
     if ((lab < 0) | (lab >= N_CLASSES)).any(): raise ValueError(f'labels must be 0-17, got {label}')
     out = (lab // 6, (lab // 3) % 2, lab % 3)
     return tuple(int(v) for v in out) if lab.ndim == 0 else out
+
+
+def task_labels(label, task: str):
+    "The `task` part (mask, gender or age group) of 18-class labels."
+    return decode(label)[LABEL_TASKS.index(task)]
+
+
+def split_tasks(probs) -> dict:
+    "Per-task probabilities side by side (n, 8) -> {task: (n, classes)} in LABEL_TASKS order."
+    return {t: probs[:, TASK_SLICES[t]] for t in LABEL_TASKS}
 
 
 def class_name(label: int) -> str:

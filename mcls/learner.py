@@ -22,19 +22,18 @@ from .augment import AlbumentationsTransform, Squish, build_pipeline
 from .decode import CropBlock
 from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
-from .labels import age_group
+from .labels import TASK_CLASSES, age_group
 from .settings import TaskSettings, check_value
 
-__all__ = ['N_OUT', 'TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
+__all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
            'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
            'check_task_settings', 'resolve_workers', 'sample_weights']
 
-N_OUT = {'mask': 3, 'gender': 2, 'age': 3}
 TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target', 'joint': 'joint_y'}   # the column each learner learns
 
 
 def n_out(ts: TaskSettings) -> int:
-    return n_logits(ts.age_head) if ts.task == 'joint' else N_OUT[ts.task]
+    return n_logits(ts.age_head) if ts.task == 'joint' else TASK_CLASSES[ts.task]
 
 
 def task_targets(df: pd.DataFrame, ts: TaskSettings) -> pd.DataFrame:
@@ -70,7 +69,7 @@ def batch_tfms(arch: str):
 def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBlock:
     """Cached crops (decoded at the training size with `decode_at_size`) -> CategoryBlock of the task's target
     (joint: one encoded integer); `is_valid` column splits (person-aware)."""
-    y_block = TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else CategoryBlock(vocab=list(range(N_OUT[ts.task])))
+    y_block = TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else CategoryBlock(vocab=list(range(TASK_CLASSES[ts.task])))
     return DataBlock(blocks=(CropBlock(ts.size if ts.decode_at_size else None), y_block),
                      get_x=ColReader('crop'), get_y=ColReader(TARGET[ts.task]), splitter=ColSplitter('is_valid'),
                      item_tfms=item_tfms(ts.size, ts.pipeline if pipeline == 'train' else pipeline),
@@ -79,7 +78,7 @@ def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBloc
 
 def resolve_workers(workers: int | None, cores: int | None = None) -> int:
     """None (settings: auto): one DataLoader worker per usable core, up to 16; none at 2 cores or fewer, where
-    worker processes compete with the model's threads (bench/workers.py: 1.12x faster without them on 2 cores)."""
+    worker processes compete with the model's threads (bench/studies/workers.py: 1.12x faster without them on 2 cores)."""
     if workers is not None: return workers
     cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
     return 0 if cores <= 2 else min(cores, 16)
@@ -163,7 +162,7 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
                           f'{AGE_THRESHOLDS[0]}-{AGE_THRESHOLDS[-1]}; pick one of them')
     if ts.task == 'joint' and ts.task_weights and len(ts.task_weights) != 3:
         raise ConfigError(f'{t} task_weights needs 3 values (mask, gender, age), got {len(ts.task_weights)}')
-    n_cls = 3 if ts.task == 'joint' else N_OUT[ts.task]
+    n_cls = TASK_CLASSES['age' if ts.task == 'joint' else ts.task]     # the joint learner's weights are its age head's
     if ts.class_weights and len(ts.class_weights) != n_cls:
         raise ConfigError(f'{t} class_weights needs {n_cls} values, got {len(ts.class_weights)}')
     if ts.weights is not None and not ts.weights.is_file():

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def combine(mask_probs, gender_probs, age_probs) -> np.ndarray:
-    "Per-task probabilities -> the 18-class label mask*6 + gender*3 + age (argmax of each)."
+    "Per-task probabilities -> the 18-class label (mcls.labels.encode of each task's argmax)."
     return encode(np.argmax(mask_probs, 1), np.argmax(gender_probs, 1), np.argmax(age_probs, 1))
 
 

@@ -11,7 +11,7 @@ from .atomic import read_npz
 from .crop import attach_crops
 from .dataset import load_eval
 from .errors import DataError
-from .labels import encode
+from .labels import LABEL_TASKS, encode
 from .settings import Settings
 
 __all__ = ['GROUP_YEARS', 'pseudo_rows', 'add_pseudo']
@@ -24,7 +24,7 @@ def pseudo_rows(probs_file: Path | str, min_prob: float, eval_ids=None) -> pd.Da
     gender, age_group, age (a year inside the group), confidence, and the person group when predict found one.
     With `eval_ids` (info.csv's), the file must hold predictions of exactly those photos."""
     path = Path(probs_file)
-    z = read_npz(path, ('image_ids', 'mask', 'gender', 'age'), 'give the <submission>.probs.npz `mcls predict` writes')
+    z = read_npz(path, ('image_ids', *LABEL_TASKS), 'give the <submission>.probs.npz `mcls predict` writes')
     if not 0 < min_prob <= 1: raise DataError(f'--min-prob {min_prob}: give a probability in (0, 1]')
     if eval_ids is not None:
         ids, listed = [str(i) for i in z['image_ids']], set(map(str, eval_ids))
@@ -35,7 +35,7 @@ def pseudo_rows(probs_file: Path | str, min_prob: float, eval_ids=None) -> pd.Da
                             f'({len(foreign)} of its {len(ids)} ImageIDs are not listed there, {len(listed - set(ids))} '
                             f'listed photos have no prediction; first {first!r}); give the .probs.npz that '
                             f'`mcls predict` wrote for this data')
-    conf = np.min([z[t].max(1) for t in ('mask', 'gender', 'age')], axis=0)
+    conf = np.min([z[t].max(1) for t in LABEL_TASKS], axis=0)
     keep = conf >= min_prob
     age = z['age'].argmax(1)
     df = pd.DataFrame({'ImageID': z['image_ids'], 'mask': z['mask'].argmax(1), 'gender': z['gender'].argmax(1),

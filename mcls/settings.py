@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .labels import LABEL_TASKS
+
 __all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
            'PredictSettings', 'Settings', 'load_settings', 'parse_overrides']
 
@@ -48,7 +50,7 @@ CHOICES = {
     'train.age_head': ('groups', 'ordinal'),
     'train.mode': ('tasks', 'joint'),
     'predict.persons': ('auto', 'off'),
-    'predict.persons_tasks': ('mask', 'gender', 'age'),
+    'predict.persons_tasks': LABEL_TASKS,
 }
 POS, NONNEG, ONE_UP, UNIT = Range(0, lo_open=True), Range(0), Range(1), Range(0, 1)
 LIMITS = {
@@ -137,7 +139,7 @@ class PredictSettings:
     tta_beta: float = 0.25    # weight of the plain pass in fastai's lerp (0.5 + one flip pass = a true flip TTA)
     persons: str = 'off'      # auto: group eval photos into persons and decide per person (mcls.persons)
     persons_margin: float = 2.0   # nats a 5/1/1 mask assignment may cost over the per-photo answers
-    persons_tasks: tuple[str, ...] = ('mask', 'gender', 'age')   # tasks decided per person with persons = auto
+    persons_tasks: tuple[str, ...] = LABEL_TASKS   # tasks decided per person with persons = auto
     identity_weights: Path | None = Path('face_recognition_sface_2021dec_int8bq.onnx')   # SFace (OpenCV Zoo)
     detector_weights: Path | None = Path('face_detection_yunet_2023mar_int8bq.onnx')     # YuNet, where present
 

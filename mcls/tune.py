@@ -9,12 +9,11 @@ from sklearn.metrics import f1_score
 
 from .atomic import read_npz, write_text_atomic
 from .errors import DataError
-from .labels import decode
+from .labels import task_labels
 
 __all__ = ['apply_offsets', 'fit_offsets', 'load_oof', 'read_offsets', 'write_offsets', 'TUNING_FILE']
 
 TUNING_FILE = 'tuning.json'
-TASK_INDEX = {'mask': 0, 'gender': 1, 'age': 2}   # position in labels.decode's triple
 
 
 def apply_offsets(probs: np.ndarray, offsets=None) -> np.ndarray:
@@ -52,7 +51,7 @@ def load_oof(model_dirs: list[Path], task: str) -> tuple[np.ndarray, np.ndarray]
         z = read_npz(Path(d) / f'{task}.valid.npz', ('probs', 'labels'),
                      'train with --fold (not --full) to make these validation probabilities')
         probs.append(z['probs'])
-        targets.append(decode(z['labels'])[TASK_INDEX[task]])   # true groups, whatever the training boundary
+        targets.append(task_labels(z['labels'], task))   # true groups, whatever the training boundary
     return np.concatenate(probs), np.concatenate(targets)
 
 

@@ -13,6 +13,26 @@ from mcls.settings import LEARNERS, load_settings  # noqa: E402
 from mcls.synth import make_dataset  # noqa: E402
 
 
+# Tiers (pytest -m fast for the edit-test loop; the README's command runs them all). A test's tier is its own marker,
+# else `train` when it uses a synthetic data set, else `fast`; each tier has a per-test time limit.
+TIERS = {'fast': 30, 'train': 300, 'cli': 300, 'bench': 900, 'notebooks': 600}
+DATA_FIXTURES = {'trained', 'synth_root'}
+
+
+def pytest_configure(config):
+    for tier, limit in TIERS.items():
+        config.addinivalue_line('markers', f'{tier}: tier of tests (each limited to {limit} s)')
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = next((m.name for m in item.iter_markers() if m.name in TIERS), None)
+        if tier is None:
+            tier = 'train' if DATA_FIXTURES & set(item.fixturenames) else 'fast'
+            item.add_marker(getattr(pytest.mark, tier))
+        if item.get_closest_marker('timeout') is None: item.add_marker(pytest.mark.timeout(TIERS[tier]))
+
+
 def tiny_settings(root: Path, **extra):
     """Settings for a tiny randomly initialised model on a synthetic data set under `root`: one epoch, one-cycle,
     no workers, 3 folds; `extra` as section__key=value."""

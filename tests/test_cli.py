@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.cli     # most tests run the command line in a subprocess
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -89,3 +91,11 @@ def test_crop_one_split(tmp_path):
                 cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert re.search(rf'photos\s*│\s*{n} ', r.stdout)
+
+
+def test_every_cli_option_and_argument_has_help():
+    import typer.main
+    from mcls.cli import app
+    cmd = typer.main.get_command(app)
+    missing = [(name, p.name) for name, c in cmd.commands.items() for p in c.params if not getattr(p, 'help', None)]
+    assert missing == [] and all(getattr(p, 'help', None) for p in cmd.params)

@@ -141,6 +141,7 @@ def _cli(*args, cwd):
                           text=True, env=env, timeout=300)
 
 
+@pytest.mark.cli
 def test_compare_command_on_submissions(tmp_path):
     ids, persons, truth, pred = made_up()
     pd.DataFrame({'ImageID': ids, 'ans': truth}).to_csv(tmp_path / 'answers.csv', index=False)

@@ -2,7 +2,6 @@
 class: inputs validated where they are read, paths kept inside their folders, outputs whole and unambiguous, runs
 that end in a state `mcls runs` tells truly. Full disks and size limits are faked by patching the writer."""
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -282,6 +281,7 @@ def test_11_undecodable_settings_bytes_are_one_line(tmp_path):
     with pytest.raises(SettingsError, match='not UTF-8'): load_settings(cwd=tmp_path)
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize('setting,words', [('crop.size=0', ['[crop] size']), ('predict.batch=0', ['[predict] batch']),
                                            ('predict.tta_passes=0', ['tta_passes']), ('train.workers=-1', ['workers']),
                                            ('crop.fallback_crop=300', ['fallback_crop'])])

@@ -1,36 +1,35 @@
-import json
+"""The notebooks, executed through a Jupyter kernel (nbclient) as a user runs them; each test appends cells that
+assert on the notebook's own variables inside the kernel."""
 from pathlib import Path
 
-import matplotlib
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from mcls.synth import make_dataset
 from mcls.demo import tiny_overrides
 
 NBS = Path(__file__).parents[1] / 'nbs'
+pytestmark = pytest.mark.notebooks
 
 
-def run_notebook(path: Path):
-    "Execute a notebook's code cells in order, in one namespace (no kernel needed)."
-    ns = {}
-    for cell in json.loads(path.read_text())['cells']:
-        if cell['cell_type'] == 'code': exec(compile(''.join(cell['source']), str(path), 'exec'), ns)
-    return ns
+def run_notebook(path: Path, cwd: Path, *checks: str):
+    "Execute the notebook in a fresh kernel started in `cwd`, then the `checks` cells (assertions) in that kernel."
+    nb = nbformat.read(path, as_version=4)
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in checks]
+    NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(cwd)}}).execute()
+    return nb
 
 
 @pytest.mark.parametrize('name', ['01_eda.ipynb', '02_lr_find.ipynb'])
 def test_notebook_runs(tmp_path, monkeypatch, name):
-    matplotlib.use('Agg')
     make_dataset(tmp_path / 'data', persons=10, eval_persons=2, seed=4)
     sets = tiny_overrides(tmp_path, 1, **{'train.workers': 0})
     monkeypatch.setenv('MCLS_SET', ' '.join(f'{k}={v}' for k, v in sets.items()))
     monkeypatch.setenv('MCLS_LR_ITERS', '30')
-    monkeypatch.chdir(tmp_path)
-    ns = run_notebook(NBS / name)
-    if name.startswith('01'):
-        assert all(p.exists() for p in ns['paths']) and len(ns['df']) == 12 * 7
-    else:
-        assert ns['suggestions'].valley > 0
+    check = ('assert all(p.exists() for p in paths) and len(df) == 12 * 7' if name.startswith('01')
+             else 'assert suggestions.valley > 0')
+    run_notebook(NBS / name, tmp_path, check)
 
 
 def test_label_review_buttons_write_the_corrections_file(tmp_path, monkeypatch):
@@ -47,10 +46,9 @@ def test_label_review_buttons_write_the_corrections_file(tmp_path, monkeypatch):
     corr = tmp_path / 'fixes.csv'
     monkeypatch.setenv('MCLS_SET', ' '.join(f'{k}={v}' for k, v in tiny_overrides(
         tmp_path, 1, **{'paths.corrections': corr}).items()))
-    monkeypatch.chdir(tmp_path)
-    ns = run_notebook(NBS / '03_label_review.ipynb')
-    assert len(ns['cards']) == 1 and not corr.exists()           # only disagreeing suspects get a card
-    ns['cards'][0][1].click()
+    run_notebook(NBS / '03_label_review.ipynb', tmp_path,
+                 f'assert len(cards) == 1 and not __import__("pathlib").Path({str(corr)!r}).exists()',  # disagreeing only
+                 'cards[0][1].click()')
     report = LoadReport()
     fixed = load_train(tmp_path / 'data', corr, report)
     assert report.correction_rows == 1 and report.corrections == 7

@@ -173,11 +173,11 @@ def test_tune_and_evaluate_cli(trained, submission, tmp_path):
 
 
 def test_a_new_export_drops_what_was_fitted_on_the_old_learners(trained, tmp_path):
-    "tuning.json and persons.json describe the learners they were fitted on: a re-export must not keep them."
+    "tuning.json describes the learners it was fitted on: a re-export must not keep it."
     import shutil
     from mcls.train import train_task
     d = tmp_path / 'fold0'
     shutil.copytree(trained['models'], d)
-    for name in ('tuning.json', 'persons.json'): (d / name).write_text('{"offsets": {}}')
+    (d / 'tuning.json').write_text('{"offsets": {}}')
     train_task(trained['table'], trained['settings'], 'mask', 0, export_dir=d, progress=False)
-    assert not (d / 'tuning.json').exists() and not (d / 'persons.json').exists()
+    assert not (d / 'tuning.json').exists()

@@ -1,8 +1,8 @@
 """One quality-protocol iteration (train the recipe on fold 0 with one seed, predict eval, score), timed side by side:
 the code of a base commit (from a git worktree) against this checkout, with and without the joint learner.
 
-    python bench/iteration.py --base 5769d23 --data data/mf600 --cache data/crops600
-    python bench/iteration.py --quick          # tiny synthetic data and model (checks the script runs)
+    python -m bench.studies.iteration --base 5769d23 --data data/mf600 --cache data/crops600
+    python -m bench.studies.iteration --quick          # tiny synthetic data and model (checks the script runs)
 
 Each iteration runs in its own process on the same data, crop cache and fixed protocol settings (lite0, offline
 weights, fold 0). The base commit trains the recipe of configs/prev.ini (three learners, what issue 8 measured);
@@ -20,13 +20,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
+from bench.common import RESULTS, ROOT, WEIGHTS
 
-# run inside the code under test (its own mcls on sys.path): the same calls exist at the base commit
+
+# run inside the code under test (its own mcls first, by PYTHONPATH): the same calls exist at the base commit
 DRIVER = r'''
 import json, sys, time
-sys.path.insert(0, sys.argv[1])
 from mcls.settings import load_settings
 from mcls.train import train_task, training_table
 from mcls.predict import predict_eval
@@ -52,7 +51,7 @@ def iteration(code: Path, overrides: dict, config: Path | None, work: Path) -> d
     "One iteration of the code at `code` in a fresh process; its timings and eval F1."
     ov = {**overrides, 'paths.runs': str(work / 'runs'), 'paths.models': str(work / 'models'),
           'predict.out': str(work / 'sub.csv')}
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'NO_ALBUMENTATIONS_UPDATE': '1'}
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'NO_ALBUMENTATIONS_UPDATE': '1', 'PYTHONPATH': str(code)}   # its mcls
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, '-c', DRIVER, str(code), json.dumps(ov), str(config or '')], cwd=work,
                        capture_output=True, text=True, env=env)
@@ -74,7 +73,6 @@ def main(argv=None):
     subprocess.run(['git', 'worktree', 'add', '--detach', str(base), a.base], cwd=ROOT, check=True, capture_output=True)
     try:
         if a.quick:
-            sys.path.insert(0, str(ROOT))
             from mcls.demo import TINY
             from mcls.synth import make_dataset
             make_dataset(tmp / 'data', persons=12, eval_persons=3, seed=1)
@@ -99,10 +97,10 @@ def main(argv=None):
         subprocess.run(['git', 'worktree', 'remove', '--force', str(base)], cwd=ROOT, capture_output=True)
     b = runs['base_tasks']['total_s']
     report = {'date': datetime.now().isoformat(timespec='seconds'), 'base': a.base, 'data': str(a.data),
-              'quick': a.quick, 'command': ' '.join(['python', 'bench/iteration.py', *(argv or sys.argv[1:])]),
+              'quick': a.quick, 'command': ' '.join(['python', '-m', 'bench.studies.iteration', *(argv or sys.argv[1:])]),
               'runs': runs, 'speedup_tasks': b / runs['new_tasks']['total_s'],
               'speedup_default': b / runs['new_default']['total_s']}
-    out = a.out or ROOT / 'bench' / 'results' / f"iteration{'-quick' if a.quick else ''}-{datetime.now():%Y-%m-%d}.json"
+    out = a.out or RESULTS / f"iteration{'-quick' if a.quick else ''}-{datetime.now():%Y-%m-%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     for name, r in runs.items():

@@ -1,7 +1,7 @@
 """The quality ladder: a markdown table of protocol runs (bench/results/quality-*.json), one row per recipe
 change, each with its delta over the row it changes. Printed, for docs/quality.md.
 
-    python bench/ladder.py r0-prev:- r1-joint:r0-prev r2-finetune:r1-joint ...
+    python -m bench.studies.ladder r0-prev:- r1-joint:r0-prev r2-finetune:r1-joint ...
 
 Each argument is NAME:BEFORE (BEFORE '-' for the first row); NAME is the protocol run's --name.
 """
@@ -41,7 +41,7 @@ def figures(r: dict) -> dict:
 
 def arguments(command: str, base: str) -> str:
     "The run's recipe arguments: no data, cache, work folder or name; `base` shown as $BASE."
-    words, out, skip = command.replace('python bench/quality.py ', '').replace(base, '$BASE').split(), [], False
+    words, out, skip = command.replace('python -m bench.studies.quality ', '').replace(base, '$BASE').split(), [], False
     for w in words:
         if skip: skip = False; continue
         if w in ('--data', '--cache', '--work', '--name', '--out'): skip = True; continue

@@ -1,9 +1,9 @@
-"""The most person grouping can give: each eval photo's learner probabilities (saved by a `bench/quality.py` run)
+"""The most person grouping can give: each eval photo's learner probabilities (saved by a `bench.quality` run)
 combined per person the way `--persons auto` combines a group (mean gender and age log-probabilities, mask states
 5/1/1 where that costs at most `persons_margin` nats), with the true persons of the build's `build_meta.csv` as the
 groups. No training, no prediction: it reads what the protocol run left.
 
-    python bench/persons_oracle.py --work runs/quality --seeds 777 1 --data data/mf600
+    python -m bench.studies.persons_oracle --work runs/quality --seeds 777 1 --data data/mf600
 
 Per seed and eval copy (eval, degraded, jittered) it prints F1_18 per photo, with the groups `--persons auto`
 found (where that copy was predicted with them) and with the true persons. Perfect grouping is an upper bound for
@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'bench'))
-from mcls.evaluate import persons_of, read_labels  # noqa: E402
-from mcls.persons import consistent_labels  # noqa: E402
-from mcls.tune import apply_offsets  # noqa: E402
-from mcls.settings import load_settings  # noqa: E402
-from quality import scores  # noqa: E402
-from seed_ensemble import TASKS, labels_of  # noqa: E402
+from mcls.evaluate import persons_of, read_labels
+from mcls.persons import consistent_labels
+from mcls.tune import apply_offsets
+from mcls.settings import load_settings
+from bench.common import scores
+from bench.studies.seed_ensemble import labels_of
+from mcls.labels import LABEL_TASKS
 
 
 def log_probs(z) -> dict[str, np.ndarray]:
-    return {t: apply_offsets(z[t]) for t in TASKS}     # as predict scores a photo without tuned offsets
+    return {t: apply_offsets(z[t]) for t in LABEL_TASKS}     # as predict scores a photo without tuned offsets
 
 
 def copy_scores(work: Path, seed: int, copy: str, root: Path, margin: float) -> dict | None:

@@ -1,6 +1,6 @@
 """How well `mcls suspects` finds label errors: inject known errors into a copy of a build, rank, count hits.
 
-    python bench/suspects.py --data data/mf600 --cache data/crops600
+    python -m bench.studies.suspects --data data/mf600 --cache data/crops600
 
 Injected into the copy (persons drawn with --seed, each person in one kind only): 10 persons' gender flipped;
 10 persons' age moved into another group (to its mid-range year: 24, 45 or 66; adjacent moves and moves to and
@@ -19,20 +19,19 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from bench.common import RESULTS, ROOT, WEIGHTS
+
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from mcls.labels import age_group  # noqa: E402
-from mcls.pseudo import GROUP_YEARS  # noqa: E402
-from mcls.settings import load_settings  # noqa: E402
-from mcls.suspects import oof_models, oof_probs, suspect_table  # noqa: E402
-from mcls.train import training_table  # noqa: E402
+from mcls.labels import age_group
+from mcls.pseudo import GROUP_YEARS
+from mcls.settings import load_settings
+from mcls.suspects import oof_models, oof_probs, suspect_table
+from mcls.train import training_table
 
-WEIGHTS = ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'
 # (from group, to group) for the 10 age moves: adjacent both ways, and to and from 60+
 AGE_MOVES = [(0, 1), (1, 0), (1, 2), (2, 1), (0, 2), (2, 0), (0, 1), (1, 2), (1, 0), (2, 1)]
 
@@ -98,7 +97,7 @@ def main(argv=None):
     dirs = oof_models(s, a.folds, progress=False)
     table = training_table(s, progress=False)
     report = {'date': datetime.now().isoformat(timespec='seconds'), 'data': str(a.data), 'folds': a.folds,
-              'command': ' '.join(['python', 'bench/suspects.py', *(argv or sys.argv[1:])]), 'tasks': {}}
+              'command': ' '.join(['python', '-m', 'bench.studies.suspects', *(argv or sys.argv[1:])]), 'tasks': {}}
     for t in ('gender', 'age', 'mask'):
         sus = suspect_table(table, oof_probs(dirs, t), t)
         sus.to_csv(a.work / f'suspects_{t}.csv', index=False)
@@ -108,7 +107,7 @@ def main(argv=None):
     report['summary'] = {'recall_at_2k': {t: report['tasks'][t]['recall_at_2k'] for t in report['tasks']},
                          'precision_at_2k': {t: report['tasks'][t]['precision_at_2k'] for t in report['tasks']}}
     report['wall_s'] = round(time.perf_counter() - t0, 1)
-    out = a.out or ROOT / 'bench' / 'results' / f'suspects-{datetime.now():%Y-%m-%d}.json'
+    out = a.out or RESULTS / f'suspects-{datetime.now():%Y-%m-%d}.json'
     out.write_text(json.dumps(report, indent=1, default=str))
     for t, r in report['tasks'].items():
         print(f"{t:7s} recall@2k {r['recall_at_2k']:.2f}  precision@2k {r['precision_at_2k']:.2f}  "

@@ -1,6 +1,6 @@
 """Learning-rate sweep on a validation fold: valid macro F1 of each task for each peak rate (one-cycle).
 
-    python bench/lr_sweep.py --data data/mf300 --lrs seed 1e-3 3e-3
+    python -m bench.studies.lr_sweep --data data/mf300 --lrs seed 1e-3 3e-3
 
 Uses only the training data and its person-aware fold 0; eval answers are never read.
 """
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import ROOT, WEIGHTS
 
-from mcls.settings import TASKS, load_settings  # noqa: E402
-from mcls.train import train_task, training_table  # noqa: E402
+
+from mcls.settings import TASKS, load_settings
+from mcls.train import train_task, training_table
 
 
 def main(argv=None):
@@ -23,7 +22,7 @@ def main(argv=None):
     ap.add_argument('--data', type=Path, required=True)
     ap.add_argument('--lrs', nargs='+', default=['seed', '1e-3', '3e-3'], help="peak rates; 'seed' = settings.ini")
     ap.add_argument('--arch', default='tf_efficientnet_lite0')
-    ap.add_argument('--weights', default=str(ROOT.parent / 'shared' / 'weights' / 'tf_efficientnet_lite0.in1k.safetensors'))
+    ap.add_argument('--weights', default=str(WEIGHTS))
     ap.add_argument('--size', default='128')
     ap.add_argument('--epochs', default='3')
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'lr_sweep')

@@ -1,7 +1,7 @@
 """Where the augmentation runs: training images/s of the default learner with 0, 1, 2, ... DataLoader workers
 (0 = in the training process), measured in one process, alternating the settings over rounds, best round kept.
 
-    python bench/workers.py --data data/mf600 --cache data/crops600 --workers 0 1 2 --rounds 2
+    python -m bench.studies.workers --data data/mf600 --cache data/crops600 --workers 0 1 2 --rounds 2
 
 Each measure is `mcls.train.train_task` on all photos of two folds for 2 epochs (no validation, no export); the
 figure is the second epoch's training phase (warm), the one `train images/s` shows. Prints a table and the ratio of
@@ -16,15 +16,13 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from mcls.learner import resolve_workers  # noqa: E402
-from mcls.settings import load_settings  # noqa: E402
-from mcls.train import train_task, training_table  # noqa: E402
+from mcls.learner import resolve_workers
+from mcls.settings import load_settings
+from mcls.train import train_task, training_table
 
-sys.path.insert(0, str(ROOT / 'bench'))
-from quality import FIXED, WEIGHTS  # noqa: E402 - the protocol's model and weights
+from bench.common import ROOT, WEIGHTS
+from bench.quality import FIXED   # the protocol's model
 
 
 def main(argv=None):
@@ -56,7 +54,7 @@ def main(argv=None):
     for w, v in best.items():
         print(f'workers {w}: {v:.1f} images/s' + (f' ({v / base:.2f}x auto)' if base else ''))
     out = {'photos': len(table), 'cores': os.cpu_count(), 'auto': auto, 'best_images_per_s': best,
-           'command': ' '.join(['python', 'bench/workers.py', *(argv or sys.argv[1:])])}
+           'command': ' '.join(['python', '-m', 'bench.studies.workers', *(argv or sys.argv[1:])])}
     if a.out: a.out.write_text(json.dumps(out, indent=1))
     return out
 

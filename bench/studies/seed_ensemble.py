@@ -1,8 +1,8 @@
 """What averaging the protocol's seeds would give: the probabilities each seed's learner saved in a
-`bench/quality.py` work folder (fold-0 validation files and the eval / degraded / jittered predictions), averaged
+`bench.quality` work folder (fold-0 validation files and the eval / degraded / jittered predictions), averaged
 over seeds, scored as the protocol scores them. No training: it reads what the protocol run left.
 
-    python bench/seed_ensemble.py --work runs/quality --seeds 777 1 --data data/mf600
+    python -m bench.studies.seed_ensemble --work runs/quality --seeds 777 1 --data data/mf600
 
 It prints each seed alone and their mean (a recipe that trains one learner per seed and averages them, at
 n times the training and prediction cost); fold-0 figures of single seeds are of their best epoch, chosen on fold 0.
@@ -11,34 +11,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'bench'))
-from mcls.evaluate import read_labels  # noqa: E402
-from mcls.labels import encode  # noqa: E402
-from quality import scores  # noqa: E402
+from mcls.evaluate import read_labels
+from mcls.labels import LABEL_TASKS, encode
+from bench.common import scores
 
-TASKS = ('mask', 'gender', 'age')
 
 
 def labels_of(probs: dict) -> np.ndarray:
-    return encode(*(probs[t].argmax(1) for t in TASKS))
+    return encode(*(probs[t].argmax(1) for t in LABEL_TASKS))
 
 
 def fold0(work: Path, seeds: list[int]) -> dict:
     "Fold-0 scores per seed and of the seeds' mean probabilities (the validation files the learners saved)."
-    z = {sd: {t: np.load(work / 'models' / f'seed{sd}' / f'{t}.valid.npz') for t in TASKS} for sd in seeds}
+    z = {sd: {t: np.load(work / 'models' / f'seed{sd}' / f'{t}.valid.npz') for t in LABEL_TASKS} for sd in seeds}
     ref = z[seeds[0]]['mask']
-    if any((z[sd][t]['files'] != ref['files']).any() for sd in seeds for t in TASKS):
+    if any((z[sd][t]['files'] != ref['files']).any() for sd in seeds for t in LABEL_TASKS):
         raise SystemExit('the seeds validated on different photos: not one protocol run')
     y = ref['labels']
-    out = {str(sd): scores(labels_of({t: z[sd][t]['probs'] for t in TASKS}), y) for sd in seeds}
-    out['mean'] = scores(labels_of({t: np.mean([z[sd][t]['probs'] for sd in seeds], 0) for t in TASKS}), y)
+    out = {str(sd): scores(labels_of({t: z[sd][t]['probs'] for t in LABEL_TASKS}), y) for sd in seeds}
+    out['mean'] = scores(labels_of({t: np.mean([z[sd][t]['probs'] for sd in seeds], 0) for t in LABEL_TASKS}), y)
     return out
 
 
@@ -47,8 +42,8 @@ def copy_scores(work: Path, seeds: list[int], copy: str, truth) -> dict:
     z = {sd: np.load(work / f'sub_{sd}_{copy}.csv.probs.npz') for sd in seeds}
     ids = z[seeds[0]]['image_ids']
     y = truth.loc[ids, 'ans'].to_numpy()
-    out = {str(sd): scores(labels_of({t: z[sd][t] for t in TASKS}), y) for sd in seeds}
-    out['mean'] = scores(labels_of({t: np.mean([z[sd][t] for sd in seeds], 0) for t in TASKS}), y)
+    out = {str(sd): scores(labels_of({t: z[sd][t] for t in LABEL_TASKS}), y) for sd in seeds}
+    out['mean'] = scores(labels_of({t: np.mean([z[sd][t] for sd in seeds], 0) for t in LABEL_TASKS}), y)
     return out
 
 
