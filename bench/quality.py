@@ -54,8 +54,8 @@ FIXED = {'train.arch': 'tf_efficientnet_lite0', 'train.pretrained': 'true', 'spl
 PROBE_GRID = [(c, w) for c in (0.01, 0.03, 0.1, 0.3, 1.0) for w in (None, 'balanced')]
 
 
-def build_data(dest: Path, quick: bool) -> Path:
-    "The fixed data set: the 600-person maskfaces build (or, --quick, a tiny synthetic one)."
+def build_data(dest: Path, quick: bool, persons: int | None = PERSONS) -> Path:
+    "The fixed data set: the 600-person maskfaces build, the whole one (persons None), or a tiny synthetic one."
     if (dest / 'eval' / 'answers.csv').exists(): return dest
     if quick:
         from mcls.synth import make_dataset
@@ -63,7 +63,7 @@ def build_data(dest: Path, quick: bool) -> Path:
         return dest
     tool = SHARED / 'tools' / 'make_maskfaces.py'
     subprocess.run([sys.executable, str(tool), '--src', str(SHARED / 'data' / 'maskfaces' / 'src'), '--out', str(dest),
-                    '--persons', str(PERSONS)], check=True, stdout=subprocess.DEVNULL)
+                    *(['--persons', str(persons)] if persons else [])], check=True, stdout=subprocess.DEVNULL)
     return dest
 
 
@@ -87,11 +87,14 @@ def features(files: list[str], arch: str, weights: Path | None, size: int, batch
 
 
 def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: str, weights: Path | None,
-          size: int, cache: Path) -> dict:
+          size: int, cache: Path, rows: np.ndarray | None = None) -> dict:
     """Logistic regression per task on frozen features, fitted on the learners' training rows (fold != 0); C and
-    class weighting chosen per task by fold-0 macro F1; on face crops and on whole photos."""
-    tr, va = table.fold.to_numpy() != 0, table.fold.to_numpy() == 0
-    ys = {'mask': table['mask'].to_numpy(), 'gender': table.gender.to_numpy(), 'age': table.age_group.to_numpy()}
+    class weighting chosen per task by fold-0 macro F1; on face crops and on whole photos. Features of every row
+    of `table` are cached in `cache`; `rows` (a mask) fits on a subset of them (the learning curve's persons)."""
+    rows = np.ones(len(table), bool) if rows is None else np.asarray(rows)
+    sub = table[rows]
+    tr, va = sub.fold.to_numpy() != 0, sub.fold.to_numpy() == 0
+    ys = {'mask': sub['mask'].to_numpy(), 'gender': sub.gender.to_numpy(), 'age': sub.age_group.to_numpy()}
     res = {}
     for view, col in (('crops', 'crop'), ('photos', 'file')):
         f = cache / f'probe_{view}_{size}.npz'
@@ -99,6 +102,7 @@ def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: s
         else:
             X, E = features(table[col].tolist(), arch, weights, size), features(eval_df[col].tolist(), arch, weights, size)
             np.savez(f, X=X, E=E)
+        X = X[rows]
         pred_valid, pred_eval, chosen = {}, {}, {}
         for t, y in ys.items():
             best = None
@@ -110,8 +114,7 @@ def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: s
             _, c, w, m, pv = best
             chosen[t], pred_valid[t], pred_eval[t] = {'C': c, 'class_weight': w}, pv, m.predict(E)
         res[view] = {'chosen': chosen,
-                     'valid': scores(encode(*(pred_valid[t] for t in LABEL_TASKS)),
-                                     table.label.to_numpy()[va]),
+                     'valid': scores(encode(*(pred_valid[t] for t in LABEL_TASKS)), sub.label.to_numpy()[va]),
                      'eval': scores(encode(*(pred_eval[t] for t in LABEL_TASKS)), truth)}
     # the floor is the view that does better on fold 0 (the view is a choice like any other)
     res['floor'] = max(('crops', 'photos'), key=lambda v: res[v]['valid']['f1_18'])

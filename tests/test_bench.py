@@ -123,3 +123,37 @@ def test_workers_bench_runs_each_setting(tmp_path):
                                        '--set', 'crop.size=64', '--set', 'train.batch=8', '--set', 'split.folds=3'])
     assert set(out['best_images_per_s']) == {0, 1} and all(v > 0 for v in out['best_images_per_s'].values())
     assert out['photos'] > 0
+
+
+def test_learning_curve_points_and_collect(tmp_path):
+    import pandas as pd
+    from bench import curve
+    for n in (6, 12):
+        curve.main(['point', '--quick', '--persons', str(n), '--seed', '1', '--work', str(tmp_path / 'w'),
+                    '--cache', str(tmp_path / 'crops')])
+    r = curve.main(['collect', '--name', 'quick', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 'c.json'),
+                    '--png', str(tmp_path / 'c.png')])
+    lc = r['summary']['learning_curve']
+    assert lc['persons'] == [6, 12] and all(isinstance(n, int) for n in lc['persons'])
+    assert [len(v) for v in lc['default_f1_18']] == [1, 1] and all(0 <= v[0] <= 1 for v in lc['probe_f1_18'])
+    assert [p['persons_used'] for p in r['points']] == [6, 12] and (tmp_path / 'c.png').stat().st_size > 0
+
+
+def test_stratified_subsets_keep_the_mix_and_nest():
+    import numpy as np
+    import pandas as pd
+    from bench.curve import stratified_persons
+    rng = np.random.default_rng(0)
+    people = pd.DataFrame({'person': [f'p{i:03d}' for i in range(300)], 'gender': rng.integers(0, 2, 300),
+                           'age_group': rng.choice(3, 300, p=[0.5, 0.4, 0.1])})
+    small, large = stratified_persons(people, 60, 7), stratified_persons(people, 150, 7)
+    assert len(small) == 60 and len(large) == 150 and set(small) <= set(large)
+    share = people.set_index('person').loc[small].groupby(['gender', 'age_group']).size() / 60
+    assert (abs(share - people.groupby(['gender', 'age_group']).size() / 300) < 0.02).all()
+
+
+def test_gpu_full_script_runs_on_the_cpu_with_tiny_settings(tmp_path):
+    from bench import gpu_full
+    r = gpu_full.main(['--quick', '--rows', 'default224', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 'g.json')])
+    row = json.loads((tmp_path / 'g.json').read_text())['rows']['default224']
+    assert row['train_images_per_s'] > 0 and 0 <= row['eval']['f1_18'] <= 1 and r['device'] in ('cpu', r['device'])

@@ -1,0 +1,156 @@
+"""The learning curve: the submission recipe (a learner on every training person of a subset, for the fixed epoch
+count) and the frozen-feature floor at 180, 360, 900 and 2,700 training persons of the whole maskfaces build,
+subsets stratified by gender and age group (and nested), all scored on the same eval photos. One point (persons,
+seed) per invocation, so none runs for hours and each survives being stopped (--keep reuses what is done).
+
+    python -m bench.curve point --persons 180 --seed 777 --data data/maskfaces --cache data/crops-full
+    python -m bench.curve collect --name full       # bench/results/quality-full-full-<date>.json + docs/learning_curve.png
+
+`collect` writes `summary.learning_curve`: `persons` (ints) and, per size, per-seed lists of the submission
+recipe's eval F1_18 (`default_f1_18`), of the floor's (`probe_f1_18`, the floor's view chosen on fold 0) and of each
+task's macro F1. At the largest size the default is the submission recipe on every training person.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.common import IDENTITY, RESULTS, ROOT, WEIGHTS, load_crop_fold
+from bench.quality import FIXED, build_data, predict_scores, probe, train_into
+from mcls.demo import tiny_overrides
+from mcls.evaluate import read_labels
+from mcls.labels import LABEL_TASKS
+from mcls.settings import load_settings
+
+__all__ = ['SIZES', 'stratified_persons', 'point', 'collect']
+
+SIZES = (180, 360, 900, 2700)
+WORK = ROOT / 'runs' / 'curve'
+
+
+def stratified_persons(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """`n` person ids with the gender x age-group mix of all of them (largest remainders), each stratum's persons
+    in one seeded order, so a smaller subset is the start of a larger one."""
+    persons = table.drop_duplicates('person').sort_values('person')
+    if n >= len(persons): return persons.person.to_numpy()
+    strata = list(persons.groupby(['gender', 'age_group']).person)
+    exact = np.array([len(p) for _, p in strata]) * n / len(persons)
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(-(exact - quota), kind='stable')[:n - quota.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(p.to_numpy())[:q] for (_, p), q in zip(strata, quota)])
+
+
+def _settings(a, work: Path, data: Path):
+    ov = tiny_overrides(work, 2, **{'split.folds': 3}) if a.quick else {**FIXED, 'train.weights': str(a.weights)}
+    ov.update({**IDENTITY, 'paths.data': str(data), 'paths.cache': str(a.cache or WORK / 'crops'),
+               'paths.runs': str(work / 'runs'), 'paths.models': str(work / 'models')})
+    return load_settings(a.config, {**ov, **dict(kv.split('=', 1) for kv in a.set or [])})
+
+
+def point(a) -> dict:
+    "One point of the curve: the submission recipe on `persons` training persons with one seed, and the floor."
+    work = Path(a.work)
+    data = build_data(Path(a.data) if a.data else work / 'data', a.quick, persons=None)
+    here = work / f'p{a.persons}'
+    s = _settings(a, here, data)
+    t0 = time.perf_counter()
+    table, eval_df = load_crop_fold(s, data)
+    load_s = time.perf_counter() - t0
+    rows = table.person.isin(stratified_persons(table, a.persons, s.split.seed)).to_numpy()
+    truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
+    train_s = train_into(table[rows], s, a.seed, None, here / 'models' / f'seed{a.seed}_full', a.keep)
+    t0 = time.perf_counter()
+    ev = predict_scores(s, data, here / 'models' / f'seed{a.seed}_full', here / f'sub_{a.seed}.csv', False, keep=a.keep)
+    predict_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fl = probe(table, eval_df, truth, s.tasks['mask'].arch, None if a.quick else Path(a.weights),
+               64 if a.quick else 224, work, rows)
+    res = {'persons': int(a.persons), 'persons_used': int(table.person[rows].nunique()), 'seed': a.seed,
+           'train_photos': int(rows.sum()), 'eval_photos': len(eval_df), 'default': ev,
+           'probe': fl, 'probe_floor': fl[fl['floor']]['eval'],
+           'seconds': {'load_and_crop': load_s, 'train': train_s, 'predict': predict_s,
+                       'probe': time.perf_counter() - t0},
+           'command': ' '.join(['python', '-m', 'bench.curve', *sys.argv[1:]])}
+    here.mkdir(parents=True, exist_ok=True)
+    (here / f'seed{a.seed}.json').write_text(json.dumps(res, indent=1, default=float))
+    print(json.dumps({k: res[k] for k in ('persons', 'seed', 'train_photos', 'seconds')}, default=float))
+    print(f"eval F1_18: recipe {ev['f1_18']:.4f}, floor {res['probe_floor']['f1_18']:.4f}")
+    return res
+
+
+def collect(a) -> dict:
+    "Every point under --work into one result JSON (summary.learning_curve) and the curve's PNG."
+    points = sorted((json.loads(p.read_text()) for p in Path(a.work).glob('p*/seed*.json')),
+                    key=lambda p: (p['persons'], p['seed']))
+    if not points: raise SystemExit(f'{a.work}: no points; run `python -m bench.curve point ...` first')
+    sizes = sorted({p['persons'] for p in points})
+    seeds = sorted({p['seed'] for p in points})
+    at = {(p['persons'], p['seed']): p for p in points}
+
+    def lists(get):
+        return [[get(at[n, sd]) for sd in seeds if (n, sd) in at] for n in sizes]
+    curve = {'persons': [int(n) for n in sizes], 'seeds': seeds,
+             'default_f1_18': lists(lambda p: p['default']['f1_18']),
+             'probe_f1_18': lists(lambda p: p['probe_floor']['f1_18']),
+             **{f'default_{t}_f1': lists(lambda p, t=t: p['default'][t]) for t in LABEL_TASKS},
+             **{f'probe_{t}_f1': lists(lambda p, t=t: p['probe_floor'][t]) for t in LABEL_TASKS},
+             'train_seconds': lists(lambda p: p['seconds']['train'])}
+    out = Path(a.out or RESULTS / f'quality-full-{a.name}-{datetime.now():%Y-%m-%d}.json')
+    res = {'name': a.name, 'date': datetime.now().isoformat(timespec='seconds'), 'work': str(a.work),
+           'points': points, 'summary': {'learning_curve': curve}}
+    out.write_text(json.dumps(res, indent=1, default=float))
+    png = plot_curve(curve, Path(a.png) if a.png else ROOT / 'docs' / 'learning_curve.png')
+    print(f'wrote {out} and {png}')
+    return res
+
+
+def plot_curve(curve: dict, dest: Path) -> Path:
+    "F1_18 and each task's macro F1 against training persons (log x): the recipe and the floor, each seed a dot."
+    from mcls.plots import pyplot, save_figure
+    keys = [('f1_18', 'F1 (18 classes)'), *((f'{t}_f1', f'{t} F1') for t in LABEL_TASKS)]
+    fig, axes = pyplot().subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0))
+    x = np.array(curve['persons'])
+    for ax, (k, title) in zip(axes, keys):
+        for who, colour in (('default', 'tab:blue'), ('probe', 'tab:grey')):
+            vals = curve[f'{who}_{k}']
+            ax.plot(x, [np.mean(v) for v in vals], '-o', color=colour, label='recipe' if who == 'default' else 'floor')
+            for xi, v in zip(x, vals): ax.scatter([xi] * len(v), v, s=8, color=colour, alpha=0.5)
+        ax.set(xscale='log', xlabel='training persons', title=title)
+        ax.set_xticks(x, [str(v) for v in x])
+    axes[0].legend(fontsize=8)
+    return save_figure(fig, dest)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    p = sub.add_parser('point', help='one (persons, seed) point')
+    p.add_argument('--persons', type=int, required=True)
+    p.add_argument('--seed', type=int, required=True)
+    p.add_argument('--data', type=Path, help='the whole maskfaces build (default: built into --work)')
+    p.add_argument('--cache', type=Path, help='crop cache (default: runs/curve/crops)')
+    p.add_argument('--config', type=Path)
+    p.add_argument('--set', action='append', help='section.key=value override of the recipe (repeatable)')
+    p.add_argument('--weights', type=Path, default=WEIGHTS)
+    p.add_argument('--keep', action='store_true', help='reuse the learner and prediction of an earlier run of this point')
+    p.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the code runs')
+    p.add_argument('--work', type=Path, default=WORK)
+    c = sub.add_parser('collect', help='every point into one result JSON and the PNG')
+    c.add_argument('--name', default='default')
+    c.add_argument('--work', type=Path, default=WORK)
+    c.add_argument('--out', type=Path)
+    c.add_argument('--png', type=Path)
+    a = ap.parse_args(argv)
+    return point(a) if a.cmd == 'point' else collect(a)
+
+
+if __name__ == '__main__':
+    main()
