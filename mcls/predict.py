@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fastai.vision.all import ProgressCallback
 
 from .atomic import output_file
 from .crop import attach_crops
@@ -46,8 +46,8 @@ def check_models(model_dirs: list[Path]) -> dict[Path, dict[str, dict]]:
 def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bool) -> np.ndarray:
     "Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete."
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
-    if not interactive(): learn.remove_cb(ProgressCallback)
-    with inference_mode(learn.model, meta.get('precision', 'fp32'), meta.get('channels_last', False)):
+    with (nullcontext() if interactive() else learn.no_bar()), \
+            inference_mode(learn.model, meta.get('precision', 'fp32'), meta.get('channels_last', False)):
         if tta:   # fastai: lerp(mean of n augmented passes, plain pass, beta)
             probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),
                                  batch_tfms=batch_tfms(meta['arch']), beta=ps.tta_beta)

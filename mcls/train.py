@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, ProgressCallback, Recorder,
+from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, Recorder,
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
 from .atomic import atomic_path, folder_lock, output_dir, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
@@ -138,9 +138,6 @@ def fine_tune_scheds(learn, epochs: int, freeze_epochs: int, lr: float, lr_mult:
 MIX = {'mixup': partial(MixUp, 0.4), 'cutmix': partial(CutMix, 1.0)}   # alphas: fastai's examples
 
 
-def _silent(*args): pass      # replaces fastai's raw-list logger while EpochPrinter prints named values
-
-
 @dataclass
 class TrainResult:
     task: str
@@ -236,77 +233,119 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
 
 
 def _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress) -> TrainResult:
-    ts, full = s.tasks[task], fold is None
-    tag = 'full' if full else f'fold{fold}'
-    run_dir = run_dir or new_run_dir(s, task, tag)
-    pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
-    if resume_state is None:
-        skipped = table.attrs.get('skipped', [])
-        if skipped:     # photos that could not be read or converted: named here, counted in the load summary
-            write_csv_atomic(pd.DataFrame(skipped, columns=['file', 'reason']), run_dir / 'skipped.csv')
-        if len(pseudo):     # transductive: the run says so, and lists what it trained on
-            write_csv_atomic(pseudo[['stem', 'mask', 'gender', 'age_group', 'crop']].rename(columns={'stem': 'ImageID'}),
-                             run_dir / 'pseudo.csv')
-        write_text_atomic(run_dir / 'settings.ini', s.to_ini())
-        update_run(run_dir, task=task, fold=fold, status='training', data=str(s.paths.data),
-                   data_fingerprint=data_fingerprint(table), **process_fields())
-    else:
-        update_run(run_dir, status='training', error=None, **process_fields())
+    run_dir, pseudo = _open_run(table, s, task, fold, run_dir, resume_state)
     with _recorded_failure(run_dir):
-        def fresh():     # seeded, so a restarted run is the run a new start would be
-            set_seed(ts.seed, reproducible=True)
-            df = table.assign(is_valid=False if full else (table.fold == fold))
-            return df, build_learner(task_dls(df, ts, workers=workers), ts, path=run_dir)
+        fitted = _fit_or_resume(table, s.tasks[task], fold, run_dir, resume_state, workers, progress)
+        return _score_and_export(fitted, s, task, export_dir, len(pseudo))
 
-        df, learn = fresh()
-        precision = resolve_precision(ts.precision, ts.size)
-        if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
-        start = 0
-        if resume_state is not None:
-            try:       # fastai's learn.load: weights-only, its own allowlist; the checkpoint is read once
-                learn.load(resume_state.get('file', 'last'), with_opt=True)
-                start = resume_state['epoch'] + 1
-            except Exception:  # noqa: BLE001 - missing, cut off or unreadable: no usable epoch, so restart
-                log.warning('%s: the last saved epoch cannot be loaded; restarting the run from its first epoch', run_dir)
-                _restart(run_dir)
-                resume_state, (df, learn) = None, fresh()
-        timer = TrainTimer()
-        cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
-        if not (progress and interactive()):     # a log, not a terminal: one readable line per epoch
-            learn.remove_cb(ProgressCallback)
-            learn.logger = _silent
-            cbs.append(EpochPrinter())
-        epochs = ts.full_epochs if full else ts.epochs
-        t0 = time.perf_counter()
+
+def _open_run(table: pd.DataFrame, s: Settings, task: str, fold: int | None, run_dir: Path | None,
+              resume_state: dict | None) -> tuple[Path, pd.DataFrame]:
+    """The run folder: a new one (settings, skipped and pseudo-labelled photos, run.json with the data's fingerprint
+    and the training process), or a resumed one marked training again by this process."""
+    run_dir = run_dir or new_run_dir(s, task, 'full' if fold is None else f'fold{fold}')
+    pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
+    if resume_state is not None:
+        update_run(run_dir, status='training', error=None, **process_fields())
+        return run_dir, pseudo
+    skipped = table.attrs.get('skipped', [])
+    if skipped:     # photos that could not be read or converted: named here, counted in the load summary
+        write_csv_atomic(pd.DataFrame(skipped, columns=['file', 'reason']), run_dir / 'skipped.csv')
+    if len(pseudo):     # transductive: the run says so, and lists what it trained on
+        write_csv_atomic(pseudo[['stem', 'mask', 'gender', 'age_group', 'crop']].rename(columns={'stem': 'ImageID'}),
+                         run_dir / 'pseudo.csv')
+    write_text_atomic(run_dir / 'settings.ini', s.to_ini())
+    update_run(run_dir, task=task, fold=fold, status='training', data=str(s.paths.data),
+               data_fingerprint=data_fingerprint(table), **process_fields())
+    return run_dir, pseudo
+
+
+@dataclass
+class _Fitted:
+    "What a fit leaves for scoring and export."
+    learn: object
+    df: pd.DataFrame
+    ts: object
+    run_dir: Path
+    full: bool
+    precision: str
+    epochs: int
+    start: int
+    seconds: float
+    train_seconds: list
+
+
+def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, workers, progress: bool) -> _Fitted:
+    "Build the seeded learner, load the last complete epoch when resuming, and fit the epochs left."
+    full = fold is None
+
+    def fresh():     # seeded, so a restarted run is the run a new start would be
+        set_seed(ts.seed, reproducible=True)
+        df = table.assign(is_valid=False if full else (table.fold == fold))
+        return df, build_learner(task_dls(df, ts, workers=workers), ts, path=run_dir)
+
+    df, learn = fresh()
+    precision = resolve_precision(ts.precision, ts.size)
+    if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
+    start = 0
+    if resume_state is not None:
+        try:       # fastai's learn.load: weights-only, its own allowlist; the checkpoint is read once
+            learn.load(resume_state.get('file', 'last'), with_opt=True)
+            start = resume_state['epoch'] + 1
+        except Exception:  # noqa: BLE001 - missing, cut off or unreadable: no usable epoch, so restart
+            log.warning('%s: the last saved epoch cannot be loaded; restarting the run from its first epoch', run_dir)
+            _restart(run_dir)
+            resume_state, (df, learn) = None, fresh()
+    timer = TrainTimer()
+    cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
+    quiet = not (progress and interactive())     # a log, not a terminal: one readable line per epoch
+    if quiet: cbs.append(EpochPrinter())
+    epochs = ts.full_epochs if full else ts.epochs
+    t0 = time.perf_counter()
+    with _quiet(learn, quiet):
         if start < epochs:
             if start: _keep_history(run_dir / 'history.csv', start)
             _fit(learn, ts, epochs, cbs, start_epoch=start)
             if start: _keep_history(run_dir / 'history.csv', epochs)
-        else:    # killed after its last epoch: SaveModelCallback never got to reload the best one
-            if not full and (run_dir / 'best.pth').exists(): learn.load('best', with_opt=False)
-        seconds = time.perf_counter() - t0
-        f1 = acc = None
-        scores = {}
-        if not full:
+        elif not full and (run_dir / 'best.pth').exists():    # killed after its last epoch: reload the best one
+            learn.load('best', with_opt=False)
+    return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0, timer.train_seconds)
+
+
+@contextmanager
+def _quiet(learn, quiet: bool):
+    "fastai's own no_bar and no_logging where output goes to a log: the learner keeps its callbacks for export."
+    if not quiet:
+        yield
+        return
+    with learn.no_bar(), learn.no_logging(): yield
+
+
+def _score_and_export(f: _Fitted, s: Settings, task: str, export_dir: Path | None, pseudo_rows: int) -> TrainResult:
+    "Validation scores and probabilities (not for --full), the export, and run.json marked done."
+    learn, ts = f.learn, f.ts
+    f1 = acc = None
+    scores = {}
+    if not f.full:
+        with _quiet(learn, True):
             scores = dict(zip([m.name for m in learn.metrics], map(float, learn.validate()[1:])))
-            f1, acc = scores['f1_score'], scores.get('accuracy')
-            _save_valid_probs(learn, df[df.is_valid], run_dir, task)
-        n_train = int((~df.is_valid).sum())
-        warm = timer.train_seconds[1:] or timer.train_seconds
-        result = TrainResult(task, run_dir, None, f1, acc, epochs, seconds,
-                             n_train * (epochs - start) / seconds if seconds and epochs > start else 0.0,
-                             n_train * len(warm) / sum(warm) if warm else 0.0, tuple(timer.train_seconds))
-        learn.logger = print
-        if export_dir is not None:
-            extra = tuple(run_dir / n for n in valid_files(task) if (run_dir / n).exists())
-            result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=precision,
-                                               extra=extra)
-        update_run(run_dir, status='done', valid_f1=f1, valid_acc=acc, valid_scores=scores,
-                   precision=describe(precision, ts.channels_last), pseudo_rows=len(pseudo), epochs=epochs,
-                   seconds=seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
-                   epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size,
-                   export=str(result.export_dir) if result.export_dir else None)
-        return result
+            _save_valid_probs(learn, f.df[f.df.is_valid], f.run_dir, task)
+        f1, acc = scores['f1_score'], scores.get('accuracy')
+    n_train = int((~f.df.is_valid).sum())
+    warm = f.train_seconds[1:] or f.train_seconds
+    result = TrainResult(task, f.run_dir, None, f1, acc, f.epochs, f.seconds,
+                         n_train * (f.epochs - f.start) / f.seconds if f.seconds and f.epochs > f.start else 0.0,
+                         n_train * len(warm) / sum(warm) if warm else 0.0, tuple(f.train_seconds))
+    if export_dir is not None:
+        extra = tuple(f.run_dir / n for n in valid_files(task) if (f.run_dir / n).exists())
+        result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=f.precision,
+                                           extra=extra)
+    update_run(f.run_dir, status='done', valid_f1=f1, valid_acc=acc, valid_scores=scores,
+               precision=describe(f.precision, ts.channels_last), pseudo_rows=pseudo_rows, epochs=f.epochs,
+               seconds=f.seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
+               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size,
+               export=str(result.export_dir) if result.export_dir else None)
+    return result
 
 
 def export_dir_for(s: Settings, fold: int | None) -> Path:

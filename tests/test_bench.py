@@ -126,7 +126,6 @@ def test_workers_bench_runs_each_setting(tmp_path):
 
 
 def test_learning_curve_points_and_collect(tmp_path):
-    import pandas as pd
     from bench import curve
     for n in (6, 12):
         curve.main(['point', '--quick', '--persons', str(n), '--seed', '1', '--work', str(tmp_path / 'w'),
