@@ -300,9 +300,14 @@ def _fold_dirs(s: Settings) -> list[Path]:
 
 
 def _model_dirs(s: Settings, models) -> list[Path]:
-    if models: return list(models)
-    full = Path(s.paths.models) / 'full'
-    if (full / 'mask.json').exists() or (full / 'joint.json').exists(): return [full]
+    "--models, else models/full when it holds learners, else every models/fold*; each checked before any work."
+    from .export import check_model_dir, learners_in
+    from .train import export_dir_for
+    if models:
+        for d in models: check_model_dir(d)
+        return list(models)
+    full = export_dir_for(s, None)
+    if learners_in(full): return [full]
     folds = _fold_dirs(s)
     if not folds: raise UserError(f'no models under {s.paths.models}: run `mcls train all` first, or pass --models')
     return folds
@@ -444,8 +449,10 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
     from .interpret import interpret_task
     t = task.value
     s = _settings(config, set, data)
+    from .export import check_model_dir
     from .train import export_dir_for
     model_dir = models or export_dir_for(s, fold)
+    check_model_dir(model_dir)            # before cropping every training photo
     for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers, pickle):
         console.print(f'wrote {p}')
 
@@ -524,8 +531,25 @@ def run():
     bug and keeps its traceback."""
     import warnings   # a dependency's deprecation notice on every command would make each error three lines
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+    try:     # typer vendors click: its usage errors are that click's exceptions
+        from typer._click import ClickException
+    except ImportError:
+        from click import ClickException
     try:
-        app()
+        code = app(prog_name='mcls', standalone_mode=False)     # usage errors come here too, not as a framed box
+    except ClickException as e:
+        if type(e).__name__ != 'NoArgsIsHelpError':      # that one has printed the help already
+            ctx = getattr(e, 'ctx', None)
+            _one_line(f'{e.format_message()} (see `{ctx.command_path if ctx else "mcls"} --help`)')
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _one_line('interrupted')
+        sys.exit(130)
     except (*USER_ERRORS, SettingsError) as e:
-        Console(stderr=True, soft_wrap=True).print(f'[bold red]error:[/] {escape(str(e))}')   # one line
+        _one_line(str(e))
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str):
+    Console(stderr=True, soft_wrap=True).print(f'[bold red]error:[/] {escape(" ".join(message.split()))}')

@@ -20,12 +20,25 @@ from .learner import build_learner, norm_stats, task_datablock
 from .settings import LEARNERS, TASKS, Settings, load_settings
 from .tune import TUNING_FILE
 
-__all__ = ['learners_in', 'check_export_dir', 'export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
+__all__ = ['learners_in', 'check_model_dir', 'check_export_dir', 'export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
 
 
 def learners_in(model_dir: Path) -> tuple[str, ...]:
-    "What a model folder holds: one joint learner, or the three task learners (complete or not)."
-    return ('joint',) if (Path(model_dir) / 'joint.json').exists() else TASKS
+    "What a model folder holds: ('joint',), the task learners it has (in TASKS order), or () when none."
+    d = recover_dir(model_dir)
+    if (d / 'joint.json').exists(): return ('joint',)
+    return tuple(t for t in TASKS if (d / f'{t}.json').exists())
+
+
+def check_model_dir(model_dir: Path) -> tuple[str, ...]:
+    "The learners a model folder must hold to predict: a joint learner or all three task learners."
+    d = Path(model_dir)
+    if not d.is_dir(): raise UserError(f'{d}: no such model folder; give --models a folder that `mcls train` exported')
+    held = learners_in(d)
+    if not held:
+        raise UserError(f'{d}: holds no learner (no joint.json or task .json files); train into it with `mcls train all '
+                        f'--export-dir {d}` or give another --models')
+    return held if held == ('joint',) else TASKS
 
 
 def check_export_dir(dest: Path, learner: str) -> Path:

@@ -228,8 +228,9 @@ def adamw(params, **kwargs):
 
 
 def build_learner(dls, ts: TaskSettings, path: Path | str = '.', pretrained: bool | None = None) -> Learner:
-    """What `vision_learner` does for a timm name (its `weights` argument is ignored for timm, and it cannot
-    pass pretrained_cfg_overlay), with the task's loss, macro F1 and accuracy."""
+    """What `vision_learner` does for a timm name (fastai's body and head, timm's pretrained weights, local ones
+    through pretrained_cfg_overlay), with mcls's parameter groups (timm_split), torch's AdamW, the task's loss,
+    macro F1 and accuracy."""
     pretrained = ts.pretrained if pretrained is None else pretrained
     loss = make_loss(ts)
     learn = Learner(dls, make_model(ts, pretrained), loss_func=loss, opt_func=adamw, splitter=timm_split,

@@ -11,7 +11,7 @@ import pandas as pd
 from .atomic import output_file
 from .crop import attach_crops
 from .dataset import DataError, load_eval
-from .export import learners_in, load_task_learner, read_meta
+from .export import check_model_dir, learners_in, load_task_learner, read_meta
 from .joint import split_probs
 from .labels import encode
 from .learner import batch_tfms, item_tfms
@@ -34,7 +34,7 @@ def combine(mask_probs, gender_probs, age_probs) -> np.ndarray:
 
 def check_models(model_dirs: list[Path]) -> dict[Path, dict[str, dict]]:
     "Every folder must hold a joint learner or all three tasks; all age heads must share one training boundary."
-    metas = {Path(d): {t: read_meta(d, t) for t in learners_in(d)} for d in model_dirs}
+    metas = {Path(d): {t: read_meta(d, t) for t in check_model_dir(d)} for d in model_dirs}
     ages = [(d, m.get('joint', m.get('age'))) for d, m in metas.items()]
     if len({m['boundary'] for _, m in ages}) > 1:
         where = ', '.join(f'{d}: {m["boundary"]}' for d, m in ages)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .atomic import read_npz, write_csv_atomic
 from .dataset import read_corrections
+from .export import learners_in
 from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
 from .pseudo import GROUP_YEARS
@@ -39,7 +40,7 @@ def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
     import json
     frames = []
     for d in map(Path, model_dirs):
-        meta = d / ('joint.json' if (d / 'joint.json').exists() else 'age.json')
+        meta = d / ('joint.json' if learners_in(d) == ('joint',) else 'age.json')
         if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None, SCORE_BOUNDARY):
             raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age groups; '
                             f'train the fold models with --boundary {SCORE_BOUNDARY}')

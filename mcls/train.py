@@ -123,9 +123,10 @@ class UnfreezeAt(Callback):
 
 
 def fine_tune_scheds(learn, epochs: int, freeze_epochs: int, lr: float, lr_mult: float) -> dict:
-    """fastai's fine_tune as one schedule, so both phases share one history, one best checkpoint and one resume:
-    the head warms up to `lr`; then every group runs a one-cycle to its rate, the earliest body group's at
-    lr/lr_mult, the head's at lr, the groups between spaced geometrically."""
+    """A fine-tune in the manner of fastai's `fine_tune` (head alone, then every layer with discriminative rates), as
+    one schedule, so both phases share one history, one best checkpoint and one resume: the head warms up to `lr`;
+    then every group runs a one-cycle to its rate, the earliest body group's at lr/lr_mult, the head's at lr, the
+    groups between spaced geometrically. Unlike fastai's, the base rate is not halved after unfreezing."""
     n = len(learn.opt.param_groups)
     lrs = np.array(even_mults(lr / lr_mult, lr, n) if n > 1 else [lr])
     p = freeze_epochs / epochs

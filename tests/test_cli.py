@@ -99,3 +99,19 @@ def test_every_cli_option_and_argument_has_help():
     cmd = typer.main.get_command(app)
     missing = [(name, p.name) for name, c in cmd.commands.items() for p in c.params if not getattr(p, 'help', None)]
     assert missing == [] and all(getattr(p, 'help', None) for p in cmd.params)
+
+
+@pytest.mark.parametrize('args,words', [
+    (['train', 'nose'], ["'nose' is not one of", 'mcls train --help']),
+    (['train', '--nope'], ['No such option: --nope']),
+    (['predict', '--models', 'nowhere'], ['nowhere: no such model folder']),
+    (['interpret', 'age', '--models', 'nowhere'], ['nowhere: no such model folder']),
+])
+def test_usage_errors_and_missing_model_folders_are_one_line_naming_the_cause(tmp_path, args, words):
+    from mcls.synth import make_dataset
+    make_dataset(tmp_path / 'data', persons=6, eval_persons=1, seed=1)
+    r = cli(*args, '--data', tmp_path / 'data', '--set', f'paths.cache={tmp_path / "crops"}', cwd=tmp_path) \
+        if args[0] in ('predict', 'interpret') else cli(*args, cwd=tmp_path)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and all(w in lines[0] for w in words), r.stderr
+    assert not (tmp_path / 'crops').exists()        # refused before cropping anything

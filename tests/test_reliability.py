@@ -411,11 +411,11 @@ def test_only_mcls_errors_become_one_line(monkeypatch, capsys):
     "A bug keeps its traceback (exit 1 through typer's handler); a user error is one stderr line and exit 2."
     import mcls.cli as C
 
-    def bug(): raise RuntimeError('a bug')
+    def bug(**kw): raise RuntimeError('a bug')
     monkeypatch.setattr(C, 'app', bug)
     with pytest.raises(RuntimeError): C.run()
 
-    def user(): raise DataError('train.csv: not found. Point --data at the layout.')
+    def user(**kw): raise DataError('train.csv: not found. Point --data at the layout.')
     monkeypatch.setattr(C, 'app', user)
     with pytest.raises(SystemExit) as e: C.run()
     err = capsys.readouterr()
