@@ -18,7 +18,7 @@ from mcls.evaluate import score  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import LABEL_TASKS  # noqa: E402
 
-__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'scores', 'load_crop_fold']
+__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'scores', 'load_crop_fold', 'work_parser']
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
@@ -55,3 +55,14 @@ def load_crop_fold(s, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     eval_df, _ = attach_crops(load_eval(data).assign(split='eval'), s.crop, s.paths.cache, progress=False)
     table['fold'] = assign_folds(table, s.split.folds, s.split.by, s.split.seed)
     return table, eval_df
+
+
+def work_parser(doc: str, data_help: str):
+    "The arguments of a study that reads what a bench.quality run left: --work, --seeds, --data, --out."
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.split('\n\n')[0])
+    ap.add_argument('--work', type=Path, required=True, help='a bench.quality --work folder')
+    ap.add_argument('--seeds', type=int, nargs='+', required=True)
+    ap.add_argument('--data', type=Path, required=True, help=data_help)
+    ap.add_argument('--out', type=Path, help='result JSON')
+    return ap

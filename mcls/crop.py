@@ -162,7 +162,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
     Photos are detected in batches of equal size (MTCNN batches need it); each crop is written atomically and
     verified, so a killed run resumes where it stopped and a cache entry is always whole."""
     cache = output_dir(cache, 'the crop cache (paths.cache)')
-    stats, out, todo = CropStats(total=len(files)), {}, []
+    stats = CropStats(total=len(files))
 
     def unreadable(f, reason: str, message: str):
         "Eval (strict): one error naming the photo. Training: skipped, counted, named with -v."
@@ -171,6 +171,18 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
         stats.skipped_files.append((f, reason))
         log.info('skipped %s: %s', f, reason)     # counted in the summary and skipped.csv; named with -v
 
+    out, todo = _lookup(files, cs, cache, stats, unreadable)
+    if todo:
+        for sub in [cache, *(cache.glob('??'))]: remove_stray(sub)     # what killed runs left half-written
+        t0 = time.perf_counter()
+        _crop_missing(todo, cs, cache, mtcnn or detector(cs), out, stats, unreadable, progress)
+        stats.seconds = time.perf_counter() - t0
+    return out, stats
+
+
+def _lookup(files, cs: CropSettings, cache: Path, stats: CropStats, unreadable) -> tuple[dict[str, Path], list]:
+    "Crops already in the cache, and (file, key) of the photos still to crop."
+    out, todo = {}, []
     for f in files:
         try:
             key = crop_key(f, cs)
@@ -180,10 +192,12 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
         hit = _cached(cache, key)
         if hit is not None: out[f] = hit; stats.cached += 1
         else: todo.append((f, key))
-    if not todo: return out, stats
-    for sub in [cache, *(cache.glob('??'))]: remove_stray(sub)     # what killed runs left half-written
-    mtcnn = mtcnn or detector(cs)
-    t0 = time.perf_counter()
+    return out, todo
+
+
+def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: dict, stats: CropStats, unreadable,
+                  progress: bool):
+    "Detect faces in batches of photos of one size, then write each crop (and its landmarks) into the cache."
     by_size: dict[tuple[int, int], list] = defaultdict(list)
     with _progress() as bar:
         task = bar.add_task('cropping faces', total=len(todo), visible=progress)
@@ -194,8 +208,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
                 found = b is not None and p[0] is not None and p[0] >= cs.min_prob
                 box = tuple(round(v) for v in (face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)))
                 dest = _cache_file(cache, key, FACE if found else CENTRE)
-                crop = im.crop(box).resize((cs.size, cs.size), Image.BICUBIC)
-                _commit(crop, dest, cs.size)
+                _commit(im.crop(box).resize((cs.size, cs.size), Image.BICUBIC), dest, cs.size)
                 if found and pts is not None:    # for face-identity alignment (mcls.identity), in crop pixels
                     save_landmarks(dest, (pts[0] - box[:2]) * (cs.size / (box[2] - box[0])))
                 out[f] = dest
@@ -214,8 +227,6 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
             if len(by_size[im.size]) >= cs.batch: flush(im.size)
         for size in list(by_size):
             if by_size[size]: flush(size)
-    stats.seconds = time.perf_counter() - t0
-    return out, stats
 
 
 def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool = True) -> tuple[pd.DataFrame, CropStats]:

@@ -96,12 +96,8 @@ def _finish_labels(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def load_train(root: Path | str, corrections: Path | str | None = None,
-               report: LoadReport | None = None) -> pd.DataFrame:
-    """`root/train/train.csv` + `root/train/images/{path}/` -> one row per photo with columns
-    file, person, folder, stem, mask, gender, age, age_group (true groups, boundary 60), label, race."""
-    root, report = Path(root), report if report is not None else LoadReport()
-    csv = root / 'train' / 'train.csv'
+def _read_train_csv(csv: Path) -> pd.DataFrame:
+    "train.csv read and checked: one row per person with a unique id and folder, a gender and a whole-number age."
     meta = read_csv(csv, TRAIN_COLUMNS, 'Point --data at a folder in the competition layout.')
     if not len(meta): raise DataError(f'{csv}: no persons (a header and no rows); add one row per person')
     for c in TRAIN_COLUMNS: meta[c] = meta[c].str.strip()
@@ -118,30 +114,43 @@ def load_train(root: Path | str, corrections: Path | str | None = None,
     if len(bad_a):
         raise DataError(f'{csv}: row {bad_a.index[0] + 2} (id {bad_a.id.iloc[0]}): age {bad_a.age.iloc[0]!r} '
                         f'must be a whole number in {AGE_RANGE[0]}-{AGE_RANGE[1]}')
-    img_dir = root / 'train' / 'images'
+    return meta.assign(gender=meta.gender.str.lower(), age=ages.astype(int))
+
+
+def _person_photos(d: Path, img_dir: Path, where: str, report: LoadReport) -> dict[str, Path]:
+    "A person's photos by stem (mask1..mask5, incorrect_mask, normal): other files are skipped and counted."
+    stems: dict[str, Path] = {}
+    for f in sorted(d.iterdir()):
+        if is_hidden(f): report.skip(f, 'hidden file'); continue
+        if f.suffix.lower() not in IMAGE_EXTS or f.stem not in MASK_STEMS:
+            report.skip(f, 'unknown image name'); continue
+        if not f.is_file(): report.skip(f, 'not a regular file'); continue   # a folder or a pipe named mask1.jpg
+        if f.stem in stems:
+            raise DataError(f'{d}: two photos named {f.stem} ({stems[f.stem].name}, {f.name}); the stem names the '
+                            f'mask state, so keep one and move the other out of the folder')
+        inside(f, img_dir, f'{where}: photo {f.name}')
+        stems[f.stem] = f
+    if len(stems) != len(MASK_STEMS):
+        report.incomplete_persons += 1
+        log.warning('%s: %d photos instead of %d; using what is there', d, len(stems), len(MASK_STEMS))
+    return stems
+
+
+def load_train(root: Path | str, corrections: Path | str | None = None,
+               report: LoadReport | None = None) -> pd.DataFrame:
+    """`root/train/train.csv` + `root/train/images/{path}/` -> one row per photo with columns
+    file, person, folder, stem, mask, gender, age, age_group (true groups, boundary 60), label, race."""
+    root, report = Path(root), report if report is not None else LoadReport()
+    csv, img_dir = root / 'train' / 'train.csv', root / 'train' / 'images'
+    meta = _read_train_csv(csv)
     rows = []
-    for i, (person, folder, gender, age, race) in enumerate(zip(meta.id, meta.path, meta.gender.str.lower(),
-                                                                ages.astype(int), meta.race)):
-        d = img_dir / folder
-        inside(d, img_dir, f'{csv}: row {i + 2} (id {person}): path {folder!r}')
+    for i, p in enumerate(meta.itertuples(index=False)):
+        d = img_dir / p.path
+        inside(d, img_dir, f'{csv}: row {i + 2} (id {p.id}): path {p.path!r}')
         if not d.is_dir():
-            raise DataError(f'{csv}: person {person}: folder {d} is missing. Restore it or remove the row.')
-        found, stems = 0, {}
-        for f in sorted(d.iterdir()):
-            if is_hidden(f): report.skip(f, 'hidden file'); continue
-            if f.suffix.lower() not in IMAGE_EXTS or f.stem not in MASK_STEMS:
-                report.skip(f, 'unknown image name'); continue
-            if not f.is_file(): report.skip(f, 'not a regular file'); continue   # a folder or a pipe named mask1.jpg
-            if f.stem in stems:
-                raise DataError(f'{d}: two photos named {f.stem} ({stems[f.stem].name}, {f.name}); the stem names the '
-                                f'mask state, so keep one and move the other out of the folder')
-            stems[f.stem] = f
-            inside(f, img_dir, f'{csv}: person {person}: photo {f.name}')
-            rows.append((str(f), person, folder, f.stem, MASK_STEMS[f.stem], GENDERS.index(gender), age, race))
-            found += 1
-        if found != len(MASK_STEMS):
-            report.incomplete_persons += 1
-            log.warning('%s: %d photos instead of %d; using what is there', d, found, len(MASK_STEMS))
+            raise DataError(f'{csv}: person {p.id}: folder {d} is missing. Restore it or remove the row.')
+        for stem, f in _person_photos(d, img_dir, f'{csv}: person {p.id}', report).items():
+            rows.append((str(f), p.id, p.path, stem, MASK_STEMS[stem], GENDERS.index(p.gender), p.age, p.race))
     df = pd.DataFrame(rows, columns=['file', 'person', 'folder', 'stem', 'mask', 'gender', 'age', 'race'])
     if corrections:
         fixes = read_corrections(Path(corrections))

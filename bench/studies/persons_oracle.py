@@ -11,7 +11,6 @@ what finding persons can add to these learners' answers (offsets aside); build_m
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from mcls.evaluate import persons_of, read_labels
 from mcls.persons import consistent_labels
 from mcls.tune import apply_offsets
 from mcls.settings import load_settings
-from bench.common import scores
+from bench.common import scores, work_parser
 from bench.studies.seed_ensemble import labels_of
 from mcls.labels import LABEL_TASKS
 
@@ -50,12 +49,8 @@ def copy_scores(work: Path, seed: int, copy: str, root: Path, margin: float) -> 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--work', type=Path, required=True, help='a quality.py --work folder')
-    ap.add_argument('--seeds', type=int, nargs='+', required=True)
-    ap.add_argument('--data', type=Path, required=True, help='the build: eval/answers.csv and build_meta.csv')
+    ap = work_parser(__doc__, 'the build: eval/answers.csv and build_meta.csv')
     ap.add_argument('--margin', type=float, help='nats (default: [predict] persons_margin of settings.ini)')
-    ap.add_argument('--out', type=Path, help='result JSON')
     a = ap.parse_args(argv)
     margin = a.margin if a.margin is not None else load_settings().predict.persons_margin
     roots = {'eval': a.data, 'degraded': a.work / 'degraded', 'jittered': a.work / 'jittered'}

@@ -9,7 +9,6 @@ n times the training and prediction cost); fold-0 figures of single seeds are of
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from mcls.evaluate import read_labels
 from mcls.labels import LABEL_TASKS, encode
-from bench.common import scores
+from bench.common import scores, work_parser
 
 
 
@@ -48,11 +47,7 @@ def copy_scores(work: Path, seeds: list[int], copy: str, truth) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--work', type=Path, required=True, help="a quality.py --work folder")
-    ap.add_argument('--seeds', type=int, nargs='+', required=True)
-    ap.add_argument('--data', type=Path, required=True, help='the build whose eval/answers.csv scores the copies')
-    ap.add_argument('--out', type=Path, help='result JSON')
+    ap = work_parser(__doc__, 'the build whose eval/answers.csv scores the copies')
     a = ap.parse_args(argv)
     truth = read_labels(a.data / 'eval' / 'answers.csv').set_index('ImageID')
     res = {'work': str(a.work), 'seeds': a.seeds, 'fold0': fold0(a.work, a.seeds)}
