@@ -41,6 +41,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model on any device')
     ap.add_argument('--out', type=Path)
     a = ap.parse_args(argv)
+    a.cache = a.cache or a.work / 'crops'
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     res = {'date': datetime.now().isoformat(timespec='seconds'), 'device': device, 'torch': torch.__version__,
            'persons': a.persons, 'seed': a.seed, 'rows': {}}
@@ -53,7 +54,7 @@ def main(argv=None) -> dict:
             args += ['--weights', str(a.weights_dir / f'{arch}.in1k.safetensors'), '--set', f'train.arch={arch}',
                      *(x for kv in sets for x in ('--set', kv))]
         if a.data: args += ['--data', str(a.data)]
-        if a.cache: args += ['--cache', str(a.cache)]
+        args += ['--cache', str(a.cache)]
         t0 = time.perf_counter()
         pt = curve.main(args)
         run = max((a.work / name / f'p{pt["persons"]}' / 'runs').glob('*/run.json'), key=lambda p: p.stat().st_mtime)
