@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line_with_nothing_else_on_stderr(synth_root):
     "a spread of bad inputs through the real entry point: third-party warnings must not reach stderr either"
     info, answers = _info(synth_root), synth_root / 'data' / 'eval' / 'answers.csv'
     for p in (info, answers): p.write_text(p.read_text() + p.read_text().splitlines()[1] + '\n')
-    one_line_error(_cli('predict', '--data', synth_root / 'data', '--models', synth_root, cwd=synth_root), 'listed twice')
+    one_line_error(_cli('crop', '--split', 'eval', '--data', synth_root / 'data', cwd=synth_root), 'listed twice')
     one_line_error(_cli('evaluate', answers, answers, cwd=synth_root), 'appears twice')
     one_line_error(_cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', '--set', 'mask.lr=-1',
                         cwd=synth_root), '[mask] lr')
