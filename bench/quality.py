@@ -191,6 +191,18 @@ def persons_decisions(preds: list[dict], draws: int = 2000) -> dict:
     return out
 
 
+def decide(baseline: Path, work: Path, seeds: list[int], draws: int = 2000) -> dict:
+    """The decision rule: this run's recipe (B) against the baseline's (A), each seed's fold-0 learner, both seeds
+    pooled, by `mcls compare` over fold 0's persons. B becomes the default only where the 95% interval of its
+    F1_18 difference lies above 0; otherwise the cheaper setting stays."""
+    from mcls.compare import compare, read_side
+    side = lambda root: read_side([root / 'models' / f'seed{sd}' for sd in seeds])     # noqa: E731
+    r = compare(side(baseline), side(work), draws=draws)
+    f = r['metrics']['f1_18']
+    return {'baseline': str(baseline), 'metrics': r['metrics'], 'units': r['units'], 'n_units': r['n_units'],
+            'becomes_default': f['low'] > 0}
+
+
 def train_into(table: pd.DataFrame, s, seed: int, fold: int | None, model_dir: Path, keep: bool = False) -> float:
     """Train what `mcls train all` trains ([train] mode) with one training seed, `fold` held out (None: every
     photo), into `model_dir`; seconds. keep: a folder whose learners were exported with these very settings
@@ -367,6 +379,7 @@ def run(a) -> dict:
             rep.stage(f'pseudo_seed{seed}', time.perf_counter() - t0)
 
     if fold0_preds: rep.data['persons_decisions'] = persons_decisions(list(fold0_preds.values()))
+    if a.baseline: rep.data['decision'] = decide(Path(a.baseline), work, a.seeds)
     runs = [rep.data['seeds'][str(sd)] for sd in a.seeds]
     summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
             for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
@@ -443,6 +456,9 @@ def main(argv=None):
     ap.add_argument('--keep', action='store_true',
                     help="reuse --work's learners exported with this very recipe and seed, and its predictions: "
                          'a run cut short, or extended with --oof / --full, does only what is missing')
+    ap.add_argument('--baseline', type=Path, metavar='WORK',
+                    help="another run's --work folder (same seeds and data): decide this recipe against it on fold 0 "
+                         'with mcls compare, both seeds pooled (JSON `decision`)')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the protocol runs')
     ap.add_argument('--data', type=Path, help='the fixed build (default: built into --work)')
     ap.add_argument('--cache', type=Path, help='crop cache (default: inside --work)')

@@ -84,7 +84,9 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     for key in ('oof_plain_f1_18', 'oof_crossfit_tuned_f1_18', 'oof_eval_tuned_f1_18', 'oof_jittered_tuned_f1_18'):
         assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
     again = quality.main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '--oof', '--full',
-                                         '--keep', '--no-probe', '--out', str(tmp_path / 'again.json')])
+                          '--keep', '--no-probe', '--out', str(tmp_path / 'again.json'), '--baseline', str(tmp_path / 'work')])
+    dec = again['decision']     # the recipe against itself: a difference of 0, so it does not become a default
+    assert dec['metrics']['f1_18']['diff'] == 0 and dec['becomes_default'] is False and dec['units'].startswith('persons')
     assert again['stages']['train_seed1']['seconds'] == 0       # every learner kept: the same scores, nothing trained again
     for key in ('valid', 'eval', 'eval_tuned', 'jittered_persons', 'oof', 'full_eval', 'valid_less'):
         assert again['seeds']['1'][key] == r['seeds']['1'][key], key
