@@ -123,7 +123,8 @@ def plot_curve(curve: dict, dest: Path) -> Path:
             vals = curve[f'{who}_{k}']
             ax.plot(x, [np.mean(v) for v in vals], '-o', color=colour, label='recipe' if who == 'default' else 'floor')
             for xi, v in zip(x, vals): ax.scatter([xi] * len(v), v, s=8, color=colour, alpha=0.5)
-        ax.set(xscale='log', xlabel='training persons', title=title)
+        ax.set(xscale='log', xlabel='training persons (log)', title=title)
+        ax.minorticks_off()
         ax.set_xticks(x, [str(v) for v in x])
     axes[0].legend(fontsize=8)
     return save_figure(fig, dest)
