@@ -14,7 +14,8 @@ from PIL import Image
 from .atomic import atomic_path
 from .errors import ConfigError
 
-__all__ = ['ZOO_FILE', 'TEMPLATE', 'ALIGNMENTS', 'quiet_opencv', 'check_weights', 'find_landmarks', 'align', 'identity_embeddings']
+__all__ = ['ZOO_FILE', 'TEMPLATE', 'ALIGNMENTS', 'quiet_opencv', 'check_weights', 'weights_digest', 'find_landmarks',
+           'align', 'identity_embeddings']
 
 log = logging.getLogger(__name__)
 ZOO_FILE = 'face_recognition_sface_2021dec_int8bq.onnx'
@@ -53,6 +54,12 @@ def _net(path: str, mtime: float):
 @functools.lru_cache(maxsize=4)
 def _digest(path: str, mtime: float) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:10]
+
+
+def weights_digest(path: Path) -> str:
+    "A short digest of a weights file, read once per file and modification time."
+    path = check_weights(path)
+    return _digest(str(path), path.stat().st_mtime)
 
 
 @functools.lru_cache(maxsize=4)

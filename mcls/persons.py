@@ -105,12 +105,11 @@ def person_threshold(s, max_persons: int = 80) -> dict:
     """The face alignment and grouping threshold for these identity weights and crop settings, chosen once on a
     jittered copy of fold 0's photos (persons known there): the best pairwise F-beta at pairwise precision >=
     MIN_PRECISION; cached in the crop cache. Reads train.csv and photos only, never answers."""
-    from .crop import crop_key
-    from .identity import ALIGNMENTS, check_weights, identity_embeddings
+    from .identity import ALIGNMENTS, check_weights, identity_embeddings, weights_digest
     weights = check_weights(s.predict.identity_weights)
     train = fold0_photos(s, max_persons)
-    key = hashlib.sha1('|'.join([crop_key(weights, s.crop), str(MIN_PRECISION), *map(str, THRESHOLDS[[0, -1]]),
-                                 *train.folder.drop_duplicates()]).encode())
+    key = hashlib.sha1('|'.join([weights_digest(weights), str(s.crop), str(MIN_PRECISION),
+                                 *map(str, THRESHOLDS[[0, -1]]), *train.folder.drop_duplicates()]).encode())
     dest = Path(s.paths.cache) / 'persons' / f'threshold-{key.hexdigest()[:12]}.json'
     try:
         return json.loads(dest.read_text())
