@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import USER_ERRORS, UserError
+from .errors import RANKS_DIR, USER_ERRORS, UserError
 from .terminal import interactive
 from .settings import CHOICES, LEARNERS, TASKS, Settings, SettingsError, load_settings, parse_overrides
 
@@ -28,6 +28,8 @@ SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='overri
 DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help='competition layout root (paths.data)')]
 FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner that did not train on it)')]
 WorkersOpt = Annotated[Optional[int], typer.Option(help='DataLoader workers (default: \\[train] workers)')]
+ProcessesOpt = Annotated[int, typer.Option(min=1, help='ranks on this machine, one job (DistributedDataParallel: gloo on '
+                                                        'CPU, NCCL with one GPU each); see docs/scaling.md')]
 
 
 def _settings(config, sets, data=None, **named) -> Settings:
@@ -180,7 +182,7 @@ def _train_table(s: Settings):
     from .train import training_table
     report = LoadReport()
     table = training_table(s, report=report)
-    console.print(_load_summary(report))
+    if not _in_launch(): console.print(_load_summary(report))     # a rank: the launching process printed it
     return table
 
 
@@ -216,13 +218,18 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           workers: WorkersOpt = None,
           pseudo: Annotated[Optional[Path], typer.Option(
               help='a predict .probs.npz: add its confident eval photos to training (transductive)')] = None,
-          min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9):
+          min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9,
+          processes: ProcessesOpt = 1):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
     from .learner import check_task_settings
     from .train import check_outputs, learners_for, train_learners
     s = _settings(config, set, data)
     tasks = learners_for(task.value, s)
+    _join_ranks('train', processes)
     if resume:
+        if processes > 1:
+            _train_table(s)      # the crop cache, filled once before the ranks start
+            return _launch(processes)
         console.print(_results_table(_resume(s, tasks, run_dir, export_dir, workers)))
         return
     named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch, pipeline=pipeline,
@@ -234,6 +241,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     folds = [None] if full else _folds(fold, s.split.folds)    # before loading and cropping anything
     check_outputs(s, tasks, folds, export_dir)
     table = _train_table(s)
+    if processes > 1: return _launch(processes)
     if pseudo is not None:
         from .pseudo import add_pseudo
         table = add_pseudo(table, s, pseudo, min_prob)
@@ -241,6 +249,28 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     results = train_learners(table, s, tasks, folds, export_dir, workers,
                              on_result=lambda r: console.print(_results_table([r])))
     if len(results) > 1: console.print(_results_table(results))
+
+
+def _join_ranks(command: str, processes: int):
+    """--processes N: this process only checks, fills the crop cache and starts the ranks. As one of the ranks
+    (started so, or by torchrun / accelerate launch): join the others; only rank 0 prints."""
+    from . import distributed
+    if processes > 1:
+        if distributed.world_size() > 1:
+            raise UserError(f'--processes {processes} inside a distributed launch (WORLD_SIZE '
+                            f'{distributed.world_size()}): leave --processes to the launcher')
+        if sys.argv[1:2] != [command]:
+            raise UserError(f'--processes needs the command line (`mcls {command} ... --processes {processes}`)')
+        return
+    distributed.init()
+    if not distributed.is_main():
+        console.quiet = True
+        logging.getLogger().setLevel(logging.ERROR)
+
+
+def _launch(processes: int):
+    from .distributed import launch, rank_args
+    launch(rank_args(sys.argv[1:]), processes)
 
 
 def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, workers) -> list:
@@ -320,18 +350,26 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
             tune: Annotated[bool, typer.Option('--tune/--no-tune', help='apply tuned class offsets')] = True,
             pickle: PickleOpt = False,
             persons: Annotated[Optional[PersonsMode], typer.Option(
-                help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None):
+                help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None,
+            processes: ProcessesOpt = 1):
     """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
     three task learners; several folders are averaged. Default: models/full when it holds learners, else every
     models/fold*."""
-    from .predict import predict_eval
+    from .learner import use_threads
+    from .predict import eval_table, predict_eval
     from .atomic import output_file
     s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None})
     out = output_file(out or s.predict.out, 'the submission')     # before any work
     dirs = _model_dirs(s, models)
+    _join_ranks('predict', processes)
+    if processes > 1:
+        eval_table(s, dirs)      # checks, and fills the crop cache once before the ranks start
+        return _launch(processes)
     use_tta = s.predict.tta if tta is None else tta
+    console.print(f'{use_threads(s.threads)} torch threads (\\[train] threads = {s.threads or "auto"})')
     t0 = time.perf_counter()
     sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
+    if sub is None: return     # not rank 0
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
                   f'persons {s.predict.persons}, '
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
@@ -528,7 +566,7 @@ def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = 
 
 def run():
     """Entry point: errors the user can fix become one clear line on stderr and exit code 2; anything else is a
-    bug and keeps its traceback."""
+    bug and keeps its traceback. A rank of `--processes N` leaves its error to the launcher, which reports it."""
     import warnings   # a dependency's deprecation notice on every command would make each error three lines
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
     try:     # typer vendors click: its usage errors are that click's exceptions
@@ -548,8 +586,23 @@ def run():
     except (*USER_ERRORS, SettingsError) as e:
         _one_line(str(e))
         sys.exit(2)
+    except Exception as e:
+        if not _in_launch(): raise
+        import traceback
+        from .distributed import write_error
+        write_error(f'{type(e).__name__}: {e}', traceback.format_exc())
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _in_launch() -> bool:
+    import os
+    return RANKS_DIR in os.environ
+
+
 def _one_line(message: str):
+    if _in_launch():
+        from .distributed import write_error
+        write_error(message)
+        return
     Console(stderr=True, soft_wrap=True).print(f'[bold red]error:[/] {escape(" ".join(message.split()))}')

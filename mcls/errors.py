@@ -2,7 +2,7 @@
 `mcls --help` must start fast."""
 from __future__ import annotations
 
-__all__ = ['DataError', 'ConfigError', 'UserError', 'WriteError', 'USER_ERRORS']
+__all__ = ['DataError', 'ConfigError', 'UserError', 'WriteError', 'USER_ERRORS', 'RANKS_DIR']
 
 
 class DataError(ValueError):
@@ -22,3 +22,6 @@ class WriteError(OSError):
 
 
 USER_ERRORS = (DataError, ConfigError, UserError, WriteError)
+
+# set by mcls.distributed.launch for its ranks: where they leave their one-line errors for the launcher to report
+RANKS_DIR = 'MCLS_RANKS_DIR'

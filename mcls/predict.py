@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import distributed
 from .atomic import output_file
 from .crop import attach_crops
 from .dataset import DataError, load_eval
@@ -22,7 +23,7 @@ from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
 __all__ = ['combine', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
-           'decision_scores', 'person_labels', 'predict_eval']
+           'decision_scores', 'person_labels', 'eval_table', 'predict_eval']
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,16 @@ def ensemble_probs(model_dirs: list[Path], df: pd.DataFrame, ps: PredictSettings
 
 
 def predict_frame(df: pd.DataFrame, model_dirs: list[Path], ps: PredictSettings, tta: bool, tune: bool = True,
-                  pickle: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    "Labels and per-task probabilities for the crops of `df`."
+                  pickle: bool = False) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
+    """Labels and per-task probabilities for the crops of `df`. Several ranks: each predicts its share of the rows,
+    rank 0 gets them all in order, the others (None, None)."""
     model_dirs = [Path(d) for d in model_dirs]
     check_models(model_dirs)
-    probs = ensemble_probs(model_dirs, df, ps, tta, pickle)
+    mine = df.iloc[distributed.shard(len(df))]
+    with distributed.alone():
+        part = ensemble_probs(model_dirs, mine, ps, tta, pickle)
+    probs = distributed.gather_shards(part)
+    if probs is None: return None, None
     decided = decision_scores(probs, model_dirs[0], tune)
     return combine(decided['mask'], decided['gender'], decided['age']), probs
 
@@ -98,11 +104,21 @@ def person_labels(s: Settings, df: pd.DataFrame, model_dirs: list[Path], probs: 
     return labels, groups, {**stats, 'threshold': info['threshold']}
 
 
+def eval_table(s: Settings, model_dirs: list[Path], progress: bool = True) -> pd.DataFrame:
+    "The eval photos with their crops (cropped through the cache, once: by rank 0 first), after checking the models."
+    info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
+    check_models([Path(d) for d in model_dirs])         # before the slow part
+    with distributed.main_first():
+        df, _ = attach_crops(info, s.crop, s.paths.cache, progress=progress and distributed.is_main())
+    return df
+
+
 def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune: bool = True, pickle: bool = False,
                  progress: bool = True, persons: str | None = None) -> pd.DataFrame:
     """Crop the eval photos (through the cache), predict, write `out` (ImageID,ans in info.csv's order) and
     `<out>.probs.npz` with the per-task probabilities (and each photo's person group with persons = auto).
-    Nothing is written if any step fails."""
+    Nothing is written if any step fails. Several ranks share the photos; rank 0 writes and returns the submission,
+    the others None."""
     persons = persons or s.predict.persons
     output_file(out, 'the submission')
     output_file(probs_path(out), 'the submission\'s probabilities')
@@ -111,11 +127,10 @@ def predict_eval(s: Settings, model_dirs: list[Path], out: Path, tta: bool, tune
         check_weights(s.predict.identity_weights)
     if persons not in CHOICES['predict.persons']:
         raise DataError(f'persons = {persons!r}: use one of {", ".join(CHOICES["predict.persons"])}')
-    info = load_eval(s.paths.data).assign(split='eval')     # eval photos: unreadable is an error, not a skip
     model_dirs = [Path(d) for d in model_dirs]
-    check_models(model_dirs)         # before the slow part
-    df, _ = attach_crops(info, s.crop, s.paths.cache, progress=progress)
+    df = eval_table(s, model_dirs, progress)
     labels, probs = predict_frame(df, model_dirs, s.predict, tta, tune, pickle)
+    if labels is None: return None     # another rank than 0: rank 0 writes
     extra = {}
     if persons == 'auto':
         labels, extra['groups'], stats = person_labels(s, df, model_dirs, probs, tune)

@@ -58,7 +58,7 @@ LIMITS = {
     'crop.fallback_crop': ONE_UP, 'crop.fallback_ref': ONE_UP,
     'split.folds': Range(2),
     'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG, 'train.label_smoothing': Range(0, 1, hi_open=True),
-    'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.lr': POS,
+    'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP, 'train.lr': POS,
     'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
     'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG, 'train.old_weight': POS,
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
@@ -127,6 +127,7 @@ class TaskSettings:
     mix: str = 'none'         # none | mixup | cutmix (fastai callbacks, given to the fit call)
     old_weight: float = 1.0   # sampling weight of 60+ training photos (1: plain shuffling)
     partial_weights: bool = False   # accept local weights that fill only some of the backbone's tensors
+    threads: int | None = None      # torch threads while training (None: auto, what a lone job gets)
 
 
 @dataclass
@@ -162,6 +163,11 @@ class Settings:
         buf = StringIO()
         cp.write(buf)
         return buf.getvalue()
+
+    @property
+    def threads(self) -> int | None:
+        "[train] threads, for commands that train nothing (predict)."
+        return _workers(self.raw['train'].get('threads', 'auto'))
 
 
 def _tuple(cast, n: int | None = None):

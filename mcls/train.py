@@ -19,13 +19,14 @@ from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamSchedule
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
 from .atomic import atomic_path, folder_lock, output_dir, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
+from . import distributed
 from .crop import attach_crops
 from .dataset import LoadReport, load_train
 from .export import check_export_dir, export_learner
 from .folds import assign_folds
 from .joint import split_probs
 from .errors import ConfigError, DataError, UserError
-from .learner import build_learner, check_task_settings, task_dls
+from .learner import build_learner, check_task_settings, task_dls, use_threads
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
@@ -54,8 +55,10 @@ def save_atomic(learn, name: str, with_opt: bool) -> Path:
 
 
 class BestModelCallback(SaveModelCallback):
-    "fastai's SaveModelCallback, writing `best.pth` atomically."
-    def _save(self, name): self.last_saved_path = save_atomic(self.learn, name, self.with_opt)
+    """fastai's SaveModelCallback, writing `best.pth` atomically. With several ranks every rank keeps one (its
+    `learn.load` of the best epoch is a barrier of all ranks), and rank 0 alone writes."""
+    def _save(self, name):
+        if distributed.is_main(): self.last_saved_path = save_atomic(self.learn, name, self.with_opt)
 
 
 class SaveLastCallback(Callback):
@@ -158,7 +161,8 @@ def training_table(s: Settings, progress: bool = True, report: LoadReport | None
     be read or cropped are left out and listed in `df.attrs['skipped']` as (file, reason)."""
     report = report if report is not None else LoadReport()
     df = load_train(s.paths.data, s.paths.corrections, report=report)
-    df, stats = attach_crops(df, s.crop, s.paths.cache, progress=progress)
+    with distributed.main_first():     # several ranks: rank 0 fills the crop cache, the others then read it
+        df, stats = attach_crops(df, s.crop, s.paths.cache, progress=progress and distributed.is_main())
     report.skipped.update(stats.skipped)              # counted in the load summary; named with -v by the crop step
     df['fold'] = assign_folds(df, s.split.folds, s.split.by, s.split.seed)
     df.attrs['skipped'] = [(f, why) for f, why in [*report.skipped_files, *stats.skipped_files] if why != 'hidden file']
@@ -173,14 +177,18 @@ def new_run_dir(s: Settings, task: str, tag: str) -> Path:
 
 
 def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, precision: str):
-    "Callbacks for the fit call only, so an exported Learner carries none of them."
-    cbs = [CSVLogger(fname='history.csv', append=resume_state is not None), *precision_cbs(precision, ts.channels_last)]
+    """Callbacks for the fit call only, so an exported Learner carries none of them. With several ranks, the ones
+    that write (history, checkpoints, TensorBoard) are rank 0's alone."""
+    cbs = [*precision_cbs(precision, ts.channels_last)]
     if ts.mix != 'none': cbs.append(MIX[ts.mix]())
     if resume_state is not None: cbs.append(ResumeGuard())
+    if distributed.world_size() > 1: cbs.append(distributed.DDPTrainer())
     if validate:
         best = BestModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
         if resume_state is not None: best.best = resume_state.get('best', -float('inf'))
         cbs.append(best)
+    if not distributed.is_main(): return cbs
+    cbs.append(CSVLogger(fname='history.csv', append=resume_state is not None))
     cbs.append(SaveLastCallback(run_dir))
     try:
         from fastai.callback.tensorboard import TensorBoardCallback
@@ -208,6 +216,7 @@ def _recorded_failure(run_dir: Path):
     try:
         yield
     except BaseException as e:
+        if not distributed.is_main(): raise
         status = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
         try:
             update_run(run_dir, status=status, error=f'{type(e).__name__}: {e}'[:500])
@@ -229,8 +238,11 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         raise ConfigError(f'[{task}] batch = {ts.batch} but only {n_train} training photos: lower --batch '
                           f'(at most {n_train}) or add photos')
     if export_dir is not None: check_export_dir(Path(export_dir), task)
-    with folder_lock(export_dir, 'export folder') if export_dir is not None else nullcontext():
-        return _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress)
+    locked = export_dir is not None and distributed.is_main()
+    with folder_lock(export_dir, 'export folder') if locked else nullcontext():
+        result = _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers,
+                               progress and distributed.is_main())
+    return result     # the other ranks go on to the next learner, whose first collective waits for rank 0
 
 
 def _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress) -> TrainResult:
@@ -243,11 +255,15 @@ def _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, worke
 def _open_run(table: pd.DataFrame, s: Settings, task: str, fold: int | None, run_dir: Path | None,
               resume_state: dict | None) -> tuple[Path, pd.DataFrame]:
     """The run folder: a new one (settings, skipped and pseudo-labelled photos, run.json with the data's fingerprint
-    and the training process), or a resumed one marked training again by this process."""
-    run_dir = run_dir or new_run_dir(s, task, 'full' if fold is None else f'fold{fold}')
+    and the training process), or a resumed one marked training again by this process. Made by rank 0 alone; the
+    other ranks get its name."""
     pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
+    if not distributed.is_main(): return distributed.broadcast_object(None), pseudo
+    run_dir = run_dir or new_run_dir(s, task, 'full' if fold is None else f'fold{fold}')
+    distributed.broadcast_object(run_dir)
+    distributed.note_run(run_dir)
     if resume_state is not None:
-        update_run(run_dir, status='training', error=None, **process_fields())
+        update_run(run_dir, status='training', error=None, world_size=distributed.world_size(), **process_fields())
         return run_dir, pseudo
     skipped = table.attrs.get('skipped', [])
     if skipped:     # photos that could not be read or converted: named here, counted in the load summary
@@ -257,7 +273,7 @@ def _open_run(table: pd.DataFrame, s: Settings, task: str, fold: int | None, run
                          run_dir / 'pseudo.csv')
     write_text_atomic(run_dir / 'settings.ini', s.to_ini())
     update_run(run_dir, task=task, fold=fold, status='training', data=str(s.paths.data),
-               data_fingerprint=data_fingerprint(table), **process_fields())
+               data_fingerprint=data_fingerprint(table), world_size=distributed.world_size(), **process_fields())
     return run_dir, pseudo
 
 
@@ -274,20 +290,24 @@ class _Fitted:
     start: int
     seconds: float
     train_seconds: list
+    valid_counts: list     # several ranks: validation photos gathered in each epoch (the fold's size, once each)
 
 
 def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, workers, progress: bool) -> _Fitted:
     "Build the seeded learner, load the last complete epoch when resuming, and fit the epochs left."
     full = fold is None
 
-    def fresh():     # seeded, so a restarted run is the run a new start would be
-        set_seed(ts.seed, reproducible=True)
+    def fresh():     # seeded, so a restarted run is the run a new start would be; ranks draw different augmentations
+        set_seed(ts.seed + distributed.rank(), reproducible=True)
         df = table.assign(is_valid=False if full else (table.fold == fold))
         return df, build_learner(task_dls(df, ts, workers=workers), ts, path=run_dir)
 
     df, learn = fresh()
     precision = resolve_precision(ts.precision, ts.size)
-    if progress: print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision})', flush=True)
+    threads = use_threads(ts.threads)
+    if progress:
+        print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision}); {threads} torch '
+              f'threads (threads = {ts.threads or "auto"}){_ranks_note()}', flush=True)
     start = 0
     if resume_state is not None:
         try:       # fastai's learn.load: weights-only, its own allowlist; the checkpoint is read once
@@ -295,12 +315,12 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
             start = resume_state['epoch'] + 1
         except Exception:  # noqa: BLE001 - missing, cut off or unreadable: no usable epoch, so restart
             log.warning('%s: the last saved epoch cannot be loaded; restarting the run from its first epoch', run_dir)
-            _restart(run_dir)
+            if distributed.is_main(): _restart(run_dir)
             resume_state, (df, learn) = None, fresh()
     timer = TrainTimer()
     cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
     quiet = not (progress and interactive())     # a log, not a terminal: one readable line per epoch
-    if quiet: cbs.append(EpochPrinter())
+    if quiet and distributed.is_main(): cbs.append(EpochPrinter())
     epochs = ts.full_epochs if full else ts.epochs
     t0 = time.perf_counter()
     with _quiet(learn, quiet):
@@ -310,7 +330,14 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
             if start: _keep_history(run_dir / 'history.csv', epochs)
         elif not full and (run_dir / 'best.pth').exists():    # killed after its last epoch: reload the best one
             learn.load('best', with_opt=False)
-    return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0, timer.train_seconds)
+    ddp = next((cb for cb in cbs if isinstance(cb, distributed.DDPTrainer)), None)
+    return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0, timer.train_seconds,
+                   ddp.valid_counts if ddp else [])
+
+
+def _ranks_note() -> str:
+    n = distributed.world_size()
+    return '' if n == 1 else f'; {n} ranks (effective batch = {n} x batch)'
 
 
 @contextmanager
@@ -323,7 +350,15 @@ def _quiet(learn, quiet: bool):
 
 
 def _score_and_export(f: _Fitted, s: Settings, task: str, export_dir: Path | None, pseudo_rows: int) -> TrainResult:
-    "Validation scores and probabilities (not for --full), the export, and run.json marked done."
+    """Validation scores and probabilities (not for --full), the export, and run.json marked done: rank 0 alone,
+    on the whole fold, holding the best epoch's weights."""
+    if not distributed.is_main():
+        return TrainResult(task, f.run_dir, None, None, None, f.epochs, f.seconds, 0.0)
+    with distributed.alone():
+        return _score_and_export_here(f, s, task, export_dir, pseudo_rows)
+
+
+def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path | None, pseudo_rows: int) -> TrainResult:
     learn, ts = f.learn, f.ts
     f1 = acc = None
     scores = {}
@@ -344,7 +379,7 @@ def _score_and_export(f: _Fitted, s: Settings, task: str, export_dir: Path | Non
     update_run(f.run_dir, status='done', valid_f1=f1, valid_acc=acc, valid_scores=scores,
                precision=describe(f.precision, ts.channels_last), pseudo_rows=pseudo_rows, epochs=f.epochs,
                seconds=f.seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
-               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size,
+               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=f.valid_counts or None,
                export=str(result.export_dir) if result.export_dir else None)
     return result
 
@@ -444,15 +479,18 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f'{run_dir}: not a run folder mcls can resume ({type(e).__name__}: {e}); '
                         f'start a new run without --resume') from None
-    if run_status(run_dir) == 'training':
-        raise UserError(f'{run_dir}: still training (process {meta.get("pid")}); wait for it, or stop it and resume')
-    remove_stray(run_dir)
+    if distributed.is_main():     # the other ranks read; rank 0 alone checks and tidies
+        if run_status(run_dir) == 'training':
+            raise UserError(f'{run_dir}: still training (process {meta.get("pid")}); wait for it, or stop it and resume')
+        remove_stray(run_dir)
     try:       # the checkpoint it names is checked where it is loaded (train_task)
         state = json.loads((run_dir / 'last_epoch.json').read_text())
     except (OSError, ValueError):
-        log.warning('%s: no complete epoch saved; restarting the run from its first epoch', run_dir)
-        _restart(run_dir)
         state = None
+    distributed.barrier()     # every rank has read the state before rank 0 may forget it
+    if state is None:
+        log.warning('%s: no complete epoch saved; restarting the run from its first epoch', run_dir)
+        if distributed.is_main(): _restart(run_dir)
     dest = check_export_dir(export_dir or export_dir_for(s, fold), task)
     table = training_table(s, progress=progress)
     if meta.get('data_fingerprint') not in (None, data_fingerprint(table)):

@@ -1,0 +1,270 @@
+"""Several processes (ranks) as one training or prediction job: DistributedDataParallel with NCCL on GPUs and gloo on
+CPU. Ranks come from `--processes N` (`launch`, on this machine) or from torchrun / accelerate launch, through the
+environment they set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). Rank 0 alone writes run folders,
+checkpoints, logs, exports and submissions. fastai's own path (`distrib_ctx`) needs CUDA and accelerate; this one
+reuses its DistributedDL and its gathering of predictions."""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from fastai.distributed import DistributedDL
+from fastai.vision.all import Callback, noop
+from torch.nn.parallel import DistributedDataParallel
+
+from .errors import RANKS_DIR, UserError
+
+__all__ = ['RANKS_DIR', 'FAIL_RANK', 'RankFailed', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
+           'main_first', 'broadcast_object', 'shard', 'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run',
+           'rank_args', 'launch', 'write_error']
+
+FAIL_RANK = 'MCLS_TEST_FAIL_RANK'   # tests: RANK[:EPOCH], that rank raises when that epoch (default 0) starts
+
+
+class RankFailed(UserError):
+    "One rank of a launch failed; every rank was stopped."
+
+
+def world_size() -> int: return int(os.environ.get('WORLD_SIZE', 1) or 1)
+def rank() -> int: return int(os.environ.get('RANK', 0) or 0)
+def local_rank() -> int: return int(os.environ.get('LOCAL_RANK', rank()) or 0)
+def is_main() -> bool: return rank() == 0
+
+
+def init():
+    "Join the process group when launched as one of several ranks (NCCL on this rank's GPU, else gloo); idempotent."
+    if world_size() <= 1 or dist.is_initialized(): return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+        dist.init_process_group('nccl', device_id=torch.device('cuda', local_rank()))
+    else:
+        dist.init_process_group('gloo')
+    atexit.register(_leave)
+
+
+def _leave():
+    if dist.is_initialized(): dist.destroy_process_group()
+
+
+def _active() -> bool: return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier():
+    if _active(): dist.barrier()
+
+
+@contextmanager
+def main_first():
+    "Rank 0 runs the block first (e.g. filling the crop cache), the others after it: each file is written once."
+    if not is_main(): barrier()
+    yield
+    if is_main(): barrier()
+
+
+def broadcast_object(obj):
+    "Rank 0's `obj` on every rank."
+    if not _active(): return obj
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(n: int) -> slice:
+    "This rank's contiguous share of n rows (all of them in one process)."
+    bounds = np.linspace(0, n, world_size() + 1).round().astype(int)
+    return slice(int(bounds[rank()]), int(bounds[rank() + 1]))
+
+
+def gather_shards(part: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    "Every rank's arrays concatenated in rank order, on rank 0 (None elsewhere)."
+    if not _active(): return part
+    parts = [None] * dist.get_world_size() if is_main() else None
+    dist.gather_object(part, parts, dst=0)
+    return {k: np.concatenate([p[k] for p in parts]) for k in part} if is_main() else None
+
+
+@contextmanager
+def alone():
+    """fastai gathers every prediction across ranks whenever WORLD_SIZE > 1; inside this block a rank predicts for
+    itself (its shard, or rank 0 scoring the whole fold while the others wait)."""
+    old = os.environ.get('WORLD_SIZE')
+    os.environ['WORLD_SIZE'] = '1'
+    try:
+        yield
+    finally:
+        if old is None: os.environ.pop('WORLD_SIZE', None)
+        else: os.environ['WORLD_SIZE'] = old
+
+
+def _device_of(t): return t.cuda() if dist.get_backend() == 'nccl' else t
+
+
+class RankDL(DistributedDL):
+    "fastai's DistributedDL (each rank a share of every epoch, predictions gathered and unpadded) with gloo as well."
+    def _broadcast(self, t, rank):
+        t = _device_of(torch.tensor(t, dtype=torch.long))
+        dist.broadcast(t, rank)
+        return t.cpu().tolist()
+
+
+class DDPTrainer(Callback):
+    """Wraps the model in DistributedDataParallel and the data in RankDL for a fit; rewraps when the trainable
+    parameters change (freeze/unfreeze), since DDP reduces only the gradients it was built with. Counts the
+    validation photos seen across ranks each epoch (`valid_counts`)."""
+    order = 12   # after ChannelsLast (11): DDP's gradient buckets take the memory format the model trains in
+
+    def __init__(self): self.valid_counts = []
+
+    def _wrap_model(self, module):
+        self._trainable = [p.requires_grad for p in module.parameters()]
+        ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+        self.learn.model = DistributedDataParallel(module, device_ids=ids)
+
+    def _wrap(self, dl): return dl if isinstance(dl, RankDL) else RankDL(dl)
+
+    def before_fit(self):
+        self._wrap_model(self.learn.model)
+        self.old_loaders = list(self.dls.loaders)
+        self.learn.dls.loaders = [self._wrap(dl) for dl in self.dls.loaders]
+        if not is_main(): self.learn.logger = noop
+
+    def before_epoch(self):
+        who, _, epoch = os.environ.get(FAIL_RANK, '').partition(':')
+        if who == str(rank()) and self.epoch >= int(epoch or 0):
+            raise RuntimeError(f'{FAIL_RANK}: rank {rank()} fails on purpose at epoch {self.epoch}')
+        module = self.learn.model.module
+        if [p.requires_grad for p in module.parameters()] != self._trainable: self._wrap_model(module)
+
+    def before_train(self): self.learn.dl = self._wrap(self.learn.dl)
+
+    def before_validate(self):
+        self.learn.dl = self._wrap(self.learn.dl)
+        self._seen = 0
+
+    def after_batch(self):
+        if not self.training: self._seen += len(self.learn.to_detach(self.learn.yb[0]))   # gathered, unpadded
+
+    def after_validate(self): self.valid_counts.append(self._seen)
+
+    def after_fit(self): self.learn.model, self.learn.dls.loaders = self.learn.model.module, self.old_loaders
+
+
+def note_run(run_dir: Path):
+    "Under `launch`, rank 0 says which run it trains, so that a failure in any rank marks that run failed."
+    where = os.environ.get(RANKS_DIR)
+    if where and is_main():
+        with open(Path(where) / 'runs', 'a') as fh: fh.write(f'{run_dir}\n')
+
+
+def rank_args(argv: list[str]) -> list[str]:
+    "The command line each rank runs: this one without --processes."
+    out, skip = [], False
+    for a in argv:
+        if skip: skip = False; continue
+        if a == '--processes': skip = True; continue
+        if a.startswith('--processes='): continue
+        out.append(a)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _cores() -> int: return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def launch(args: list[str], processes: int, stop_after: float = 10.0):
+    """Run `mcls ARGS` as `processes` ranks on this machine and wait. Each rank gets its share of the cores
+    (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank fails the others are stopped, the run
+    rank 0 was training is marked failed, and RankFailed names the rank and its error (its full output is kept)."""
+    tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))
+    env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()), 'WORLD_SIZE': str(processes),
+           'LOCAL_WORLD_SIZE': str(processes), RANKS_DIR: str(tmp)}
+    env.setdefault('OMP_NUM_THREADS', str(max(1, _cores() // processes)))
+    procs = []
+    for r in range(processes):     # rank 0 talks to the terminal; the others to their logs
+        log = open(tmp / f'rank{r}.log', 'wb') if r else None
+        procs.append(subprocess.Popen([sys.executable, '-m', 'mcls', *args],
+                                      env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)},
+                                      stdout=log, stderr=subprocess.STDOUT if log else None))
+    try:
+        failed = _wait(procs, tmp)
+    except KeyboardInterrupt:
+        _stop(procs, stop_after)
+        raise
+    if failed is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    _stop(procs, stop_after)
+    why = _rank_error(tmp, failed, procs[failed].returncode)
+    run = _mark_failed(tmp, f'rank {failed} of {processes} failed: {why}')
+    raise RankFailed(f'rank {failed} of {processes} failed: {why}; every rank was stopped'
+                     + (f', run {run} marked failed' if run else '') + f' (rank logs: {tmp})')
+
+
+def _wait(procs, tmp: Path) -> int | None:
+    """The rank that failed first (None when all finish cleanly): the peers of a failed rank fail too, of its loss,
+    so among the ranks found failed the earliest error written is the cause."""
+    while True:
+        codes = [p.poll() for p in procs]
+        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        if bad: return min(bad, key=lambda r: (_error_time(tmp, r), r))
+        if all(c == 0 for c in codes): return None
+        time.sleep(0.05)
+
+
+def _error_time(tmp: Path, r: int) -> float:
+    err = tmp / f'rank{r}.error'
+    return err.stat().st_mtime_ns if err.exists() else float('inf')
+
+
+def write_error(message: str, trace: str = ''):
+    "Under `launch`: a rank's one-line error for the launcher to report (and its traceback, if any, for the logs)."
+    where = Path(os.environ[RANKS_DIR])
+    if trace: (where / f'rank{rank()}.trace').write_text(trace)
+    (where / f'rank{rank()}.error').write_text(' '.join(message.split()))
+
+
+def _stop(procs, grace: float):
+    for p in procs:
+        if p.poll() is None: p.send_signal(signal.SIGTERM)
+    end = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill(); p.wait()
+
+
+def _rank_error(tmp: Path, r: int, code: int) -> str:
+    "The failed rank's own one-line error (written by mcls.cli), else the last line of its output."
+    err = tmp / f'rank{r}.error'
+    if err.exists(): return err.read_text().strip()
+    log = tmp / f'rank{r}.log'
+    lines = log.read_text(errors='replace').strip().splitlines() if log.exists() else []
+    return lines[-1] if lines else f'exit code {code}'
+
+
+def _mark_failed(tmp: Path, why: str) -> str | None:
+    "The run rank 0 was training, marked failed with the launch's reason (unless it finished)."
+    from .runs import run_status, update_run
+    runs = tmp / 'runs'
+    if not runs.exists(): return None
+    run = runs.read_text().split()[-1]
+    if run_status(Path(run)) != 'done': update_run(Path(run), status='failed', error=why[:500])
+    return run

@@ -1,0 +1,112 @@
+"""Several ranks as one job (`--processes N`): 2 gloo ranks on the CPU, tiny synthetic data, the real command line."""
+import configparser
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mcls import distributed
+from mcls.demo import tiny_overrides
+from mcls.settings import LEARNERS, load_settings
+from mcls.synth import make_dataset
+
+ROOT = Path(__file__).parents[1]
+
+
+def mcls(*args, cwd, **env):
+    return subprocess.run([sys.executable, '-m', 'mcls', *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, 'COLUMNS': '200', **env})
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    "A synthetic set and a settings file for a tiny model, two epochs, three folds."
+    root = tmp_path_factory.mktemp('ranks')
+    make_dataset(root / 'data', persons=15, eval_persons=3, seed=1)
+    ov = tiny_overrides(root, 2, **{'train.workers': 0, 'split.folds': 3, **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
+    cp = configparser.ConfigParser(interpolation=None)
+    for key, value in ov.items():
+        sec, _, name = key.partition('.')
+        if sec not in cp: cp.add_section(sec)
+        cp[sec][name] = value
+    with open(root / 'tiny.ini', 'w') as fh: cp.write(fh)
+    return root
+
+
+def runs_of(root: Path, runs: str) -> list[Path]:
+    return sorted(p.parent for p in (root / runs).glob('*/run.json'))
+
+
+def history(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / 'history.csv').drop(columns='time')
+
+
+@pytest.mark.cli
+def test_two_ranks_train_once_export_once_and_repeat_exactly(tiny):
+    for k in (1, 2):     # the same launch twice, one seed
+        r = mcls('train', 'joint', '--config', 'tiny.ini', '--processes', 2, '--set', f'paths.runs=runs{k}',
+                 '--export-dir', f'models{k}', cwd=tiny)
+        assert r.returncode == 0, r.stderr[-2000:]
+    (a,), (b,) = runs_of(tiny, 'runs1'), runs_of(tiny, 'runs2')
+    meta = json.loads((a / 'run.json').read_text())
+    assert meta['world_size'] == 2 and meta['status'] == 'done'
+    s = load_settings(tiny / 'tiny.ini')
+    from mcls.train import training_table
+    fold = int((training_table(s, progress=False).fold == 0).sum())
+    assert meta['valid_photos'] == [fold, fold]          # every validation photo once, each epoch, across ranks
+    assert len(np.load(a / 'mask.valid.npz')['files']) == fold
+    assert len(history(a)) == 2
+    pd.testing.assert_frame_equal(history(a), history(b))
+    assert sorted(p.name for p in (tiny / 'models1').iterdir() if not p.name.startswith('.')) == \
+        sorted(p.name for p in (tiny / 'models2').iterdir() if not p.name.startswith('.'))
+    # the export loads in a fresh process, and the one-process and two-rank predictions are the same submission
+    one = mcls('predict', '--config', 'tiny.ini', '--models', 'models1', '--out', 'one.csv', cwd=tiny)
+    two = mcls('predict', '--config', 'tiny.ini', '--models', 'models1', '--out', 'two.csv', '--processes', 2, cwd=tiny)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    assert (tiny / 'one.csv').read_bytes() == (tiny / 'two.csv').read_bytes()
+    p1, p2 = np.load(tiny / 'one.csv.probs.npz'), np.load(tiny / 'two.csv.probs.npz')
+    for t in ('mask', 'gender', 'age'): np.testing.assert_allclose(p1[t], p2[t], atol=1e-5)
+    assert len(pd.read_csv(tiny / 'two.csv')) == len(pd.read_csv(tiny / 'data' / 'eval' / 'info.csv'))
+
+
+@pytest.mark.cli
+def test_a_failing_rank_stops_the_launch_and_marks_the_run_failed_and_resume_finishes_it(tiny):
+    r = mcls('train', 'joint', '--config', 'tiny.ini', '--processes', 2, '--set', 'paths.runs=runs-fail',
+             '--export-dir', 'models-fail', cwd=tiny, **{distributed.FAIL_RANK: '1:1'})
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and 'rank 1 of 2 failed' in lines[0] and 'on purpose' in lines[0], r.stderr[-2000:]
+    (run,) = runs_of(tiny, 'runs-fail')
+    meta = json.loads((run / 'run.json').read_text())
+    assert meta['status'] == 'failed' and 'rank 1' in meta['error']
+    assert json.loads((run / 'last_epoch.json').read_text())['epoch'] == 0    # the epoch before the failure is kept
+    r = mcls('train', 'joint', '--config', 'tiny.ini', '--processes', 2, '--set', 'paths.runs=runs-fail',
+             '--export-dir', 'models-fail', '--resume', cwd=tiny)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((run / 'run.json').read_text())['status'] == 'done'
+    assert list(history(run).epoch) == [0, 1]
+
+
+def test_rank_args_drop_processes_only():
+    assert distributed.rank_args(['train', 'joint', '--processes', '2', '--fold', '1']) == ['train', 'joint', '--fold', '1']
+    assert distributed.rank_args(['predict', '--processes=3', '--tta']) == ['predict', '--tta']
+
+
+@pytest.mark.parametrize('n,world', [(21, 2), (5, 3), (2, 4), (0, 2)])
+def test_shards_cover_every_row_once_in_order(monkeypatch, n, world):
+    rows = []
+    for r in range(world):
+        monkeypatch.setenv('WORLD_SIZE', str(world)); monkeypatch.setenv('RANK', str(r))
+        rows += list(range(n))[distributed.shard(n)]
+    assert rows == list(range(n))
+
+
+@pytest.mark.cli
+def test_processes_inside_a_launched_rank_is_refused(tiny):
+    r = mcls('train', 'joint', '--config', 'tiny.ini', '--processes', 2, cwd=tiny, WORLD_SIZE='2', RANK='0')
+    assert r.returncode == 2 and 'inside a distributed launch' in r.stderr
