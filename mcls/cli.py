@@ -47,6 +47,7 @@ def _choices(name: str, key: str) -> type[Enum]:
 
 LossName = _choices('LossName', 'train.loss')
 PersonsMode = _choices('PersonsMode', 'predict.persons')
+Engine = _choices('Engine', 'predict.engine')
 
 
 class Split(str, Enum):
@@ -351,6 +352,9 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
             pickle: PickleOpt = False,
             persons: Annotated[Optional[PersonsMode], typer.Option(
                 help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None,
+            engine: Annotated[Optional[Engine], typer.Option(
+                help='torch, or onnx: onnxruntime on each folder\'s <task>.onnx (`mcls export-onnx`; default: '
+                     '\\[predict] engine)')] = None,
             processes: ProcessesOpt = 1):
     """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
     three task learners; several folders are averaged. Default: models/full when it holds learners, else every
@@ -358,7 +362,8 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
     from .learner import use_threads
     from .predict import eval_table, predict_eval
     from .atomic import output_file
-    s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None})
+    s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None,
+                                        'predict.engine': engine.value if engine else None})
     out = output_file(out or s.predict.out, 'the submission')     # before any work
     dirs = _model_dirs(s, models)
     _join_ranks('predict', processes)
@@ -371,8 +376,21 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
     sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
     if sub is None: return     # not rank 0
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
+                  f'engine {s.predict.engine}, '
                   f'persons {s.predict.persons}, '
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
+
+
+@app.command('export-onnx')
+def export_onnx(models: Annotated[Path, typer.Argument(help='a model folder `mcls train` exported')],
+                config: ConfigOpt = None, set: SetOpt = None):
+    """Write each learner of a model folder as <task>.onnx beside it (fp32, any batch size; input size and
+    normalisation in the graph's metadata), for `mcls predict --engine onnx` or onnxruntime anywhere."""
+    from .learner import use_threads
+    from .onnx_engine import export_onnx as export
+    s = _settings(config, set)
+    use_threads(s.threads)
+    for p in export(models): console.print(f'wrote {p}')
 
 
 def print_scores(scores, title='scores'):

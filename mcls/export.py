@@ -65,7 +65,7 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
     with atomic_dir(dest_dir) as d:
         # the copy's files are hard links to the old folder's: unlink each before writing it, never write into it;
         # the tuning file was fitted on the learners this export replaces
-        for name in (TUNING_FILE, *(f'{task}.{x}' for x in ('pkl', 'safetensors', 'settings.ini', 'json')),
+        for name in (TUNING_FILE, *(f'{task}.{x}' for x in ('pkl', 'safetensors', 'settings.ini', 'json', 'onnx')),
                      *(Path(f).name for f in extra)):
             (d / name).unlink(missing_ok=True)
         learn.export((d / f'{task}.pkl').resolve())

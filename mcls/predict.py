@@ -22,7 +22,7 @@ from .settings import CHOICES, TASKS, PredictSettings, Settings
 from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
-__all__ = ['combine', 'check_models', 'task_probs', 'folder_probs', 'ensemble_probs', 'predict_frame',
+__all__ = ['combine', 'check_models', 'task_probs', 'learner_for', 'folder_probs', 'ensemble_probs', 'predict_frame',
            'decision_scores', 'person_labels', 'eval_table', 'predict_eval']
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,22 @@ def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bo
     return probs.float().numpy()
 
 
+def learner_for(model_dir: Path, task: str, ps: PredictSettings, pickle: bool = False):
+    "An exported learner; with engine = onnx its forward pass is onnxruntime's on the folder's `<task>.onnx`."
+    learn = load_task_learner(model_dir, task, pickle)
+    if ps.engine == 'onnx':
+        from .onnx_engine import OnnxModel
+        learn.model = OnnxModel(model_dir, task)
+    return learn
+
+
 def folder_probs(model_dir: Path, df: pd.DataFrame, ps: PredictSettings, tta: bool, pickle: bool = False) -> dict:
     "Per-task probabilities of one model folder: one pass of its joint learner, or one per task learner."
     model_dir = Path(model_dir)
     if learners_in(model_dir) == ('joint',):
-        return split_probs(task_probs(load_task_learner(model_dir, 'joint', pickle), df, read_meta(model_dir, 'joint'),
+        return split_probs(task_probs(learner_for(model_dir, 'joint', ps, pickle), df, read_meta(model_dir, 'joint'),
                                       ps, tta))
-    return {t: task_probs(load_task_learner(model_dir, t, pickle), df, read_meta(model_dir, t), ps, tta) for t in TASKS}
+    return {t: task_probs(learner_for(model_dir, t, ps, pickle), df, read_meta(model_dir, t), ps, tta) for t in TASKS}
 
 
 def ensemble_probs(model_dirs: list[Path], df: pd.DataFrame, ps: PredictSettings, tta: bool,

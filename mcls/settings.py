@@ -50,6 +50,7 @@ CHOICES = {
     'train.age_head': ('groups', 'ordinal'),
     'train.mode': ('tasks', 'joint'),
     'predict.persons': ('auto', 'off'),
+    'predict.engine': ('torch', 'onnx'),
     'predict.persons_tasks': LABEL_TASKS,
 }
 POS, NONNEG, ONE_UP, UNIT = Range(0, lo_open=True), Range(0), Range(1), Range(0, 1)
@@ -139,6 +140,7 @@ class PredictSettings:
     out: Path
     tta_beta: float = 0.25    # weight of the plain pass in fastai's lerp (0.5 + one flip pass = a true flip TTA)
     persons: str = 'off'      # auto: group eval photos into persons and decide per person (mcls.persons)
+    engine: str = 'torch'     # torch | onnx: onnxruntime on the folder's <task>.onnx (mcls export-onnx)
     persons_margin: float = 2.0   # nats a 5/1/1 mask assignment may cost over the per-photo answers
     persons_tasks: tuple[str, ...] = LABEL_TASKS   # tasks decided per person with persons = auto
     identity_weights: Path | None = Path('face_recognition_sface_2021dec_int8bq.onnx')   # SFace (OpenCV Zoo)

@@ -1,0 +1,57 @@
+"""ONNX export and onnxruntime prediction (`mcls export-onnx`, `mcls predict --engine onnx`) on tiny learners."""
+import dataclasses
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from safetensors.torch import load_file, save_file
+
+from mcls.errors import DataError
+from mcls.onnx_engine import OnnxModel, export_onnx, onnx_path
+from mcls.predict import predict_eval
+
+
+@pytest.fixture(scope='module')
+def onnx_models(trained, tmp_path_factory):
+    "A copy of the trained fold-0 folder with its three learners exported as ONNX."
+    d = tmp_path_factory.mktemp('onnx') / 'fold0'
+    shutil.copytree(trained['models'], d)
+    return d, export_onnx(d)
+
+
+def with_engine(s, engine, **kw):
+    return dataclasses.replace(s, predict=dataclasses.replace(s.predict, engine=engine, **kw))
+
+
+def test_every_learner_gets_a_graph_with_its_input_recorded(onnx_models):
+    d, written = onnx_models
+    assert sorted(p.name for p in written) == ['age.onnx', 'gender.onnx', 'mask.onnx']
+    props = {p.key: p.value for p in onnx.load(str(onnx_path(d, 'age'))).metadata_props}
+    assert props['size'] == '64' and props['mean'] == '0.485,0.456,0.406' and props['std'] == '0.229,0.224,0.225'
+    assert not list(d.glob('.*.tmp'))
+
+
+@pytest.mark.parametrize('tta', [False, True])
+def test_onnxruntime_writes_the_pytorch_submission(onnx_models, trained, tmp_path, tta):
+    d, _ = onnx_models
+    s = trained['settings']
+    subs = {e: predict_eval(with_engine(s, e), [d], tmp_path / f'{e}.csv', tta=tta, progress=False) for e in ('torch', 'onnx')}
+    assert (tmp_path / 'torch.csv').read_bytes() == (tmp_path / 'onnx.csv').read_bytes()
+    assert len(subs['onnx']) > 0
+    a, b = np.load(tmp_path / 'torch.csv.probs.npz'), np.load(tmp_path / 'onnx.csv.probs.npz')
+    for t in ('mask', 'gender', 'age'): np.testing.assert_allclose(a[t], b[t], atol=1e-4)
+
+
+def test_a_missing_or_stale_graph_is_refused_naming_the_fix(onnx_models, tmp_path):
+    d = tmp_path / 'fold0'
+    shutil.copytree(onnx_models[0], d)
+    weights = load_file(str(d / 'mask.safetensors'))
+    first = next(iter(weights))
+    weights[first] = weights[first] + 1          # the learner trained again, its graph not exported again
+    save_file(weights, str(d / 'mask.safetensors'))
+    with pytest.raises(DataError, match='export-onnx'):
+        OnnxModel(d, 'mask')
+    onnx_path(d, 'gender').unlink()
+    with pytest.raises(DataError, match=r'gender\.onnx: missing.*export-onnx'):
+        OnnxModel(d, 'gender')
