@@ -359,8 +359,8 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
     """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
     three task learners; several folders are averaged. Default: models/full when it holds learners, else every
     models/fold*."""
-    from .learner import use_threads
     from .predict import eval_table, predict_eval
+    from .threads import job, use_threads
     from .atomic import output_file
     s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None,
                                         'predict.engine': engine.value if engine else None})
@@ -371,9 +371,10 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
         eval_table(s, dirs)      # checks, and fills the crop cache once before the ranks start
         return _launch(processes)
     use_tta = s.predict.tta if tta is None else tta
-    console.print(f'{use_threads(s.threads)} torch threads (\\[train] threads = {s.threads or "auto"})')
     t0 = time.perf_counter()
-    sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
+    with job():
+        console.print(use_threads(s.threads))
+        sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
     if sub is None: return     # not rank 0
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
                   f'engine {s.predict.engine}, '
@@ -386,8 +387,8 @@ def export_onnx(models: Annotated[Path, typer.Argument(help='a model folder `mcl
                 config: ConfigOpt = None, set: SetOpt = None):
     """Write each learner of a model folder as <task>.onnx beside it (fp32, any batch size; input size and
     normalisation in the graph's metadata), for `mcls predict --engine onnx` or onnxruntime anywhere."""
-    from .learner import use_threads
     from .onnx_engine import export_onnx as export
+    from .threads import use_threads
     s = _settings(config, set)
     use_threads(s.threads)
     for p in export(models): console.print(f'wrote {p}')

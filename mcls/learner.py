@@ -27,7 +27,7 @@ from .settings import TaskSettings, check_value
 
 __all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
            'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
-           'check_task_settings', 'resolve_workers', 'use_threads', 'sample_weights']
+           'check_task_settings', 'resolve_workers', 'sample_weights']
 
 TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target', 'joint': 'joint_y'}   # the column each learner learns
 
@@ -82,17 +82,6 @@ def resolve_workers(workers: int | None, cores: int | None = None) -> int:
     if workers is not None: return workers
     cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
     return 0 if cores <= 2 else min(cores, 16)
-
-
-_LONE_THREADS = torch.get_num_threads()    # torch's own choice for this process, before anyone changes it
-
-
-def use_threads(threads: int | None) -> int:
-    """Set torch's threads: `threads`, or None (settings: auto) for what a lone job gets, torch's own choice (one per
-    physical core, or OMP_NUM_THREADS where set; `--processes N` sets each rank's share). Returns the number."""
-    n = _LONE_THREADS if threads is None else threads
-    torch.set_num_threads(n)
-    return n
 
 
 def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, device=None):

@@ -128,7 +128,7 @@ class TaskSettings:
     mix: str = 'none'         # none | mixup | cutmix (fastai callbacks, given to the fit call)
     old_weight: float = 1.0   # sampling weight of 60+ training photos (1: plain shuffling)
     partial_weights: bool = False   # accept local weights that fill only some of the backbone's tensors
-    threads: int | None = None      # torch threads while training (None: auto, what a lone job gets)
+    threads: int | None = None      # torch threads while training (None: auto, a share of the cores among mcls jobs)
 
 
 @dataclass

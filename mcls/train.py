@@ -19,14 +19,14 @@ from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamSchedule
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
 from .atomic import atomic_path, folder_lock, output_dir, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
-from . import distributed
+from . import distributed, threads
 from .crop import attach_crops
 from .dataset import LoadReport, load_train
 from .export import check_export_dir, export_learner
 from .folds import assign_folds
 from .joint import split_probs
 from .errors import ConfigError, DataError, UserError
-from .learner import build_learner, check_task_settings, task_dls, use_threads
+from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
@@ -239,7 +239,7 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
                           f'(at most {n_train}) or add photos')
     if export_dir is not None: check_export_dir(Path(export_dir), task)
     locked = export_dir is not None and distributed.is_main()
-    with folder_lock(export_dir, 'export folder') if locked else nullcontext():
+    with folder_lock(export_dir, 'export folder') if locked else nullcontext(), threads.job():
         result = _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers,
                                progress and distributed.is_main())
     return result     # the other ranks go on to the next learner, whose first collective waits for rank 0
@@ -304,10 +304,10 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
 
     df, learn = fresh()
     precision = resolve_precision(ts.precision, ts.size)
-    threads = use_threads(ts.threads)
+    threads_used = threads.use_threads(ts.threads)
     if progress:
-        print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision}); {threads} torch '
-              f'threads (threads = {ts.threads or "auto"}){_ranks_note()}', flush=True)
+        print(f'{run_dir.name}: {describe(precision, ts.channels_last)} (precision = {ts.precision}); {threads_used}'
+              f'{_ranks_note()}', flush=True)
     start = 0
     if resume_state is not None:
         try:       # fastai's learn.load: weights-only, its own allowlist; the checkpoint is read once
@@ -319,6 +319,7 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
             resume_state, (df, learn) = None, fresh()
     timer = TrainTimer()
     cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
+    if ts.threads is None: cbs.append(threads.ThreadShare())     # auto: follow the other jobs as they start and end
     quiet = not (progress and interactive())     # a log, not a terminal: one readable line per epoch
     if quiet and distributed.is_main(): cbs.append(EpochPrinter())
     epochs = ts.full_epochs if full else ts.epochs

@@ -162,3 +162,12 @@ def test_gpu_full_script_runs_on_the_cpu_with_tiny_settings(tmp_path):
     r = gpu_full.main(['--quick', '--rows', 'default224', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 'g.json')])
     row = json.loads((tmp_path / 'g.json').read_text())['rows']['default224']
     assert row['train_images_per_s'] > 0 and 0 <= row['eval']['f1_18'] <= 1 and r['device'] in ('cpu', r['device'])
+
+
+def test_gpu_scale_script_runs_one_and_two_gloo_ranks_on_the_cpu(tmp_path):
+    from bench import gpu_scale
+    r = gpu_scale.main(['--quick', '--epochs', '2', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 's.json')])
+    runs = json.loads((tmp_path / 's.json').read_text())['runs']
+    assert sorted(runs) == ['1', '2'] and r['gpus'] == 0
+    assert [runs[k]['world_size'] for k in ('1', '2')] == [1, 2]
+    assert runs['2']['per_gpu_images_per_s'] == runs['2']['train_images_per_s'] / 2 > 0

@@ -1,0 +1,104 @@
+"""Torch threads of a job: `[train] threads`, or auto: the machine's cores shared by the mcls jobs running on it.
+A process holds a lock file while it trains or predicts (`job()`; the kernel releases it however the process ends),
+so every job can count the others, and an idle process (a notebook between fits) counts for none; a training
+rechecks as jobs start and end. Two jobs that each take a thread per core spin waiting for each
+other (docs/benchmarks.md, 'Two jobs on one machine')."""
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from fastai.vision.all import Callback
+
+__all__ = ['REGISTRY', 'cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads', 'ThreadShare']
+
+REGISTRY = Path(tempfile.gettempdir()) / f'mcls-jobs-{os.getuid()}'
+_LONE = torch.get_num_threads()     # torch's own choice for a lone process (OMP_NUM_THREADS where set)
+_held = None                        # this process's open, locked registry file
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def _join():
+    "Put this process in the registry: a file named by its pid, exclusively locked while it is there."
+    global _held
+    REGISTRY.mkdir(parents=True, exist_ok=True)
+    fh = open(REGISTRY / str(os.getpid()), 'w')
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _held = fh
+
+
+def _leave():
+    global _held
+    fh, _held = _held, None
+    Path(fh.name).unlink(missing_ok=True)
+    fh.close()
+
+
+@contextmanager
+def job():
+    "Inside the block this process counts as a running mcls job (nested blocks count once)."
+    if _held is not None:
+        yield
+        return
+    _join()
+    try:
+        yield
+    finally:
+        _leave()
+
+
+def live_jobs() -> int:
+    "mcls jobs running on this machine, this one included; files of jobs that are gone are removed."
+    n = 0 if _held is not None else 1
+    for f in (REGISTRY.iterdir() if REGISTRY.is_dir() else ()):
+        try:
+            with open(f) as fh:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            f.unlink(missing_ok=True)          # nobody holds it: its job is gone
+        except BlockingIOError:
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def resolve_threads(threads: int | None) -> tuple[int, int]:
+    "(threads, jobs): `threads` as given, or for None (auto) a lone job's share of the cores among the live jobs."
+    if threads is not None: return threads, 0
+    jobs = live_jobs()
+    return max(1, min(_LONE, cores() // jobs)), jobs
+
+
+def use_threads(threads: int | None) -> str:
+    "Set torch's threads for `[train] threads` (None: auto) and say how many, for the job's start-up line."
+    n, jobs = resolve_threads(threads)
+    torch.set_num_threads(n)
+    return describe_threads(n, threads, jobs)
+
+
+def describe_threads(n: int, threads: int | None, jobs: int) -> str:
+    head = f'{n} torch thread{"s" if n != 1 else ""}'
+    if threads is not None: return f'{head} (threads = {threads})'
+    return f'{head} (threads = auto: {cores()} cores, {jobs} mcls job{"s" if jobs != 1 else ""} running)'
+
+
+class ThreadShare(Callback):
+    "threads = auto during a fit: the share is recomputed every `every` seconds, as other jobs start and end."
+    order = 2
+
+    def __init__(self, every: float = 5.0): self.every, self._next = every, 0.0
+
+    def before_batch(self):
+        now = time.monotonic()
+        if now < self._next: return
+        self._next = now + self.every
+        n, _ = resolve_threads(None)
+        if n != torch.get_num_threads(): torch.set_num_threads(n)

@@ -1,0 +1,60 @@
+"""Torch threads of a job: [train] threads, or auto: the cores shared by the mcls jobs running on the machine."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mcls import threads
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    "A registry of its own (this process not in it yet), so jobs running beside the tests do not count."
+    monkeypatch.setattr(threads, 'REGISTRY', tmp_path / 'jobs')
+    monkeypatch.setattr(threads, '_held', None)
+    monkeypatch.setenv('TMPDIR', str(tmp_path))
+    n = torch.get_num_threads()
+    yield tmp_path / 'jobs'
+    torch.set_num_threads(n)
+
+
+def other_job(registry):
+    "Another process holding its place in the registry until its stdin closes."
+    code = ('import sys; from mcls import threads; from pathlib import Path; threads.REGISTRY = Path(sys.argv[1]); '
+            'threads._join(); print("in", flush=True); sys.stdin.read()')   # killed mid-job: its file stays
+    p = subprocess.Popen([sys.executable, '-c', code, str(registry)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == 'in'
+    return p
+
+
+def test_a_number_is_used_as_given(registry):
+    assert threads.resolve_threads(3) == (3, 0)
+    assert threads.use_threads(1) == '1 torch thread (threads = 1)' and torch.get_num_threads() == 1
+
+
+def test_auto_shares_the_cores_among_live_jobs_and_forgets_ended_ones(registry):
+    assert threads.live_jobs() == 1
+    assert threads.resolve_threads(None) == (min(threads._LONE, threads.cores()), 1)
+    p = other_job(registry)
+    try:
+        with threads.job():
+            assert (registry / str(os.getpid())).exists()
+            assert threads.live_jobs() == 2
+            assert threads.resolve_threads(None) == (max(1, min(threads._LONE, threads.cores() // 2)), 2)
+            assert '2 mcls jobs running' in threads.use_threads(None)
+        assert threads.live_jobs() == 2      # an idle process counts for none, the other job still runs
+    finally:
+        p.stdin.close(); p.wait()
+    assert threads.live_jobs() == 1
+    assert not list(registry.iterdir())      # neither this process's file nor the ended job's is left
+
+
+def test_a_training_follows_jobs_that_start_while_it_runs(registry, monkeypatch):
+    share = threads.ThreadShare(every=0)
+    monkeypatch.setattr(threads, 'resolve_threads', lambda t: (1, 2))
+    torch.set_num_threads(2)
+    share.before_batch()
+    assert torch.get_num_threads() == 1
