@@ -132,7 +132,7 @@ class DDPTrainer(Callback):
         ids = [torch.cuda.current_device()] if torch.cuda.is_available() else None
         self.learn.model = DistributedDataParallel(module, device_ids=ids)
 
-    def _wrap(self, dl): return dl if isinstance(dl, RankDL) else RankDL(dl)
+    def _wrap(self, dl): return dl if isinstance(dl, RankDL) or not dl.n else RankDL(dl)   # --full: no validation
 
     def before_fit(self):
         self._wrap_model(self.learn.model)

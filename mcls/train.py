@@ -380,7 +380,7 @@ def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path 
     update_run(f.run_dir, status='done', valid_f1=f1, valid_acc=acc, valid_scores=scores,
                precision=describe(f.precision, ts.channels_last), pseudo_rows=pseudo_rows, epochs=f.epochs,
                seconds=f.seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
-               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=f.valid_counts or None,
+               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=None if f.full else f.valid_counts or None,
                export=str(result.export_dir) if result.export_dir else None)
     return result
 

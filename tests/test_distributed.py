@@ -110,3 +110,16 @@ def test_shards_cover_every_row_once_in_order(monkeypatch, n, world):
 def test_processes_inside_a_launched_rank_is_refused(tiny):
     r = mcls('train', 'joint', '--config', 'tiny.ini', '--processes', 2, cwd=tiny, WORLD_SIZE='2', RANK='0')
     assert r.returncode == 2 and 'inside a distributed launch' in r.stderr
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize('args', [['mask', '--fold', '1'], ['gender', '--full']])
+def test_a_task_learner_on_another_fold_or_on_every_photo(tiny, args):
+    runs = f'runs-{args[0]}'
+    r = mcls('train', *args, '--config', 'tiny.ini', '--processes', 2, '--set', f'paths.runs={runs}',
+             '--export-dir', f'models-{args[0]}', cwd=tiny)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = runs_of(tiny, runs)
+    meta = json.loads((run / 'run.json').read_text())
+    assert (meta['world_size'], meta['status'], meta['fold']) == (2, 'done', None if '--full' in args else 1)
+    assert (tiny / f'models-{args[0]}' / f'{args[0]}.safetensors').exists()
