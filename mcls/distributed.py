@@ -158,7 +158,20 @@ class DDPTrainer(Callback):
 
     def after_validate(self): self.valid_counts.append(self._seen)
 
-    def after_fit(self): self.learn.model, self.learn.dls.loaders = self.learn.model.module, self.old_loaders
+    def after_fit(self):
+        module = self.learn.model.module
+        self.learn.model, self.learn.dls.loaders = module, self.old_loaders
+        _check_in_step(module)
+
+
+def _check_in_step(module):
+    "Every rank must end a fit with the same weights (a gradient DDP did not reduce would part them): checked."
+    total = _device_of(torch.stack([p.detach().double().sum() for p in module.parameters()]).sum().reshape(1))
+    sums = [torch.zeros_like(total) for _ in range(dist.get_world_size())]
+    dist.all_gather(sums, total)
+    sums = [float(x) for x in sums]
+    if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+        raise RuntimeError(f'the ranks ended the fit with different weights (parameter sums {sums}): a bug in mcls')
 
 
 def note_run(run_dir: Path):

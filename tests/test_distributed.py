@@ -113,13 +113,14 @@ def test_processes_inside_a_launched_rank_is_refused(tiny):
 
 
 @pytest.mark.cli
-@pytest.mark.parametrize('args', [['mask', '--fold', '1'], ['gender', '--full']])
-def test_a_task_learner_on_another_fold_or_on_every_photo(tiny, args):
+@pytest.mark.parametrize('args', [['mask', '--fold', '1'], ['gender', '--full'], ['age', '--set', 'age.fit=fine_tune']])
+def test_a_task_learner_on_another_fold_on_every_photo_or_fine_tuned(tiny, args):
+    "fine_tune freezes the body, then unfreezes it: DDP is rebuilt each time, and the ranks must end in step."
     runs = f'runs-{args[0]}'
     r = mcls('train', *args, '--config', 'tiny.ini', '--processes', 2, '--set', f'paths.runs={runs}',
              '--export-dir', f'models-{args[0]}', cwd=tiny)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = runs_of(tiny, runs)
     meta = json.loads((run / 'run.json').read_text())
-    assert (meta['world_size'], meta['status'], meta['fold']) == (2, 'done', None if '--full' in args else 1)
+    assert (meta['world_size'], meta['status'], meta['fold']) == (2, 'done', {'--full': None, '--fold': 1}.get(args[1], 0))
     assert (tiny / f'models-{args[0]}' / f'{args[0]}.safetensors').exists()
