@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -59,6 +60,10 @@ class BestModelCallback(SaveModelCallback):
     `learn.load` of the best epoch is a barrier of all ranks), and rank 0 alone writes."""
     def _save(self, name):
         if distributed.is_main(): self.last_saved_path = save_atomic(self.learn, name, self.with_opt)
+
+    def after_epoch(self):
+        with nullcontext() if distributed.is_main() else redirect_stdout(io.StringIO()):   # its "Better model" line
+            super().after_epoch()
 
 
 class SaveLastCallback(Callback):

@@ -124,3 +124,16 @@ def test_a_task_learner_on_another_fold_on_every_photo_or_fine_tuned(tiny, args)
     meta = json.loads((run / 'run.json').read_text())
     assert (meta['world_size'], meta['status'], meta['fold']) == (2, 'done', {'--full': None, '--fold': 1}.get(args[1], 0))
     assert (tiny / f'models-{args[0]}' / f'{args[0]}.safetensors').exists()
+
+
+@pytest.mark.cli
+def test_torchruns_ranks_train_as_well(tiny):
+    "The ranks read the environment torchrun sets (RANK, WORLD_SIZE, ...): no --processes, same training."
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m',
+                        'mcls', 'train', 'joint', '--config', 'tiny.ini', '--set', 'paths.runs=runs-torchrun',
+                        '--export-dir', 'models-torchrun'], cwd=tiny, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = runs_of(tiny, 'runs-torchrun')
+    assert json.loads((run / 'run.json').read_text())['world_size'] == 2
+    assert (tiny / 'models-torchrun' / 'joint.safetensors').exists()
+    assert r.stdout.count('Better model found at epoch 0') == 1     # rank 0 alone prints
