@@ -37,16 +37,12 @@ def train(a, processes: int) -> dict:
 
 def quick_setup(work: Path) -> Path:
     "A tiny synthetic build and a settings file for a tiny model (what the tests use)."
-    import configparser
     from mcls.demo import tiny_overrides
+    from mcls.settings import load_settings
     from mcls.synth import make_dataset
     make_dataset(work / 'data', persons=15, eval_persons=3, seed=1)
-    cp = configparser.ConfigParser(interpolation=None)
-    for key, value in tiny_overrides(work, 2, **{'train.workers': 0, 'split.folds': 3}).items():
-        sec, _, name = key.partition('.')
-        if sec not in cp: cp.add_section(sec)
-        cp[sec][name] = value
-    with open(work / 'tiny.ini', 'w') as fh: cp.write(fh)
+    (work / 'tiny.ini').write_text(load_settings(overrides=tiny_overrides(work, 2, **{'train.workers': 0,
+                                                                                      'split.folds': 3})).to_ini())
     return work / 'data'
 
 

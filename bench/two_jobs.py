@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 
 from bench.common import RESULTS, ROOT, WEIGHTS
+from mcls.threads import cores as usable_cores
 from mcls.atomic import write_text_atomic
 
 
@@ -65,7 +66,7 @@ def main(argv=None):
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'bench-two-jobs')
     ap.add_argument('--out', type=Path, default=RESULTS / f'two-jobs-{date.today()}.json')
     a = ap.parse_args(argv)
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     share = str(max(1, cores // 2))
     ways = {'one after the other (threads = auto)': (False, None),
             'together, threads = auto': (True, None),

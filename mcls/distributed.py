@@ -25,6 +25,7 @@ from fastai.vision.all import Callback, noop
 from torch.nn.parallel import DistributedDataParallel
 
 from .errors import RANKS_DIR, UserError
+from .threads import cores
 
 __all__ = ['RANKS_DIR', 'FAIL_RANK', 'RankFailed', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
            'main_first', 'broadcast_object', 'shard', 'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run',
@@ -198,9 +199,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cores() -> int: return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-
-
 def launch(args: list[str], processes: int, stop_after: float = 10.0):
     """Run `mcls ARGS` as `processes` ranks on this machine and wait. Each rank gets its share of the cores
     (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank fails the others are stopped, the run
@@ -208,7 +206,7 @@ def launch(args: list[str], processes: int, stop_after: float = 10.0):
     tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))
     env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()), 'WORLD_SIZE': str(processes),
            'LOCAL_WORLD_SIZE': str(processes), RANKS_DIR: str(tmp)}
-    env.setdefault('OMP_NUM_THREADS', str(max(1, _cores() // processes)))
+    env.setdefault('OMP_NUM_THREADS', str(max(1, cores() // processes)))
     procs = []
     for r in range(processes):     # rank 0 talks to the terminal; the others to their logs
         log = open(tmp / f'rank{r}.log', 'wb') if r else None

@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import TASK_CLASSES, age_group
 from .settings import TaskSettings, check_value
+from . import threads
 
 __all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
            'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
@@ -80,7 +81,7 @@ def resolve_workers(workers: int | None, cores: int | None = None) -> int:
     """None (settings: auto): one DataLoader worker per usable core, up to 16; none at 2 cores or fewer, where
     worker processes compete with the model's threads (bench/studies/workers.py: 1.12x faster without them on 2 cores)."""
     if workers is not None: return workers
-    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+    cores = cores or threads.cores()
     return 0 if cores <= 2 else min(cores, 16)
 
 

@@ -245,9 +245,8 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     if export_dir is not None: check_export_dir(Path(export_dir), task)
     locked = export_dir is not None and distributed.is_main()
     with folder_lock(export_dir, 'export folder') if locked else nullcontext(), threads.job():
-        result = _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers,
-                               progress and distributed.is_main())
-    return result     # the other ranks go on to the next learner, whose first collective waits for rank 0
+        return _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers,
+                             progress and distributed.is_main())
 
 
 def _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress) -> TrainResult:

@@ -1,5 +1,4 @@
 """Several ranks as one job (`--processes N`): 2 gloo ranks on the CPU, tiny synthetic data, the real command line."""
-import configparser
 import json
 import os
 import subprocess
@@ -29,12 +28,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp('ranks')
     make_dataset(root / 'data', persons=15, eval_persons=3, seed=1)
     ov = tiny_overrides(root, 2, **{'train.workers': 0, 'split.folds': 3, **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
-    cp = configparser.ConfigParser(interpolation=None)
-    for key, value in ov.items():
-        sec, _, name = key.partition('.')
-        if sec not in cp: cp.add_section(sec)
-        cp[sec][name] = value
-    with open(root / 'tiny.ini', 'w') as fh: cp.write(fh)
+    (root / 'tiny.ini').write_text(load_settings(overrides=ov).to_ini())     # the settings a run folder keeps
     return root
 
 
