@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,17 +32,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stat(pid: int) -> list[str] | None:
+    "The fields of /proc/<pid>/stat after the command name (Linux), None where it cannot be read."
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_start(pid: int) -> int | None:
     "The start time of process `pid` in clock ticks since boot (Linux), None where it cannot be read."
+    fields = _stat(pid)
     try:
-        return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return int(fields[19]) if fields else None
+    except (IndexError, ValueError):
         return None
 
 
 def process_alive(pid: int, start: int | None = None) -> bool:
-    "Whether the process `pid` still runs; with `start` (process_start), a new process that reused the pid is not it."
+    """Whether the process `pid` still runs; with `start` (process_start), a new process that reused the pid is not
+    it. A zombie (ended, not yet reaped: a container's init may never reap it) does not run."""
     if not _alive(pid): return False
+    fields = _stat(pid)
+    if fields and fields[0] in ('Z', 'X'): return False
     return start is None or process_start(pid) in (None, start)
 
 
@@ -65,16 +78,24 @@ def remove_stray(folder: Path | str, pattern: str = '.*.tmp*') -> int:
     return n
 
 
-# how writers that are not Python's own file objects (torch's zip writer, safetensors' Rust code) word a disk error
+# how writers that are not Python's own file objects word a disk error: torch's zip writer ('file write failed',
+# and 'unexpected pos N vs M' when a short write leaves it behind), its C++ streams ('iostream error'),
+# safetensors' Rust code (StorageFull, FileTooLarge, 'code: 28' / 'code: 27' = ENOSPC / EFBIG)
 _STORAGE_WORDS = ('no space left', 'file too large', 'disk quota', 'read-only file system', 'file write failed',
-                  'storagefull', 'filetoolarge', 'code: 28', 'code: 27')
+                  'unexpected pos', 'iostream error', 'storagefull', 'filetoolarge', 'code: 28', 'code: 27')
 
 
 def is_storage_error(e: BaseException) -> bool:
-    "An error of the disk or folder (full, size limit, read-only), whichever library raised it."
-    if isinstance(e, WriteError): return False
-    if isinstance(e, OSError) and e.errno is not None: return e.errno in _STORAGE
-    return any(w in str(e).lower() for w in _STORAGE_WORDS)
+    "An error of the disk or folder (full, size limit, read-only), whichever library raised it, or raised it from."
+    seen = set()
+    while e is not None and id(e) not in seen:     # a library's own error may wrap the OSError that caused it
+        seen.add(id(e))
+        if isinstance(e, WriteError): return False
+        if isinstance(e, OSError) and e.errno is not None:
+            if e.errno in _STORAGE: return True
+        elif any(w in str(e).lower() for w in _STORAGE_WORDS): return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @contextmanager
@@ -110,15 +131,28 @@ def output_dir(path: Path | str, what: str) -> Path:
         raise WriteError(f'{path}: {what} is a folder, but a file is in the way there; give a folder path '
                          f'or move the file')
     _no_file_above(path, what)
+    if path.is_dir(): _takes_files(path, path, what)
     return path
 
 
 def _no_file_above(path: Path, what: str):
+    "The nearest existing folder above `path` must be a folder that takes new files (it gets the temporary)."
     for up in path.parents:
         if up.exists():
             if not up.is_dir():
                 raise WriteError(f'{path}: {what} cannot be written: {up} is a file, not a folder; give another path')
-            return
+            return _takes_files(up, path, what)
+
+
+def _takes_files(folder: Path, path: Path, what: str):
+    "A probe file, not os.access: root passes access checks on a read-only mount."
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.mcls-probe-', dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise WriteError(f'{path}: {what} cannot be written: {folder} does not take new files '
+                         f'({e.strerror or e}); make it writable or give another path') from None
 
 
 @contextmanager

@@ -229,6 +229,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     _join_ranks('train', processes)
     if resume:
         if processes > 1:
+            _resumable(s, tasks, run_dir)      # found here, before the ranks start
             _train_table(s)      # the crop cache, filled once before the ranks start
             return _launch(processes)
         console.print(_results_table(_resume(s, tasks, run_dir, export_dir, workers)))
@@ -260,7 +261,7 @@ def _join_ranks(command: str, processes: int):
         if distributed.world_size() > 1:
             raise UserError(f'--processes {processes} inside a distributed launch (WORLD_SIZE '
                             f'{distributed.world_size()}): leave --processes to the launcher')
-        if sys.argv[1:2] != [command]:
+        if command not in sys.argv[1:]:     # called as a library: there is no command line for the ranks to run
             raise UserError(f'--processes needs the command line (`mcls {command} ... --processes {processes}`)')
         return
     distributed.init()
@@ -272,6 +273,21 @@ def _join_ranks(command: str, processes: int):
 def _launch(processes: int):
     from .distributed import launch, rank_args
     launch(rank_args(sys.argv[1:]), processes)
+
+
+def _resumable(s: Settings, learners: list[str], run_dir: Path | None):
+    "What `_resume` would find to resume, or the UserError it would raise."
+    from .runs import RUN_FILE, latest_run
+    if run_dir is not None:
+        if not (Path(run_dir) / RUN_FILE).exists(): raise UserError(f'{run_dir}: no {RUN_FILE}: not a run folder to --resume')
+        return
+    found = []
+    for t in learners:
+        try:
+            found.append(latest_run(s.paths.runs, t))
+        except UserError:
+            if len(learners) == 1: raise
+    if not found: raise UserError(f'no run of {", ".join(learners)} under {s.paths.runs}: nothing to resume')
 
 
 def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, workers) -> list:
@@ -427,16 +443,19 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
             persons_map: Annotated[Optional[Path], typer.Option(
                 help='file,id CSV naming each eval photo\'s person (build_meta.csv) so persons are resampled; '
                      'validation folders use their train.csv person folders')] = None,
-            draws: Annotated[int, typer.Option(min=100, help='bootstrap draws')] = 2000,
+            draws: Annotated[int, typer.Option(help='bootstrap draws (bounded: see mcls.compare)')] = 2000,
             seed: Annotated[int, typer.Option(help='seed of the draws')] = 0,
             json_out: Annotated[Optional[Path], typer.Option('--json', help='write the figures as JSON, keyed by metric')] = None,
-            plot: Annotated[Optional[Path], typer.Option(help='PNG of the differences (default reports/compare.png)')] = None):
+            plot: Annotated[Optional[Path], typer.Option(help='PNG of the differences (default paths.reports/compare.png)')] = None,
+            config: ConfigOpt = None, set: SetOpt = None):
     "Is B better than A? Paired bootstrap over persons: macro F1 (18 classes, each task), log-loss, 95% intervals."
     import json
     from .atomic import output_file, write_text_atomic
-    from .compare import compare as run_compare, plot_differences, read_side
-    plot = output_file(plot or Path('reports') / 'compare.png', 'the plot')
+    s = _settings(config, set)
+    plot = output_file(plot or Path(s.paths.reports) / 'compare.png', 'the plot')
     if json_out is not None: output_file(json_out, 'the JSON')
+    from .compare import check_draws, compare as run_compare, plot_differences, read_side
+    check_draws(draws)
     sides = [read_side([Path(x) for x in side.split(',') if x], answers) for side in (a, b)]
     r = run_compare(*sides, persons_map=persons_map, draws=draws, seed=seed)
     rows = [(m, v['a'], v['b'], f'{v["diff"]:+.4f}', f'[{v["low"]:+.4f}, {v["high"]:+.4f}]', f'{v["p_b_better"]:.3f}')
@@ -606,6 +625,9 @@ def run():
         _one_line(str(e))
         sys.exit(2)
     except Exception as e:
+        if getattr(e, 'signum', None) is not None:      # distributed.Stopped: the launcher got SIGTERM or SIGHUP
+            _one_line(f'interrupted ({e}): every rank was stopped')
+            sys.exit(128 + e.signum)
         if not _in_launch(): raise
         import traceback
         from .distributed import write_error

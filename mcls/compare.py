@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import read_npz
 from .errors import DataError, UserError
 from .labels import LABEL_TASKS, N_CLASSES, TASK_CLASSES, encode, task_labels
+from .probfiles import read_valid
 from .submission import probs_path, read_submission_probs
 
-__all__ = ['Predictions', 'METRICS', 'read_side', 'compare', 'plot_differences']
+__all__ = ['Predictions', 'METRICS', 'MIN_DRAWS', 'MAX_DRAWS', 'check_draws', 'read_side', 'compare', 'plot_differences']
 
 N_OUT = {'f1_18': N_CLASSES, **TASK_CLASSES}      # classes of each F1
 METRICS = ('f1_18', *LABEL_TASKS)        # macro F1; log-loss of each task is added where probabilities exist
 LOWER_IS_BETTER = 'logloss_'
+MIN_DRAWS, MAX_DRAWS = 100, 100_000   # fewer leave 2.5% tails of a few draws; more only cost time and memory
+CHUNK_CELLS = 8_000_000       # draws x units weights held at once (64 MB)
 
 
 @dataclass
@@ -57,14 +59,13 @@ def _read_submission(path: Path, answers: pd.DataFrame, answers_path: Path) -> P
 
 def _read_valid(folder: Path) -> Predictions:
     "The {mask,gender,age}.valid.npz of a run or model folder: validation photos, true labels, probabilities."
-    z = {t: read_npz(folder / f'{t}.valid.npz', ('files', 'probs', 'labels'),
-                     'train with a validation fold (not --full) to make it') for t in LABEL_TASKS}
-    keys = z['mask']['files'].astype(str)
+    z = {t: read_valid(folder, t, 'train with a validation fold (not --full) to make it') for t in LABEL_TASKS}
+    keys = z['mask']['files']
     probs = {}
     for t in LABEL_TASKS:
-        order = _align(z[t]['files'].astype(str), keys, str(folder / f'{t}.valid.npz'), str(folder / 'mask.valid.npz'))
-        probs[t] = z[t]['probs'][order].astype(float)
-    return Predictions(str(folder), keys, z['mask']['labels'].astype(int),
+        order = _align(z[t]['files'], keys, str(folder / f'{t}.valid.npz'), str(folder / 'mask.valid.npz'))
+        probs[t] = z[t]['probs'][order]
+    return Predictions(str(folder), keys, z['mask']['labels'],
                        encode(*(probs[t].argmax(1) for t in LABEL_TASKS)), probs)
 
 
@@ -128,20 +129,37 @@ def _task_labels(p: Predictions, metric: str) -> tuple[np.ndarray, np.ndarray]:
     return task_labels(p.truth, metric), task_labels(p.pred, metric)
 
 
-def _run_draws(p: Predictions, unit_idx, n_units, weights: np.ndarray, metric: str) -> tuple[float, np.ndarray]:
-    "One run's metric on all photos and on each bootstrap draw of units (`weights`: draws x units counts)."
+def _unit_table(p: Predictions, unit_idx, n_units, metric: str) -> np.ndarray:
+    """Per-unit sums from which `metric` follows for any weighting of the units: (units, k*k) counts of (true,
+    predicted) pairs for an F1, (units, 2) negative log-likelihood and photos for a log-loss."""
     if metric.startswith(LOWER_IS_BETTER):
         t = metric[len(LOWER_IS_BETTER):]
         y = task_labels(p.truth, t)
         nll = -np.log(np.clip(p.probs[t][np.arange(len(y)), y], 1e-15, None))
-        per_unit = np.bincount(unit_idx, nll, n_units)
-        counts = np.bincount(unit_idx, None, n_units)
-        return float(nll.mean()), (weights @ per_unit) / np.maximum(weights @ counts, 1)
-    k = N_OUT[metric]
+        return np.stack([np.bincount(unit_idx, nll, n_units), np.bincount(unit_idx, None, n_units)], 1)
     truth, pred = _task_labels(p, metric)
-    per_unit = _per_unit_confusions(unit_idx, n_units, truth, pred, k)
-    full = _macro_f1(per_unit.sum(0, keepdims=True), k, metric == 'f1_18')[0]
-    return float(full), _macro_f1(weights @ per_unit, k, metric == 'f1_18')
+    return _per_unit_confusions(unit_idx, n_units, truth, pred, N_OUT[metric])
+
+
+def _metric(table: np.ndarray, weights: np.ndarray, metric: str) -> np.ndarray:
+    "`metric` for each row of unit weights (draws x units), from a `_unit_table`."
+    s = weights @ table
+    if metric.startswith(LOWER_IS_BETTER): return s[:, 0] / np.maximum(s[:, 1], 1)
+    return _macro_f1(s, N_OUT[metric], metric == 'f1_18')
+
+
+def check_draws(draws: int) -> int:
+    "Draws bound time and memory: a number beyond MAX_DRAWS is refused before any work."
+    if not MIN_DRAWS <= draws <= MAX_DRAWS: raise UserError(f'--draws {draws}: give {MIN_DRAWS}-{MAX_DRAWS:,}')
+    return draws
+
+
+def _check_resampling(n_photos: int, n_units: int, unit_name: str):
+    "Refuse what a bootstrap cannot resample: an interval from no photos or from one person would look certain."
+    if n_photos == 0: raise DataError('no photos to compare: both sides and the answers hold no rows')
+    if n_units < 2:
+        raise DataError(f'all {n_photos} photos belong to one unit of {unit_name}: a bootstrap needs at least two '
+                        f'persons to resample; check the persons map')
 
 
 def compare(a: list[Predictions], b: list[Predictions], persons_map: Path | None = None, draws: int = 2000,
@@ -149,23 +167,34 @@ def compare(a: list[Predictions], b: list[Predictions], persons_map: Path | None
     """Paired bootstrap of B - A: each draw resamples units (persons) with replacement, the same units for both
     sides, and each side's runs with replacement (runs of one recipe with other seeds are pooled); `units` (an id
     per photo of a[0], and their name) overrides how units are found. Returns, per metric: a, b (means over runs on all photos), diff = b - a, its 95% percentile interval (low, high) and
-    p_b_better, the share of draws where B is better (higher F1, lower log-loss); plus `draws` of the differences."""
+    p_b_better, the share of draws where B is better (higher F1, lower log-loss); plus `draws` of the differences.
+    Draws are made in chunks, so memory grows with the units, not with the draws."""
     keys = a[0].keys
     a, b = ([_aligned(p, a[0]) for p in side] for side in (a, b))
     units, unit_name = units or _units(keys, Path(a[0].source).is_dir(), persons_map)
     names, unit_idx = np.unique(units, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=draws).astype(float)
-    pick_a, pick_b = rng.integers(0, len(a), (draws, len(a))), rng.integers(0, len(b), (draws, len(b)))
+    check_draws(draws)
+    _check_resampling(len(keys), len(names), unit_name)
     metrics = [*METRICS, *(f'{LOWER_IS_BETTER}{t}' for t in LABEL_TASKS if all(t in p.probs for p in (*a, *b)))]
+    tables = {m: ([_unit_table(p, unit_idx, len(names), m) for p in a], [_unit_table(p, unit_idx, len(names), m) for p in b])
+              for m in metrics}
+    rng = np.random.default_rng(seed)
+    diffs = {m: [] for m in metrics}
+    chunk = max(1, CHUNK_CELLS // len(names))
+    for start in range(0, draws, chunk):
+        n = min(chunk, draws - start)
+        weights = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=n).astype(float)
+        pick_a, pick_b = rng.integers(0, len(a), (n, len(a))), rng.integers(0, len(b), (n, len(b)))
+        rows = np.arange(n)[:, None]
+        for m, (ta, tb) in tables.items():
+            da, db = (np.stack([_metric(t, weights, m) for t in side]) for side in (ta, tb))   # runs x draws
+            diffs[m].append(db[pick_b, rows].mean(1) - da[pick_a, rows].mean(1))
     out = {'units': unit_name, 'n_units': len(names), 'n_photos': len(keys), 'draws': draws, 'seed': seed,
            'a_runs': [p.source for p in a], 'b_runs': [p.source for p in b], 'metrics': {}, 'differences': {}}
-    for m in metrics:
-        fa, da = zip(*(_run_draws(p, unit_idx, len(names), weights, m) for p in a))
-        fb, db = zip(*(_run_draws(p, unit_idx, len(names), weights, m) for p in b))
-        da, db = np.stack(da), np.stack(db)                    # runs x draws
-        cols = np.arange(draws)
-        diff = db[pick_b, cols[:, None]].mean(1) - da[pick_a, cols[:, None]].mean(1)
+    ones = np.ones((1, len(names)))
+    for m, (ta, tb) in tables.items():
+        fa, fb = ([float(_metric(t, ones, m)[0]) for t in side] for side in (ta, tb))
+        diff = np.concatenate(diffs[m])
         better = diff < 0 if m.startswith(LOWER_IS_BETTER) else diff > 0
         low, high = np.percentile(diff, [2.5, 97.5])
         out['metrics'][m] = {'a': float(np.mean(fa)), 'b': float(np.mean(fb)), 'diff': float(np.mean(fb) - np.mean(fa)),

@@ -27,11 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 from .errors import RANKS_DIR, UserError
 from .threads import cores
 
-__all__ = ['RANKS_DIR', 'FAIL_RANK', 'RankFailed', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
+__all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
            'main_first', 'broadcast_object', 'shard', 'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run',
            'rank_args', 'launch', 'write_error']
 
 FAIL_RANK = 'MCLS_TEST_FAIL_RANK'   # tests: RANK[:EPOCH], that rank raises when that epoch (default 0) starts
+LAUNCHER = 'MCLS_LAUNCHER_PID'      # set by `launch`: a rank lives only as long as the process that started it
 
 
 class RankFailed(UserError):
@@ -44,9 +45,30 @@ def local_rank() -> int: return int(os.environ.get('LOCAL_RANK', rank()) or 0)
 def is_main() -> bool: return rank() == 0
 
 
+def follow_launcher():
+    """A rank of `launch` ends with its launcher, however the launcher ends (a signal, kill -9, a closed terminal):
+    nothing is exported or written by a job whose command is gone. Linux delivers SIGKILL to the rank when its
+    parent dies (prctl); elsewhere a thread checks the parent every second."""
+    pid = int(os.environ.get(LAUNCHER, 0) or 0)
+    if not pid: return
+    try:
+        import ctypes
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0: raise OSError   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):     # not Linux
+        import threading
+        threading.Thread(target=_watch_parent, args=(pid,), daemon=True).start()
+    if os.getppid() != pid: os._exit(1)      # the launcher died before this rank asked to follow it
+
+
+def _watch_parent(pid: int):
+    while os.getppid() == pid: time.sleep(1.0)
+    os._exit(1)
+
+
 def init():
     "Join the process group when launched as one of several ranks (NCCL on this rank's GPU, else gloo); idempotent."
     if world_size() <= 1 or dist.is_initialized(): return
+    follow_launcher()
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
         dist.init_process_group('nccl', device_id=torch.device('cuda', local_rank()))
@@ -205,7 +227,7 @@ def launch(args: list[str], processes: int, stop_after: float = 10.0):
     rank 0 was training is marked failed, and RankFailed names the rank and its error (its full output is kept)."""
     tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))
     env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()), 'WORLD_SIZE': str(processes),
-           'LOCAL_WORLD_SIZE': str(processes), RANKS_DIR: str(tmp)}
+           'LOCAL_WORLD_SIZE': str(processes), RANKS_DIR: str(tmp), LAUNCHER: str(os.getpid())}
     env.setdefault('OMP_NUM_THREADS', str(max(1, cores() // processes)))
     procs = []
     for r in range(processes):     # rank 0 talks to the terminal; the others to their logs
@@ -214,8 +236,9 @@ def launch(args: list[str], processes: int, stop_after: float = 10.0):
                                       env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)},
                                       stdout=log, stderr=subprocess.STDOUT if log else None))
     try:
-        failed = _wait(procs, tmp)
-    except KeyboardInterrupt:
+        with _stopped_by_signals():
+            failed = _wait(procs, tmp)
+    except (KeyboardInterrupt, Stopped):
         _stop(procs, stop_after)
         raise
     if failed is None:
@@ -226,6 +249,25 @@ def launch(args: list[str], processes: int, stop_after: float = 10.0):
     run = _mark_failed(tmp, f'rank {failed} of {processes} failed: {why}')
     raise RankFailed(f'rank {failed} of {processes} failed: {why}; every rank was stopped'
                      + (f', run {run} marked failed' if run else '') + f' (rank logs: {tmp})')
+
+
+class Stopped(Exception):
+    """The launcher was told to stop (SIGTERM from a scheduler or `timeout`, SIGHUP from a closed terminal); the
+    command exits 128 + the signal's number, as a process that signal ends."""
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _stopped_by_signals():
+    "SIGTERM and SIGHUP stop the ranks as Ctrl-C does (the ranks also die with the launcher: follow_launcher)."
+    def stop(signum, frame): raise Stopped(signum)
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, getattr(signal, 'SIGHUP', None)) if sig}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items(): signal.signal(sig, handler)
 
 
 def _wait(procs, tmp: Path) -> int | None:

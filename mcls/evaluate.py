@@ -54,17 +54,29 @@ def score(y_true, y_pred) -> Scores:
 
 def evaluate_files(submission: Path | str, answers: Path | str) -> Scores:
     sub, ans = read_labels(submission), read_labels(answers)
+    if not len(ans): raise DataError(f'{answers}: no rows; give the answers of the photos the submission predicts')
     merged = ans.merge(sub, on='ImageID', how='left', suffixes=('_true', '_pred'))
     if merged.ans_pred.isna().any():
         raise DataError(f'{submission}: {int(merged.ans_pred.isna().sum())} ImageID(s) of {answers} have no '
                         f'prediction, first {merged.ImageID[merged.ans_pred.isna()].iloc[0]}')
+    extra = sub.ImageID[~sub.ImageID.isin(ans.ImageID)]
+    if len(extra):
+        raise DataError(f'{answers}: no answer for {len(extra)} ImageID(s) of {submission}, first {extra.iloc[0]}; '
+                        f'score against the answers of every photo the submission predicts')
     return score(merged.ans_true.astype(int), merged.ans_pred.astype(int))
 
 
 def persons_of(image_ids, persons_map: Path | str) -> np.ndarray:
     "The person of each ImageID from a build's `file,split,id` map (benchmarks only: predict never reads it)."
-    meta = read_csv(persons_map, ('file', 'id'), 'Give a file,id CSV such as a maskfaces build_meta.csv.')
-    person = dict(zip(meta.file.str.rsplit('/', n=1).str[-1], meta.id))
+    fix = 'Give a file,id CSV such as a maskfaces build_meta.csv: one person id on every row, one row per photo.'
+    meta = read_csv(persons_map, ('file', 'id'), fix)
+    meta = meta.assign(photo=meta.file.str.rsplit('/', n=1).str[-1], id=meta.id.str.strip())
+    if meta.id.eq('').any():
+        raise DataError(f'{persons_map}: row {meta.index[meta.id.eq("")][0] + 2} has no person id. {fix}')
+    twice = meta.drop_duplicates(['photo', 'id']).photo.duplicated()
+    if twice.any():
+        raise DataError(f'{persons_map}: photo {meta.photo[twice.index[twice]].iloc[0]} is given two persons. {fix}')
+    person = dict(zip(meta.photo, meta.id))
     ids = [person.get(i) for i in image_ids]
     if None in ids:
         raise DataError(f'{persons_map}: no person for ImageID {image_ids[ids.index(None)]}')

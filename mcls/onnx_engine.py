@@ -15,7 +15,7 @@ from .atomic import atomic_path
 from .errors import DataError
 from .export import check_model_dir, load_task_learner, read_meta
 
-__all__ = ['OPSET', 'onnx_path', 'export_onnx', 'weights_sha1', 'providers', 'OnnxModel']
+__all__ = ['OPSET', 'onnx_path', 'export_onnx', 'weights_sha1', 'graph_sha1', 'load_checked', 'providers', 'OnnxModel']
 
 OPSET = 18
 
@@ -50,10 +50,38 @@ def export_onnx(model_dir: Path) -> list[Path]:
                               output_names=['logits'], dynamic_shapes=({0: torch.export.Dim('batch')},),
                               external_data=False, verbose=False)
             graph = onnx.load(str(tmp))
-            onnx.helper.set_model_props(graph, props)
+            onnx.helper.set_model_props(graph, {**props, 'graph_sha1': graph_sha1(graph)})
             onnx.save(graph, str(tmp))
         written.append(dest)
     return written
+
+
+def graph_sha1(model) -> str:
+    "Digest of an ONNX model's graph (nodes and weights; the metadata that records it aside): a changed byte changes it."
+    return hashlib.sha1(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def load_checked(model_dir: Path, task: str):
+    """`<task>.onnx` of `model_dir`, refused unless it is whole (it parses and passes the ONNX checker), unchanged
+    since export (its graph digest) and made from the folder's weights (their digest)."""
+    import onnx
+    path = onnx_path(model_dir, task)
+    again = f'run `mcls export-onnx {model_dir}` (or predict with --engine torch)'
+    if not path.exists(): raise DataError(f'{path}: missing; {again}')
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:      # noqa: BLE001 - protobuf's DecodeError, the checker's errors: a damaged file
+        raise DataError(f'{path}: not a whole ONNX graph ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else "cut off"}); '
+                        f'{again}') from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get('graph_sha1') != graph_sha1(model):
+        raise DataError(f'{path}: changed since `mcls export-onnx` wrote it (its graph digest differs, or it was '
+                        f'written by an older mcls); {again}')
+    if props.get('weights_sha1') != weights_sha1(model_dir, task):
+        raise DataError(f'{path}: made from other weights than {task}.safetensors (the learner was trained again); '
+                        f'{again}')
+    return model
 
 
 def providers() -> list[str]:
@@ -68,18 +96,11 @@ class OnnxModel(nn.Module):
     as with its PyTorch model. Refuses a graph missing or made from other weights than the folder's."""
     def __init__(self, model_dir: Path, task: str):
         super().__init__()
-        import onnx
         import onnxruntime as ort
-        path = onnx_path(model_dir, task)
-        if not path.exists():
-            raise DataError(f'{path}: missing; run `mcls export-onnx {model_dir}` (or predict with --engine torch)')
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if props.get('weights_sha1') != weights_sha1(model_dir, task):
-            raise DataError(f'{path}: made from other weights than {task}.safetensors (the learner was trained again); '
-                            f'run `mcls export-onnx {model_dir}` again')
+        model = load_checked(model_dir, task)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()     # [train] threads, as PyTorch's
-        self.session = ort.InferenceSession(str(path), opts, providers=providers())
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers())
         self.input = self.session.get_inputs()[0].name
         self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)   # fastai reads the device off a parameter
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from sklearn.cluster import AgglomerativeClustering
 
 from .atomic import write_text_atomic
 from .labels import LABEL_TASKS, MASK_STEMS, encode
+
+log = logging.getLogger(__name__)
 
 __all__ = ['PERSON_SIZE', 'MASK_SLOTS', 'THRESHOLDS', 'MIN_PRECISION', 'group_photos', 'pair_scores',
            'choose_threshold', 'fold0_photos', 'fold0_jittered_crops', 'person_threshold', 'group_eval', 'assign_masks',
@@ -132,6 +135,11 @@ def group_eval(s, crops: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     "Person groups of photos (no labels), their identity embeddings and the threshold's record."
     from .identity import identity_embeddings
     info = person_threshold(s)
+    if info['threshold'] <= 0:      # switched on but cannot act: say so, never group nothing in silence
+        log.warning('persons auto does nothing here: no grouping threshold reached pairwise precision %.2f on %d '
+                    'jittered photos of fold 0 with %s, so every photo is decided alone; give other '
+                    '[predict] identity_weights or set persons = off', MIN_PRECISION, info.get('photos', 0),
+                    s.predict.identity_weights)
     emb = identity_embeddings(crops, s.predict.identity_weights, s.predict.detector_weights, info['align'])
     return group_photos(emb, info['threshold']), emb, info
 

@@ -12,6 +12,7 @@ from .crop import attach_crops
 from .dataset import load_eval
 from .errors import DataError
 from .labels import LABEL_TASKS, encode
+from .probfiles import check_probs
 from .settings import Settings
 
 __all__ = ['GROUP_YEARS', 'pseudo_rows', 'add_pseudo']
@@ -25,6 +26,7 @@ def pseudo_rows(probs_file: Path | str, min_prob: float, eval_ids=None) -> pd.Da
     With `eval_ids` (info.csv's), the file must hold predictions of exactly those photos."""
     path = Path(probs_file)
     z = read_npz(path, ('image_ids', *LABEL_TASKS), 'give the <submission>.probs.npz `mcls predict` writes')
+    for t in LABEL_TASKS: z[t] = check_probs(z[t], t, str(path), len(z['image_ids']))
     if not 0 < min_prob <= 1: raise DataError(f'--min-prob {min_prob}: give a probability in (0, 1]')
     if eval_ids is not None:
         ids, listed = [str(i) for i in z['image_ids']], set(map(str, eval_ids))

@@ -81,13 +81,15 @@ def latest_run(runs: Path, task: str) -> Path:
 
 
 def list_runs(runs: Path) -> pd.DataFrame:
-    "Past runs with their scores, best first; `reason` says why a run failed."
+    "Past runs with their scores, best first; `reason` says why a run failed or cannot be read."
     rows = []
     for p in Path(runs).glob(f'*/{RUN_FILE}'):
         try:
             m = json.loads(p.read_text())
-        except (OSError, ValueError):   # a run.json cut off by a kill: the run is listed by its other runs
-            continue
+            if not isinstance(m, dict): raise ValueError('not a JSON object')
+        except (OSError, ValueError) as e:   # cut off by a kill or a full disk: listed as damaged, never dropped
+            m = {'status': 'damaged', 'error': f'{RUN_FILE} unreadable ({type(e).__name__}); delete the folder or '
+                                              f'train again'}
         rows.append({'run': p.parent.name, 'task': m.get('task'), 'fold': m.get('fold'), 'status': _status(m),
                      'valid_f1': m.get('valid_f1'), 'valid_acc': m.get('valid_acc'), 'epochs': m.get('epochs'),
                      'arch': m.get('arch'), 'images_per_s': m.get('images_per_s'),

@@ -10,6 +10,8 @@ import pandas as pd
 
 from .atomic import atomic_paths, read_npz
 from .errors import DataError
+from .labels import TASK_CLASSES
+from .probfiles import check_probs
 
 __all__ = ['probs_path', 'write_submission', 'read_submission_probs']
 
@@ -40,4 +42,6 @@ def read_submission_probs(submission: Path | str, keys: tuple[str, ...], fix: st
     if TOKEN in z and str(z[TOKEN]) != hashlib.sha1(Path(submission).read_bytes()).hexdigest():
         raise DataError(f'{probs_path(submission)}: written with another {Path(submission).name} than the one beside '
                         f'it (a predict interrupted, or the CSV edited); run `mcls predict` again')
+    for t in TASK_CLASSES:
+        if t in keys: z[t] = check_probs(z[t], t, str(probs_path(submission)), len(z['image_ids']))
     return z

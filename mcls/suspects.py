@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import read_npz, write_csv_atomic
+from .atomic import write_csv_atomic
 from .dataset import read_corrections
 from .export import learners_in
 from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
+from .probfiles import read_valid
 from .pseudo import GROUP_YEARS
 
 __all__ = ['SUSPECT_COLUMNS', 'VALUE_NAMES', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
@@ -44,7 +45,7 @@ def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
         if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None, SCORE_BOUNDARY):
             raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age groups; '
                             f'train the fold models with --boundary {SCORE_BOUNDARY}')
-        z = read_npz(d / f'{task}.valid.npz', ('files', 'probs'), 'train the folds with --fold all to make it')
+        z = read_valid(d, task, 'train the folds with --fold all to make it')
         frames.append(pd.DataFrame({'file': z['files'], 'probs': list(z['probs'])}))
     df = pd.concat(frames, ignore_index=True)
     dup = df.file.duplicated()

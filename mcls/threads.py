@@ -6,6 +6,7 @@ other (docs/benchmarks.md, 'Two jobs on one machine')."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import tempfile
 import time
@@ -20,35 +21,46 @@ __all__ = ['REGISTRY', 'cores', 'job', 'live_jobs', 'resolve_threads', 'use_thre
 REGISTRY = Path(tempfile.gettempdir()) / f'mcls-jobs-{os.getuid()}'
 _LONE = torch.get_num_threads()     # torch's own choice for a lone process (OMP_NUM_THREADS where set)
 _held = None                        # this process's open, locked registry file
+log = logging.getLogger(__name__)
 
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
-def _join():
-    "Put this process in the registry: a file named by its pid, exclusively locked while it is there."
+def _join() -> bool:
+    """Put this process in the registry: a file named by its pid, exclusively locked while it is there. Where the
+    registry cannot be written the job runs all the same, counted alone, and says so: books never stop the work."""
     global _held
-    REGISTRY.mkdir(parents=True, exist_ok=True)
-    fh = open(REGISTRY / str(os.getpid()), 'w')
-    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        REGISTRY.mkdir(parents=True, exist_ok=True)
+        fh = open(REGISTRY / str(os.getpid()), 'w')
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        log.warning('%s: the jobs registry cannot be written (%s): this job is not counted by other mcls jobs and '
+                    'counts none; threads = auto shares the cores as if it ran alone (set [train] threads, or fix '
+                    'or remove %s)', REGISTRY, e.strerror or e, REGISTRY)
+        return False
     _held = fh
+    return True
 
 
 def _leave():
     global _held
     fh, _held = _held, None
-    Path(fh.name).unlink(missing_ok=True)
+    try:
+        Path(fh.name).unlink(missing_ok=True)
+    except OSError:
+        pass        # live_jobs drops files nobody holds
     fh.close()
 
 
 @contextmanager
 def job():
     "Inside the block this process counts as a running mcls job (nested blocks count once)."
-    if _held is not None:
+    if _held is not None or not _join():
         yield
         return
-    _join()
     try:
         yield
     finally:
@@ -58,7 +70,11 @@ def job():
 def live_jobs() -> int:
     "mcls jobs running on this machine, this one included; files of jobs that are gone are removed."
     n = 0 if _held is not None else 1
-    for f in (REGISTRY.iterdir() if REGISTRY.is_dir() else ()):
+    try:
+        files = list(REGISTRY.iterdir()) if REGISTRY.is_dir() else []
+    except OSError:
+        files = []       # an unreadable registry: counted alone, as _join said
+    for f in files:
         try:
             with open(f) as fh:
                 fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -86,6 +102,9 @@ def use_threads(threads: int | None) -> str:
 
 def describe_threads(n: int, threads: int | None, jobs: int) -> str:
     head = f'{n} torch thread{"s" if n != 1 else ""}'
+    if threads is not None and threads > cores():
+        return (f'{head} (threads = {threads}, more than the {cores()} cores here: threads wait for each other and '
+                f'the job slows down; set [train] threads = auto)')
     if threads is not None: return f'{head} (threads = {threads})'
     return f'{head} (threads = auto: {cores()} cores, {jobs} mcls job{"s" if jobs != 1 else ""} running)'
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .atomic import read_npz, write_text_atomic
+from .atomic import write_text_atomic
 from .errors import DataError
 from .labels import task_labels
+from .probfiles import read_valid
 
 __all__ = ['apply_offsets', 'fit_offsets', 'load_oof', 'read_offsets', 'write_offsets', 'TUNING_FILE']
 
@@ -46,10 +47,14 @@ def fit_offsets(probs: np.ndarray, y: np.ndarray, grid=np.linspace(-2, 2, 41), r
 
 def load_oof(model_dirs: list[Path], task: str) -> tuple[np.ndarray, np.ndarray]:
     "Concatenate the validation probabilities saved with each fold's model (out-of-fold when folds differ)."
-    probs, targets = [], []
+    probs, targets, seen = [], [], {}
     for d in model_dirs:
-        z = read_npz(Path(d) / f'{task}.valid.npz', ('probs', 'labels'),
-                     'train with --fold (not --full) to make these validation probabilities')
+        z = read_valid(d, task, 'train with --fold (not --full) to make these validation probabilities')
+        twice = next((f for f in z['files'] if f in seen), None)
+        if twice is not None:
+            raise DataError(f'{twice} is in the validation of both {seen[twice]} and {d}: give one model folder per '
+                            f'fold of one training, so that each photo counts once')
+        seen.update(dict.fromkeys(z['files'], d))
         probs.append(z['probs'])
         targets.append(task_labels(z['labels'], task))   # true groups, whatever the training boundary
     return np.concatenate(probs), np.concatenate(targets)
