@@ -18,7 +18,7 @@ from mcls.evaluate import score  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import LABEL_TASKS  # noqa: E402
 
-__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'scores', 'load_crop_fold', 'work_parser']
+__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'scaled_lr', 'scores', 'load_crop_fold', 'work_parser']
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
@@ -41,6 +41,14 @@ class Report:
         self.save()
 
     def save(self): write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
+
+
+def scaled_lr(batch: int, ranks: int = 1, learner: str = 'joint') -> float:
+    """docs/scaling.md's rule for carrying the recipe's peak rate to another effective batch (batch per step x
+    ranks): linearly with it (Goyal et al. 2017; one-cycle's warm-up is the warm-up they pair it with)."""
+    from mcls.settings import load_settings
+    ts = load_settings(cwd=ROOT).tasks[learner]
+    return ts.lr * batch * ranks / ts.batch
 
 
 def scores(pred: np.ndarray, truth: np.ndarray) -> dict:

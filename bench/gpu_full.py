@@ -2,8 +2,12 @@
 build, for each row asked (the default at 224 px, and the rows of docs/quality.md's full-scale screen), with its
 training images/s and eval F1 in one JSON. Each row is one learning-curve point at all persons (bench.curve).
 
-    python -m bench.gpu_full --data data/maskfaces --cache data/crops-full --weights-dir ../shared/weights
+    python -m bench.gpu_full --data data/maskfaces --cache data/crops-full
     python -m bench.gpu_full --quick                 # tiny settings on the CPU: checks the script runs
+
+Weights: .dev/weights where ../shared/tools/device-prep.sh staged them (a GPU machine has no ../shared), else
+../shared/weights. Batch 128 takes the peak rate docs/scaling.md's rule gives it (bench.common.scaled_lr). The JSON
+is rewritten after every row, so a failing row keeps the rows before it.
 """
 from __future__ import annotations
 
@@ -16,17 +20,20 @@ from pathlib import Path
 import torch
 
 from bench import curve
-from bench.common import RESULTS, SHARED
+from bench.common import RESULTS, ROOT, SHARED, scaled_lr
+from mcls.atomic import write_text_atomic
 
 __all__ = ['ROWS', 'main']
 
-# name -> (arch, --set overrides); batch 128 at 224 px keeps an H100/H200 busy with lite0/lite2
+BATCH = 128       # at 224 px keeps an H100/H200 busy with lite0/lite2
+GPU = ['train.size=224', f'train.batch={BATCH}', f'joint.lr={scaled_lr(BATCH):g}', 'train.workers=auto']
+# name -> (arch, --set overrides)
 ROWS = {
-    'default224': ('tf_efficientnet_lite0', ['train.size=224', 'train.batch=128', 'train.workers=auto']),
-    'lite2_224': ('tf_efficientnet_lite2', ['train.size=224', 'train.batch=128', 'train.workers=auto']),
-    'epochs10_224': ('tf_efficientnet_lite0', ['train.size=224', 'train.batch=128', 'train.workers=auto',
-                                               'joint.full_epochs=10']),
+    'default224': ('tf_efficientnet_lite0', GPU),
+    'lite2_224': ('tf_efficientnet_lite2', GPU),
+    'epochs10_224': ('tf_efficientnet_lite0', [*GPU, 'joint.full_epochs=10']),
 }
+STAGED = ROOT / '.dev' / 'weights'      # device-prep.sh's copies
 
 
 def main(argv=None) -> dict:
@@ -34,7 +41,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--rows', nargs='+', default=['default224', 'lite2_224'], choices=sorted(ROWS))
     ap.add_argument('--data', type=Path, help='the whole maskfaces build')
     ap.add_argument('--cache', type=Path)
-    ap.add_argument('--weights-dir', type=Path, default=SHARED / 'weights')
+    ap.add_argument('--weights-dir', type=Path, default=STAGED if STAGED.is_dir() else SHARED / 'weights')
     ap.add_argument('--persons', type=int, default=max(curve.SIZES))
     ap.add_argument('--seed', type=int, default=777)
     ap.add_argument('--work', type=Path, default=curve.WORK.with_name('gpu_full'))
@@ -42,6 +49,7 @@ def main(argv=None) -> dict:
     ap.add_argument('--out', type=Path)
     a = ap.parse_args(argv)
     a.cache = a.cache or a.work / 'crops'
+    out = a.out or RESULTS / f'gpu-full-{datetime.now():%Y-%m-%d}.json'
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'
     res = {'date': datetime.now().isoformat(timespec='seconds'), 'device': device, 'torch': torch.__version__,
            'persons': a.persons, 'seed': a.seed, 'rows': {}}
@@ -63,8 +71,7 @@ def main(argv=None) -> dict:
                              'train_images_per_s': meta.get('train_images_per_s'), 'precision': meta.get('precision'),
                              'eval': pt['default'], 'floor_eval_f1_18': pt['probe_floor']['f1_18'],
                              'seconds': pt['seconds']}
-    out = a.out or RESULTS / f'gpu-full-{datetime.now():%Y-%m-%d}.json'
-    Path(out).write_text(json.dumps(res, indent=1, default=float))
+        write_text_atomic(out, json.dumps(res, indent=1, default=float))
     print(json.dumps({k: {'images_per_s': v['train_images_per_s'], 'f1_18': v['eval']['f1_18']}
                       for k, v in res['rows'].items()}, indent=1, default=float))
     return res

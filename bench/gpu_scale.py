@@ -4,11 +4,15 @@ job and per GPU (warm epochs, from run.json) in one JSON.
 
     python -m bench.gpu_scale --data data/mf600 --cache data/crops600
     python -m bench.gpu_scale --quick        # tiny synthetic data and model, 1 and 2 gloo ranks on the CPU
+
+Each run's peak rate follows docs/scaling.md's rule for its effective batch (bench.common.scaled_lr). --quick runs
+its ranks on the CPU whatever GPUs are there (its 2 ranks would not fit a 1-GPU machine).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, ROOT, WEIGHTS
+from bench.common import RESULTS, ROOT, WEIGHTS, scaled_lr
 from mcls.atomic import write_text_atomic
 
 __all__ = ['main']
@@ -30,8 +34,9 @@ def train(a, processes: int) -> dict:
            '--processes', str(processes)]
     if a.quick: cmd += ['--config', str(a.work / 'tiny.ini')]
     else: cmd += ['--arch', 'tf_efficientnet_lite0', '--weights', str(a.weights), '--size', str(a.size),
-                  '--batch', str(a.batch), '--set', 'train.workers=auto']
-    subprocess.run(cmd, check=True)
+                  '--batch', str(a.batch), '--lr', f'{scaled_lr(a.batch, processes):g}', '--set', 'train.workers=auto']
+    env = {**os.environ, **({'CUDA_VISIBLE_DEVICES': ''} if a.quick else {})}
+    subprocess.run(cmd, check=True, env=env)
     return json.loads(max((work / 'runs').glob('*/run.json'), key=lambda p: p.stat().st_mtime).read_text())
 
 
@@ -60,7 +65,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if a.quick: a.data = quick_setup(a.work)
     a.cache = a.cache or a.work / 'crops'
-    gpus = torch.cuda.device_count()
+    gpus = 0 if a.quick else torch.cuda.device_count()
     if not gpus and not a.quick: sys.exit('bench.gpu_scale: no CUDA GPU here (use --quick to check the script on CPU)')
     counts = sorted({1, max(gpus, 2 if a.quick else 1)})
     res = {'date': datetime.now().isoformat(timespec='seconds'), 'torch': torch.__version__,

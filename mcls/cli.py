@@ -113,6 +113,8 @@ def _load_summary(report) -> Table:
     rows = [('persons', report.persons), ('training photos', report.images), ('eval photos', report.eval_images),
             ('label fixes applied (corrections rows)', report.correction_rows),
             ('photos changed by the fixes', report.corrections), ('persons without 7 photos', report.incomplete_persons)]
+    if report.crops: rows.append(('centre-crop fallbacks (no face found)',
+                                  f'{report.crop_fallbacks} ({report.crop_fallbacks / report.crops:.1%})'))
     rows += [(f'skipped: {k}', v) for k, v in sorted(report.skipped.items())]
     return _table('data', ('item', 'count'), rows)
 
@@ -135,6 +137,7 @@ def crop_summary(stats) -> Table:
     rows = [('photos', stats.total), ('already cached', stats.cached), ('faces found', stats.faces),
             ('centre-crop fallbacks', stats.fallbacks),
             ('fallback share', f'{stats.fallbacks / max(stats.cropped, 1):.1%}'),
+            ('batches detected again on the CPU (GPU errors)', stats.device_retries),
             ('seconds cropping', f'{stats.seconds:.1f}'),
             ('photos/s', f'{stats.images_per_s:.1f}' if stats.cropped else '- (all cached)')]
     rows += [(f'skipped: {k}', v) for k, v in sorted(stats.skipped.items())]
@@ -263,6 +266,7 @@ def _join_ranks(command: str, processes: int):
                             f'{distributed.world_size()}): leave --processes to the launcher')
         if command not in sys.argv[1:]:     # called as a library: there is no command line for the ranks to run
             raise UserError(f'--processes needs the command line (`mcls {command} ... --processes {processes}`)')
+        distributed.check_gpus(processes)
         return
     distributed.init()
     if not distributed.is_main():
@@ -386,6 +390,10 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
     if processes > 1:
         eval_table(s, dirs)      # checks, and fills the crop cache once before the ranks start
         return _launch(processes)
+    engine_note = s.predict.engine
+    if s.predict.engine == 'onnx':      # which provider runs, said, and a GPU without one refused before any work
+        from .onnx_engine import providers
+        engine_note += f' on {providers()[0]}'
     use_tta = s.predict.tta if tta is None else tta
     t0 = time.perf_counter()
     with job():
@@ -393,7 +401,7 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
         sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
     if sub is None: return     # not rank 0
     console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
-                  f'engine {s.predict.engine}, '
+                  f'engine {engine_note}, '
                   f'persons {s.predict.persons}, '
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
 

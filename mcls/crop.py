@@ -1,6 +1,7 @@
 """Face crops: MTCNN (facenet-pytorch) with the seed's centre-crop fallback, cached by content and settings."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -36,6 +37,7 @@ class CropStats:
     cached: int = 0
     faces: int = 0
     fallbacks: int = 0
+    device_retries: int = 0     # batches whose detection failed on the GPU and ran again on the CPU
     seconds: float = 0.0
     skipped: Counter = field(default_factory=Counter)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
@@ -58,15 +60,33 @@ def crop_key(path: Path | str, cs: CropSettings) -> str:
     return h.hexdigest()
 
 
-def _detect(mtcnn: MTCNN, images: list) -> list:
-    """MTCNN boxes, probabilities and 5 landmarks per photo, None where it finds nothing. A batch that fails (MTCNN
-    cannot handle e.g. a 10x10 photo) is retried photo by photo; a photo that still fails gets no box (centre crop)."""
+def _mtcnn(device: str) -> MTCNN:
+    return MTCNN(keep_all=False, select_largest=True, device=device)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_detector() -> MTCNN:
+    return _mtcnn('cpu')
+
+
+def _detect(mtcnn: MTCNN, images: list, stats: CropStats) -> list:
+    """MTCNN boxes, probabilities and 5 landmarks per photo, None where it finds nothing. A batch that fails on a
+    GPU is detected again on the CPU: a device error (out of memory, a CUDA fault) says nothing of the photos, so it
+    must never leave a centre crop in the cache. On the CPU, a batch that fails (MTCNN cannot handle e.g. a 10x10
+    photo) is retried photo by photo; a photo that still fails gets no box (centre crop)."""
     try:
         boxes, probs, points = mtcnn.detect(images, landmarks=True)
         return list(zip(boxes, probs, points))
-    except Exception:  # noqa: BLE001 - facenet-pytorch raises RuntimeError, ValueError, IndexError on odd sizes
+    except Exception as e:  # noqa: BLE001 - facenet-pytorch raises RuntimeError, ValueError, IndexError on odd sizes
+        import torch
+        if torch.device(mtcnn.device).type != 'cpu':
+            if not stats.device_retries:
+                log.warning('face detection on %s failed (%s: %s): such batches are detected again on the CPU',
+                            mtcnn.device, type(e).__name__, (str(e).splitlines() or [''])[0][:120])
+            stats.device_retries += 1
+            return _detect(_cpu_detector(), images, stats)
         if len(images) == 1: return [(None, [None], None)]
-        return [_detect(mtcnn, [im])[0] for im in images]
+        return [_detect(mtcnn, [im], stats)[0] for im in images]
 
 
 def landmarks_file(crop: Path | str) -> Path:
@@ -146,7 +166,7 @@ def detector(cs: CropSettings) -> MTCNN:
                           f'use auto or cpu')
     if device == 'mps' and not torch.backends.mps.is_available():
         raise ConfigError('[crop] device = mps: no Apple GPU here; use auto or cpu')
-    return MTCNN(keep_all=False, select_largest=True, device=device)
+    return _mtcnn(device)
 
 
 def _progress():
@@ -204,7 +224,7 @@ def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: 
 
         def flush(size):
             batch, by_size[size] = by_size[size], []
-            for (f, key, im), (b, p, pts) in zip(batch, _detect(mtcnn, [im for _, _, im in batch])):
+            for (f, key, im), (b, p, pts) in zip(batch, _detect(mtcnn, [im for _, _, im in batch], stats)):
                 found = b is not None and p[0] is not None and p[0] >= cs.min_prob
                 box = tuple(round(v) for v in (face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)))
                 dest = _cache_file(cache, key, FACE if found else CENTRE)
@@ -239,7 +259,8 @@ def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool
         if not len(part): continue
         got, s = crop_images(part.file.tolist(), cs, cache, strict=strict, progress=progress)
         crops.update(got)
-        for k in ('total', 'cached', 'faces', 'fallbacks', 'seconds'): setattr(stats, k, getattr(stats, k) + getattr(s, k))
+        for k in ('total', 'cached', 'faces', 'fallbacks', 'device_retries', 'seconds'):
+            setattr(stats, k, getattr(stats, k) + getattr(s, k))
         stats.skipped.update(s.skipped)
         stats.skipped_files += s.skipped_files
     df = df[df.file.isin(crops)].copy()

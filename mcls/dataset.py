@@ -32,6 +32,8 @@ class LoadReport:
     skipped: Counter = field(default_factory=Counter)        # reason -> count
     skipped_files: list[tuple[str, str]] = field(default_factory=list)   # (file, reason)
     incomplete_persons: int = 0
+    crops: int = 0                # training photos with a crop (set by mcls.train.training_table)
+    crop_fallbacks: int = 0       # of them, centre crops: the detector found no face
 
     def skip(self, path, reason: str):
         self.skipped[reason] += 1

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,14 @@ from torch.nn.parallel import DistributedDataParallel
 from .errors import RANKS_DIR, UserError
 from .threads import cores
 
-__all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
+__all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'check_gpus', 'SLOW_WAIT', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
            'main_first', 'broadcast_object', 'shard', 'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run',
            'rank_args', 'launch', 'write_error']
 
 FAIL_RANK = 'MCLS_TEST_FAIL_RANK'   # tests: RANK[:EPOCH], that rank raises when that epoch (default 0) starts
 LAUNCHER = 'MCLS_LAUNCHER_PID'      # set by `launch`: a rank lives only as long as the process that started it
+SLOW_WAIT = timedelta(hours=6)      # the longest rank 0 may take over main_first's block (cropping 31,500 photos: 12 min on 2 CPU cores)
+_slow = None                        # the gloo group main_first waits on
 
 
 class RankFailed(UserError):
@@ -65,15 +68,30 @@ def _watch_parent(pid: int):
     os._exit(1)
 
 
+def check_gpus(local_ranks: int):
+    """On a GPU machine each rank on it needs a GPU of its own (NCCL): more ranks than GPUs is refused in one line
+    before any rank starts, not found by rank N dying in `cuda.set_device`. CPU machines take any number (gloo)."""
+    if not torch.cuda.is_available(): return
+    gpus = torch.cuda.device_count()
+    if local_ranks > gpus:
+        raise UserError(f'{local_ranks} ranks on this machine but torch sees {gpus} GPU(s): start at most {gpus} '
+                        f'(--processes {gpus}, or torchrun --nproc-per-node {gpus}), one per GPU')
+
+
 def init():
-    "Join the process group when launched as one of several ranks (NCCL on this rank's GPU, else gloo); idempotent."
+    """Join the process group when launched as one of several ranks (NCCL on this rank's GPU, else gloo);
+    idempotent. A gloo group with a long timeout is made beside it for `main_first`, where ranks wait for rank 0
+    to fill the crop cache: NCCL's watchdog (10 minutes) would kill a job whose cache takes longer."""
+    global _slow
     if world_size() <= 1 or dist.is_initialized(): return
     follow_launcher()
     if torch.cuda.is_available():
+        check_gpus(int(os.environ.get('LOCAL_WORLD_SIZE', local_rank() + 1)))
         torch.cuda.set_device(local_rank())
         dist.init_process_group('nccl', device_id=torch.device('cuda', local_rank()))
     else:
         dist.init_process_group('gloo')
+    _slow = dist.new_group(backend='gloo', timeout=SLOW_WAIT)
     atexit.register(_leave)
 
 
@@ -90,10 +108,13 @@ def barrier():
 
 @contextmanager
 def main_first():
-    "Rank 0 runs the block first (e.g. filling the crop cache), the others after it: each file is written once."
-    if not is_main(): barrier()
+    """Rank 0 runs the block first (e.g. filling the crop cache), the others after it: each file is written once.
+    The others wait on the slow group, up to SLOW_WAIT."""
+    def wait():
+        if _active(): dist.barrier(group=_slow)
+    if not is_main(): wait()
     yield
-    if is_main(): barrier()
+    if is_main(): wait()
 
 
 def broadcast_object(obj):
@@ -146,7 +167,7 @@ class DDPTrainer(Callback):
     """Wraps the model in DistributedDataParallel and the data in RankDL for a fit; rewraps when the trainable
     parameters change (freeze/unfreeze), since DDP reduces only the gradients it was built with. Counts the
     validation photos seen across ranks each epoch (`valid_counts`)."""
-    order = 12   # after ChannelsLast (11): DDP's gradient buckets take the memory format the model trains in
+    order = 12   # after ChannelsLast (-1): DDP's gradient buckets take the memory format the model trains in
 
     def __init__(self): self.valid_counts = []
 
@@ -222,7 +243,7 @@ def _free_port() -> int:
 
 
 def launch(args: list[str], processes: int, stop_after: float = 10.0):
-    """Run `mcls ARGS` as `processes` ranks on this machine and wait. Each rank gets its share of the cores
+    """Run `mcls ARGS` as `processes` ranks on this machine (the CLI checks `check_gpus` before any work) and wait. Each rank gets its share of the cores
     (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank fails the others are stopped, the run
     rank 0 was training is marked failed, and RankFailed names the rank and its error (its full output is kept)."""
     tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))

@@ -71,6 +71,7 @@ def persons_of(image_ids, persons_map: Path | str) -> np.ndarray:
     fix = 'Give a file,id CSV such as a maskfaces build_meta.csv: one person id on every row, one row per photo.'
     meta = read_csv(persons_map, ('file', 'id'), fix)
     meta = meta.assign(photo=meta.file.str.rsplit('/', n=1).str[-1], id=meta.id.str.strip())
+    meta = meta[meta.photo.isin(set(image_ids))]      # a build's map lists training photos too, by folder
     if meta.id.eq('').any():
         raise DataError(f'{persons_map}: row {meta.index[meta.id.eq("")][0] + 2} has no person id. {fix}')
     twice = meta.drop_duplicates(['photo', 'id']).photo.duplicated()

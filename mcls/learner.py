@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+import cv2
 import numpy as np
 import pandas as pd
 import timm
@@ -78,11 +79,14 @@ def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBloc
 
 
 def resolve_workers(workers: int | None, cores: int | None = None) -> int:
-    """None (settings: auto): one DataLoader worker per usable core, up to 16; none at 2 cores or fewer, where
-    worker processes compete with the model's threads (bench/studies/workers.py: 1.12x faster without them on 2 cores)."""
+    """None (settings: auto): one DataLoader worker per usable core of this rank's share (threads.rank_cores), up
+    to 16; none at 2 cores or fewer, where worker processes compete with the model's threads
+    (bench/studies/workers.py: 1.12x faster without them on 2 cores)."""
     if workers is not None: return workers
-    cores = cores or threads.cores()
+    cores = cores or threads.rank_cores()
     return 0 if cores <= 2 else min(cores, 16)
+
+
 
 
 def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, device=None):
@@ -90,6 +94,9 @@ def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, dev
     df = task_targets(df, ts).reset_index(drop=True)
     n = resolve_workers(ts.workers if workers is None else workers)
     kw = dict(bs=ts.batch, num_workers=n, device=device, pin_memory=torch.cuda.is_available(), persistent_workers=n > 0)
+    # workers augment with OpenCV: without its own thread pool each (as torch gives each one thread), set before
+    # they fork (setting it inside a forked worker can deadlock on the pool the parent started)
+    if n: cv2.setNumThreads(0)
     dblock = task_datablock(ts)
     if ts.old_weight == 1: return dblock.dataloaders(df, **kw)
     return dblock.weighted_dataloaders(df, sample_weights(df, ts.old_weight), **kw)

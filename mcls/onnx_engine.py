@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import DataError
+from .errors import DataError, UserError
 from .export import check_model_dir, load_task_learner, read_meta
 
 __all__ = ['OPSET', 'onnx_path', 'export_onnx', 'weights_sha1', 'graph_sha1', 'load_checked', 'providers', 'OnnxModel']
@@ -85,10 +85,17 @@ def load_checked(model_dir: Path, task: str):
 
 
 def providers() -> list[str]:
-    "onnxruntime's CUDA provider where this onnxruntime has one and a GPU is there, else the CPU."
+    """onnxruntime's execution providers, the one that runs first: CUDA where torch sees a GPU, else the CPU. A GPU
+    machine whose onnxruntime lacks the CUDA provider (PyPI's onnxruntime is CPU-only) is refused rather than left
+    to run on the CPU in silence."""
     import onnxruntime as ort
+    if not torch.cuda.is_available(): return ['CPUExecutionProvider']
     have = ort.get_available_providers()
-    return [p for p in ('CUDAExecutionProvider',) if p in have and torch.cuda.is_available()] + ['CPUExecutionProvider']
+    if 'CUDAExecutionProvider' not in have:
+        raise UserError(f'--engine onnx on a GPU machine, but this onnxruntime has no CUDA provider (it has '
+                        f'{", ".join(have)}): install onnxruntime-gpu (`pip install .[gpu]`), predict with --engine '
+                        f'torch, or hide the GPU (CUDA_VISIBLE_DEVICES=) to run onnx on the CPU')
+    return ['CUDAExecutionProvider', 'CPUExecutionProvider']
 
 
 class OnnxModel(nn.Module):

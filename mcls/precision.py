@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from fastai.vision.all import Callback, ChannelsLast, MixedPrecision, to_float
 
-__all__ = ['BF16_MIN_SIZE', 'cpu_has_bf16', 'resolve_precision', 'CPUAutocast', 'precision_cbs', 'describe',
-           'inference_mode']
+__all__ = ['BF16_MIN_SIZE', 'cpu_has_bf16', 'resolve_precision', 'inference_precision', 'CPUAutocast', 'precision_cbs',
+           'describe', 'inference_mode']
 
 # lite0 training step on this project's 2-core AVX512-BF16 CPU, channels_last, batch 32 (issue 10's table):
 # 128 px fp32 69.1 / bf16 64.4 images/s; 224 px fp32 15.6 / bf16 23.2. bf16 pays off from about 192 px.
@@ -34,6 +34,12 @@ def resolve_precision(precision: str, size: int, cuda: bool | None = None) -> st
     return 'bf16' if cuda or (size >= BF16_MIN_SIZE and cpu_has_bf16()) else 'fp32'
 
 
+def inference_precision(trained: str, size: int, cuda: bool | None = None) -> str:
+    """The precision to predict in on this device: a learner trained in fp32 predicts in fp32; one trained in bf16
+    (say on a GPU) predicts in what auto resolves to here, so a CPU without bf16 units runs it in fp32."""
+    return 'fp32' if trained == 'fp32' else resolve_precision('auto', size, cuda)
+
+
 def describe(precision: str, channels_last: bool) -> str:
     return f"{precision}{' channels_last' if channels_last else ''}"
 
@@ -55,9 +61,10 @@ def precision_cbs(precision: str, channels_last: bool) -> list[Callback]:
 
 
 @contextlib.contextmanager
-def inference_mode(model, precision: str, channels_last: bool):
-    "Prediction in the precision and memory format the model was trained with; outputs are cast to fp32 by callers."
+def inference_mode(model, trained: str, size: int, channels_last: bool):
+    """Prediction in the memory format the model was trained with and the precision `inference_precision` gives for
+    this device (`trained`: the precision its training ran in); outputs are cast to fp32 by callers."""
     if channels_last: model.to(memory_format=torch.channels_last)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == 'bf16'):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=inference_precision(trained, size) == 'bf16'):
         yield

@@ -48,7 +48,7 @@ def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bo
     "Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete."
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
     with (nullcontext() if interactive() else learn.no_bar()), \
-            inference_mode(learn.model, meta.get('precision', 'fp32'), meta.get('channels_last', False)):
+            inference_mode(learn.model, meta.get('precision', 'fp32'), meta['size'], meta.get('channels_last', False)):
         if tta:   # fastai: lerp(mean of n augmented passes, plain pass, beta)
             probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),
                                  batch_tfms=batch_tfms(meta['arch']), beta=ps.tta_beta)

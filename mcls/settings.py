@@ -129,6 +129,7 @@ class TaskSettings:
     old_weight: float = 1.0   # sampling weight of 60+ training photos (1: plain shuffling)
     partial_weights: bool = False   # accept local weights that fill only some of the backbone's tensors
     threads: int | None = None      # torch threads while training (None: auto, a share of the cores among mcls jobs)
+    reproducible: bool = False      # cuDNN deterministic, autotuner off (GPU runs repeat to the bit; slower)
 
 
 @dataclass

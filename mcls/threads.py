@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from fastai.vision.all import Callback
 
-__all__ = ['REGISTRY', 'cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads', 'ThreadShare']
+__all__ = ['REGISTRY', 'cores', 'rank_cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads', 'ThreadShare']
 
 REGISTRY = Path(tempfile.gettempdir()) / f'mcls-jobs-{os.getuid()}'
 _LONE = torch.get_num_threads()     # torch's own choice for a lone process (OMP_NUM_THREADS where set)
@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def rank_cores() -> int:
+    "This process's share of the cores: all of them, or 1/N for each of N ranks on this machine (LOCAL_WORLD_SIZE)."
+    return max(1, cores() // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1) or 1)))
 
 
 def _join() -> bool:

@@ -21,7 +21,7 @@ from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamSchedule
 
 from .atomic import atomic_path, folder_lock, output_dir, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
 from . import distributed, threads
-from .crop import attach_crops
+from .crop import CENTRE, attach_crops
 from .dataset import LoadReport, load_train
 from .export import check_export_dir, export_learner
 from .folds import assign_folds
@@ -34,7 +34,7 @@ from .precision import describe, precision_cbs, resolve_precision
 from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
 
-__all__ = ['save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
+__all__ = ['seed_run', 'save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
            'train_task', 'export_dir_for', 'check_outputs', 'learners_for', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
@@ -161,6 +161,14 @@ class TrainResult:
     epoch_seconds: tuple[float, ...] = ()  # training phase of each epoch
 
 
+def seed_run(seed: int, reproducible: bool):
+    """fastai's set_seed, and cuDNN's kernel choice: deterministic with `[train] reproducible`, else its autotuner
+    (fastest kernels for the batch shape, last digits that differ between runs). A CPU run is repeatable either way."""
+    set_seed(seed, reproducible=reproducible)
+    torch.backends.cudnn.deterministic = reproducible
+    torch.backends.cudnn.benchmark = not reproducible
+
+
 def training_table(s: Settings, progress: bool = True, report: LoadReport | None = None) -> pd.DataFrame:
     """Training photos with crops (cropping what the cache lacks) and person-aware folds. Photos that could not
     be read or cropped are left out and listed in `df.attrs['skipped']` as (file, reason)."""
@@ -169,6 +177,7 @@ def training_table(s: Settings, progress: bool = True, report: LoadReport | None
     with distributed.main_first():     # several ranks: rank 0 fills the crop cache, the others then read it
         df, stats = attach_crops(df, s.crop, s.paths.cache, progress=progress and distributed.is_main())
     report.skipped.update(stats.skipped)              # counted in the load summary; named with -v by the crop step
+    report.crops, report.crop_fallbacks = len(df), int(df.crop.str.endswith(f'.{CENTRE}.jpg').sum())
     df['fold'] = assign_folds(df, s.split.folds, s.split.by, s.split.seed)
     df.attrs['skipped'] = [(f, why) for f, why in [*report.skipped_files, *stats.skipped_files] if why != 'hidden file']
     return df
@@ -302,7 +311,7 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
     full = fold is None
 
     def fresh():     # seeded, so a restarted run is the run a new start would be; ranks draw different augmentations
-        set_seed(ts.seed + distributed.rank(), reproducible=True)
+        seed_run(ts.seed + distributed.rank(), ts.reproducible)
         df = table.assign(is_valid=False if full else (table.fold == fold))
         return df, build_learner(task_dls(df, ts, workers=workers), ts, path=run_dir)
 
@@ -458,7 +467,7 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
     from fastai.vision.all import minimum, slide, steep, valley
     ts = s.tasks[task]
     check_task_settings(ts)
-    set_seed(ts.seed, reproducible=True)
+    seed_run(ts.seed, ts.reproducible)
     learn = build_learner(task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers), ts,
                           path=Path(out_png).parent)
     pyplot()     # lr_find draws into the current figure: no display needed

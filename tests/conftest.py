@@ -33,10 +33,26 @@ def pytest_collection_modifyitems(items):
         if item.get_closest_marker('timeout') is None: item.add_marker(pytest.mark.timeout(TIERS[tier]))
 
 
+def _onnx_runs_here() -> bool:
+    "Whether --engine onnx can run here: a GPU machine whose onnxruntime has no CUDA provider refuses it."
+    from mcls.errors import UserError
+    from mcls.onnx_engine import providers
+    try:
+        providers()
+    except UserError:
+        return False
+    return True
+
+
+needs_onnx_provider = pytest.mark.skipif(not _onnx_runs_here(), reason='torch sees a GPU and this onnxruntime has no '
+                                         'CUDA provider: --engine onnx is refused here (tests/test_onnx.py checks it)')
+
+
 def tiny_settings(root: Path, **extra):
     """Settings for a tiny randomly initialised model on a synthetic data set under `root`: one epoch, one-cycle,
     no workers, 3 folds; `extra` as section__key=value."""
-    ov = {'train.workers': 0, 'split.folds': 3, **{f'{t}.fit': 'one_cycle' for t in LEARNERS},
+    # fp32 on every device: tests compare engines, processes and devices to the byte (bf16 is tested on its own)
+    ov = {'train.workers': 0, 'split.folds': 3, 'train.precision': 'fp32', **{f'{t}.fit': 'one_cycle' for t in LEARNERS},
           **{k.replace('__', '.'): v for k, v in extra.items()}}
     return load_settings(overrides=tiny_overrides(root, 1, **ov))
 

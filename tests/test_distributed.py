@@ -15,11 +15,13 @@ from mcls.settings import LEARNERS, load_settings
 from mcls.synth import make_dataset
 
 ROOT = Path(__file__).parents[1]
+# the ranks run on the CPU (gloo) on any machine: 2 ranks would not fit a 1-GPU machine, which refuses them
+CPU_RANKS = {**os.environ, 'CUDA_VISIBLE_DEVICES': ''}
 
 
 def mcls(*args, cwd, **env):
     return subprocess.run([sys.executable, '-m', 'mcls', *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, 'COLUMNS': '200', **env})
+                          timeout=600, env={**CPU_RANKS, 'COLUMNS': '200', **env})
 
 
 @pytest.fixture(scope='module')
@@ -125,7 +127,8 @@ def test_torchruns_ranks_train_as_well(tiny):
     "The ranks read the environment torchrun sets (RANK, WORLD_SIZE, ...): no --processes, same training."
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', '-m',
                         'mcls', 'train', 'joint', '--config', 'tiny.ini', '--set', 'paths.runs=runs-torchrun',
-                        '--export-dir', 'models-torchrun'], cwd=tiny, capture_output=True, text=True, timeout=600)
+                        '--export-dir', 'models-torchrun'], cwd=tiny, capture_output=True, text=True, timeout=600,
+                       env=CPU_RANKS)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = runs_of(tiny, 'runs-torchrun')
     assert json.loads((run / 'run.json').read_text())['world_size'] == 2
