@@ -22,7 +22,8 @@ from bench.common import RESULTS
 from mcls.atomic import write_text_atomic
 from mcls.crop import attach_crops
 from mcls.dataset import load_eval
-from mcls.export import learners_in, load_task_learner
+from mcls.export import load_task_learner
+from mcls.modeldirs import learners_in
 from mcls.onnx_engine import OnnxModel, export_onnx
 from mcls.predict import ensemble_probs
 from mcls.settings import load_settings

@@ -43,8 +43,8 @@ from mcls.labels import LABEL_TASKS, decode, encode
 from mcls.learner import norm_stats
 from mcls.predict import predict_eval, predict_frame
 from mcls.pseudo import add_pseudo
-from mcls.settings import TASKS, load_settings
-from mcls.train import learners_for, train_learners, with_seed
+from mcls.settings import TASKS, learners_for, load_settings
+from mcls.train import train_learners, with_seed
 from mcls.tune import TUNING_FILE, apply_offsets, fit_offsets, load_oof, write_offsets
 
 PERSONS = 600

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .errors import RANKS_DIR, USER_ERRORS, UserError
 from .terminal import interactive
-from .settings import CHOICES, LEARNERS, TASKS, Settings, SettingsError, load_settings, parse_overrides
+from .settings import CHOICES, LEARNERS, TASKS, Settings, SettingsError, learners_for, load_settings, parse_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
@@ -225,26 +225,29 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9,
           processes: ProcessesOpt = 1):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
-    from .learner import check_task_settings
-    from .train import check_outputs, learners_for, train_learners
+    from .modeldirs import check_outputs
     s = _settings(config, set, data)
     tasks = learners_for(task.value, s)
+    if resume:
+        if processes > 1: _resumable(s, tasks, run_dir)      # found here, before the ranks start
+    else:      # every settings, usage and path error before torch is imported
+        named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch,
+                     pipeline=pipeline, loss=loss.value if loss else None, **{'full_epochs' if full else 'epochs': epochs})
+        overrides = _task_overrides(tasks, **named)
+        if boundary is not None: overrides.update({f'{t}.boundary': str(boundary) for t in ('age', 'joint')})
+        s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
+        folds = [None] if full else _folds(fold, s.split.folds)    # before loading and cropping anything
+        check_outputs(s, tasks, folds, export_dir)
     _join_ranks('train', processes)
     if resume:
         if processes > 1:
-            _resumable(s, tasks, run_dir)      # found here, before the ranks start
             _train_table(s)      # the crop cache, filled once before the ranks start
             return _launch(processes)
         console.print(_results_table(_resume(s, tasks, run_dir, export_dir, workers)))
         return
-    named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch, pipeline=pipeline,
-                 loss=loss.value if loss else None, **{'full_epochs' if full else 'epochs': epochs})
-    overrides = _task_overrides(tasks, **named)
-    if boundary is not None: overrides.update({f'{t}.boundary': str(boundary) for t in ('age', 'joint')})
-    s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
-    for t in tasks: check_task_settings(s.tasks[t], full)     # every learner, before any work
-    folds = [None] if full else _folds(fold, s.split.folds)    # before loading and cropping anything
-    check_outputs(s, tasks, folds, export_dir)
+    from .learner import check_task_settings
+    from .train import train_learners
+    for t in tasks: check_task_settings(s.tasks[t], full)     # every learner (timm, pipelines), before any work
     table = _train_table(s)
     if processes > 1: return _launch(processes)
     if pseudo is not None:
@@ -319,10 +322,12 @@ def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config
             num_it: Annotated[int, typer.Option(help='learning rates tried, log-spaced')] = 100,
             workers: WorkersOpt = None):
     "fastai's learning-rate finder for one learner (every layer trainable): saves the plot and prints suggestions."
-    from .train import lr_find_task
     t, s = task.value, _settings(config, set, data)
-    out = out or Path(s.paths.reports) / f'lr_find_{t}.png'
-    sugg = lr_find_task(_train_table(s), s, t, _folds(str(fold), s.split.folds)[0], out, workers, num_it)
+    k = _folds(str(fold), s.split.folds)[0]
+    from .atomic import output_file
+    out = output_file(out or Path(s.paths.reports) / f'lr_find_{t}.png', 'the plot')
+    from .train import lr_find_task
+    sugg = lr_find_task(_train_table(s), s, t, k, out, workers, num_it)
     console.print(_table(f'lr_find {t} (current lr {s.tasks[t].lr:g})', ('suggestion', 'lr'),
                          [(k, f'{v:.2e}') for k, v in sugg.items()]))
     console.print(f'wrote {out}')
@@ -352,8 +357,7 @@ def _fold_dirs(s: Settings) -> list[Path]:
 
 def _model_dirs(s: Settings, models) -> list[Path]:
     "--models, else models/full when it holds learners, else every models/fold*; each checked before any work."
-    from .export import check_model_dir, learners_in
-    from .train import export_dir_for
+    from .modeldirs import check_model_dir, export_dir_for, learners_in
     if models:
         for d in models: check_model_dir(d)
         return list(models)
@@ -379,13 +383,13 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
     """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
     three task learners; several folders are averaged. Default: models/full when it holds learners, else every
     models/fold*."""
-    from .predict import eval_table, predict_eval
-    from .threads import job, use_threads
     from .atomic import output_file
     s = _settings(config, set, data, **{'predict.persons': persons.value if persons else None,
                                         'predict.engine': engine.value if engine else None})
-    out = output_file(out or s.predict.out, 'the submission')     # before any work
+    out = output_file(out or s.predict.out, 'the submission')     # before any work, and before torch is imported
     dirs = _model_dirs(s, models)
+    from .predict import eval_table, predict_eval
+    from .threads import job, use_threads
     _join_ranks('predict', processes)
     if processes > 1:
         eval_table(s, dirs)      # checks, and fills the crop cache once before the ranks start
@@ -530,13 +534,13 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
               k: Annotated[int, typer.Option(help='top losses shown')] = 9,
               workers: WorkersOpt = None, pickle: PickleOpt = False):
     "Confusion matrix and top losses of a task's learner on the fold it did not train on."
-    from .interpret import interpret_task
+    from .modeldirs import check_model_dir, export_dir_for
     t = task.value
     s = _settings(config, set, data)
-    from .export import check_model_dir
-    from .train import export_dir_for
+    _folds(str(fold), s.split.folds)
     model_dir = models or export_dir_for(s, fold)
-    check_model_dir(model_dir)            # before cropping every training photo
+    check_model_dir(model_dir)            # before torch is imported and every training photo cropped
+    from .interpret import interpret_task
     for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers, pickle):
         console.print(f'wrote {p}')
 

@@ -10,7 +10,8 @@ from .evaluate import Scores, evaluate_files
 from .predict import predict_eval
 from .settings import LEARNERS, load_settings
 from .synth import make_dataset
-from .train import learners_for, train_learners, training_table
+from .settings import learners_for
+from .train import train_learners, training_table
 
 __all__ = ['TINY', 'tiny_overrides', 'run_demo']
 

@@ -14,45 +14,14 @@ from PIL import Image
 from fastai.vision.all import load_learner
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_dir, output_dir, recover_dir
-from .errors import DataError, UserError
+from .atomic import atomic_dir, recover_dir
+from .errors import DataError
 from .learner import build_learner, norm_stats, task_datablock
-from .settings import LEARNERS, TASKS, Settings, load_settings
+from .modeldirs import check_export_dir
+from .settings import Settings, load_settings
 from .tune import TUNING_FILE
 
-__all__ = ['learners_in', 'check_model_dir', 'check_export_dir', 'export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
-
-
-def learners_in(model_dir: Path) -> tuple[str, ...]:
-    "What a model folder holds: ('joint',), the task learners it has (in TASKS order), or () when none."
-    d = recover_dir(model_dir)
-    if (d / 'joint.json').exists(): return ('joint',)
-    return tuple(t for t in TASKS if (d / f'{t}.json').exists())
-
-
-def check_model_dir(model_dir: Path) -> tuple[str, ...]:
-    "The learners a model folder must hold to predict: a joint learner or all three task learners."
-    d = Path(model_dir)
-    if not d.is_dir(): raise UserError(f'{d}: no such model folder; give --models a folder that `mcls train` exported')
-    held = learners_in(d)
-    if not held:
-        raise UserError(f'{d}: holds no learner (no joint.json or task .json files); train into it with `mcls train all '
-                        f'--export-dir {d}` or give another --models')
-    return held if held == ('joint',) else TASKS
-
-
-def check_export_dir(dest: Path, learner: str) -> Path:
-    """Refuse, before any work, an export folder that is a file or holds learners of the other kind: `predict`
-    reads a joint learner or three task learners from a folder, never both, so one would be silently ignored."""
-    dest = output_dir(dest, 'the export folder')
-    if not dest.is_dir(): return dest
-    kind = 'joint' if learner == 'joint' else 'task'
-    other = [t for t in LEARNERS if (t == 'joint') != (kind == 'joint') and (recover_dir(dest) / f'{t}.json').exists()]
-    if other:
-        raise UserError(f'{dest} holds {"a joint learner" if kind == "task" else "task learners (" + ", ".join(other) + ")"}; '
-                        f'a {learner} learner cannot share the folder (predict would use one kind and ignore the '
-                        f'other): give --export-dir another folder, or delete {dest}')
-    return dest
+__all__ = [ 'export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
 
 
 def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | None = None,

@@ -10,7 +10,8 @@ from fastai.vision.all import ClassificationInterpretation
 from sklearn.metrics import confusion_matrix
 
 from .evaluate import plot_confusion
-from .export import learners_in, load_task_learner
+from .export import load_task_learner
+from .modeldirs import learners_in
 from .joint import split_probs
 from .labels import N_CLASSES, task_labels
 from .learner import task_dls

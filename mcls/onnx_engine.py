@@ -13,7 +13,8 @@ from torch import nn
 
 from .atomic import atomic_path
 from .errors import DataError, UserError
-from .export import check_model_dir, load_task_learner, read_meta
+from .export import load_task_learner, read_meta
+from .modeldirs import check_model_dir
 
 __all__ = ['OPSET', 'onnx_path', 'export_onnx', 'weights_sha1', 'graph_sha1', 'load_checked', 'providers', 'OnnxModel']
 

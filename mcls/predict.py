@@ -12,7 +12,8 @@ from . import distributed
 from .atomic import output_file
 from .crop import attach_crops
 from .dataset import DataError, load_eval
-from .export import check_model_dir, learners_in, load_task_learner, read_meta
+from .export import load_task_learner, read_meta
+from .modeldirs import check_model_dir, learners_in
 from .joint import split_probs
 from .labels import encode
 from .learner import batch_tfms, item_tfms

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .labels import LABEL_TASKS
 
-__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
-           'PredictSettings', 'Settings', 'load_settings', 'parse_overrides']
+__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
+           'PredictSettings', 'Settings', 'load_settings', 'parse_overrides', 'learners_for']
 
 TASKS = ('mask', 'age', 'gender')          # what is scored
 LEARNERS = (*TASKS, 'joint')               # what can be trained: one task, or one backbone with three heads
@@ -173,6 +174,13 @@ class Settings:
         return _workers(self.raw['train'].get('threads', 'auto'))
 
 
+def learners_for(task: str, s: Settings) -> list[str]:
+    "What `train TASK` trains: one learner; for `all`, the three task learners or the joint one ([train] mode)."
+    if task == 'all': return ['joint'] if s.tasks['mask'].mode == 'joint' else list(TASKS)
+    if task not in s.tasks: raise SettingsError(f"unknown learner {task!r}: use {', '.join(s.tasks)} or all")
+    return [task]
+
+
 def _tuple(cast, n: int | None = None):
     def conv(s: str):
         s = s.strip()
@@ -203,6 +211,12 @@ _CONVERTERS = {
 _TYPE_NAMES = {'int': int, 'float': float, 'str': str, 'bool': bool, 'Path': Path}
 
 
+def did_you_mean(word: str, names) -> str:
+    "' (did you mean X?)' for the valid name closest to a misspelt one (difflib's ratio >= 0.6), else ''."
+    close = difflib.get_close_matches(str(word), [str(n) for n in names], n=1)
+    return f' (did you mean {close[0]}?)' if close else ''
+
+
 def _table_key(section: str, name: str) -> str:
     "The key of CHOICES / LIMITS for a setting: learner sections share [train]'s."
     return f'train.{name}' if section in LEARNERS else f'{section}.{name}'
@@ -213,7 +227,7 @@ def check_value(section: str, name: str, value):
     key = _table_key(section, name)
     if key in CHOICES:
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}')
+            if v not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
     if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')
     lim = LIMITS.get(key)
     if lim is not None and value is not None:
@@ -285,17 +299,20 @@ def load_settings(config: Path | str | None = None, overrides: dict[str, str] | 
         for sec in cp.sections():
             known = _known_keys(sec)
             if known is None:
-                raise SettingsError(f'{path}: unknown section [{sec}]; the sections are {", ".join(_SECTIONS)}')
+                raise SettingsError(f'{path}: unknown section [{sec}]{did_you_mean(sec, _SECTIONS)}; the sections are '
+                                    f'{", ".join(_SECTIONS)}')
             for key in cp[sec]:
                 if key not in known:
-                    raise SettingsError(f'{path}: [{sec}] {key}: unknown setting; `mcls config` lists them all')
+                    raise SettingsError(f'{path}: [{sec}] {key}: unknown setting{did_you_mean(key, known)}; '
+                                        f'`mcls config` lists them all')
             for key, value in cp[sec].items():
                 raw.setdefault(sec, {})[key] = value
                 sources[f'{sec}.{key}'] = label
     for key, value in (overrides or {}).items():
         sec, _, name = key.partition('.')
         if sec not in raw or (name not in raw[sec] and not (sec in LEARNERS and name in raw.get('train', {}))):
-            raise SettingsError(f'--set {key}: unknown setting; `mcls config` lists them all')
+            keys = [f'{s}.{k}' for s, values in raw.items() for k in {*values, *(raw['train'] if s in LEARNERS else ())}]
+            raise SettingsError(f'--set {key}: unknown setting{did_you_mean(key, keys)}; `mcls config` lists them all')
         raw[sec][name] = value
         sources[key] = 'command line'
     return _build(raw, sources)

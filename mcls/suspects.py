@@ -9,7 +9,7 @@ import pandas as pd
 
 from .atomic import write_csv_atomic
 from .dataset import read_corrections
-from .export import learners_in
+from .modeldirs import export_dir_for, learners_in
 from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
 from .probfiles import read_valid
@@ -25,7 +25,8 @@ def oof_models(s, folds: int = 3, progress: bool = True) -> list[Path]:
     """Train what `train all` trains ([train] mode) on each of `folds` person-aware folds into <models>/oof/fold{k},
     age on the true groups (boundary 60): every training photo then has out-of-sample probabilities."""
     import dataclasses
-    from .train import export_dir_for, learners_for, train_learners, training_table
+    from .settings import learners_for
+    from .train import train_learners, training_table
     models = Path(s.paths.models) / 'oof'
     s = dataclasses.replace(s, split=dataclasses.replace(s.split, folds=folds),
                             paths=dataclasses.replace(s.paths, models=models),

@@ -19,11 +19,11 @@ import torch
 from fastai.vision.all import (Callback, CSVLogger, CutMix, MixUp, ParamScheduler, Recorder,
                                SaveModelCallback, SchedCos, TrackerCallback, combine_scheds, even_mults, set_seed)
 
-from .atomic import atomic_path, folder_lock, output_dir, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
+from .atomic import atomic_path, folder_lock, remove_stray, storage_errors, write_csv_atomic, write_text_atomic
 from . import distributed, threads
 from .crop import CENTRE, attach_crops
 from .dataset import LoadReport, load_train
-from .export import check_export_dir, export_learner
+from .export import export_learner
 from .folds import assign_folds
 from .joint import split_probs
 from .errors import ConfigError, DataError, UserError
@@ -31,11 +31,12 @@ from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
+from .modeldirs import check_export_dir, export_dir_for
 from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
 
 __all__ = ['seed_run', 'save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
-           'train_task', 'export_dir_for', 'check_outputs', 'learners_for', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
+           'train_task', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
 log = logging.getLogger(__name__)
@@ -396,26 +397,6 @@ def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path 
                epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=None if f.full else f.valid_counts or None,
                export=str(result.export_dir) if result.export_dir else None)
     return result
-
-
-def export_dir_for(s: Settings, fold: int | None) -> Path:
-    "Where a learner of `fold` is exported by default: models/fold{k}, or models/full for every photo (None)."
-    return Path(s.paths.models) / ('full' if fold is None else f'fold{fold}')
-
-
-def check_outputs(s: Settings, learners: list[str], folds: list[int | None], export_dir: Path | None = None):
-    "Before any work: every folder a training writes must be usable (no file in the way, no other kind of learner)."
-    output_dir(s.paths.runs, 'the runs folder (paths.runs)')
-    output_dir(s.paths.cache, 'the crop cache (paths.cache)')
-    for k in folds:
-        for t in learners: check_export_dir(export_dir or export_dir_for(s, k), t)
-
-
-def learners_for(task: str, s: Settings) -> list[str]:
-    "What `train TASK` trains: one learner; for `all`, the three task learners or the joint one ([train] mode)."
-    if task == 'all': return ['joint'] if s.tasks['mask'].mode == 'joint' else list(TASKS)
-    if task not in s.tasks: raise UserError(f"unknown learner {task!r}: use {', '.join(s.tasks)} or all")
-    return [task]
 
 
 def with_seed(s: Settings, seed: int) -> Settings:

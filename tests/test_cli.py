@@ -69,7 +69,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert sub.ImageID.tolist() == info.ImageID.tolist() and sub.ans.between(0, 17).all()
     assert 'macro F1 (18 classes)' in r.stdout
     from mcls.settings import load_settings
-    from mcls.train import learners_for
+    from mcls.settings import learners_for
     learners = learners_for('all', load_settings(cwd=tmp_path))      # what [train] mode says `train all` trains
     assert all((tmp_path / 'demo' / 'models' / 'fold0' / f'{t}.pkl').exists() for t in learners)
 
@@ -115,3 +115,32 @@ def test_usage_errors_and_missing_model_folders_are_one_line_naming_the_cause(tm
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and all(w in lines[0] for w in words), r.stderr
     assert not (tmp_path / 'crops').exists()        # refused before cropping anything
+
+
+NO_TORCH = """
+import sys
+from mcls.cli import run
+sys.argv = ['mcls', *sys.argv[1:]]
+try:
+    run()
+except SystemExit as e:
+    print('exit', e.code, 'torch imported' if 'torch' in sys.modules else 'torch not imported')
+"""
+
+
+@pytest.mark.parametrize('args, words', [
+    (['train', 'joint', '--set', 'joint.lr=-1'], 'must be > 0'),
+    (['predict', '--models', 'nowhere'], 'no such model folder'),
+    (['train', 'mask', '--fold', '7'], 'folds are 0-'),
+    (['train', 'mask', '--set', 'joint.epoch=2'], 'did you mean joint.epochs'),
+    (['interpret', 'age', '--models', 'nowhere'], 'no such model folder'),
+    (['lr-find', 'age', '--fold', '9'], 'folds are 0-'),
+    (['train', 'mask', '--export-dir', 'settings.ini'], 'a file is in the way'),
+])
+def test_errors_found_without_torch_leave_it_unimported(tmp_path, args, words):
+    "settings, usage and path errors come before the learners' modules (torch, fastai, timm) are imported"
+    (tmp_path / 'settings.ini').write_text('')
+    r = subprocess.run([sys.executable, '-c', NO_TORCH, *args], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, 'PYTHONPATH': str(ROOT)}, timeout=120)
+    assert r.stdout.strip().endswith('exit 2 torch not imported'), (r.stdout, r.stderr)
+    assert words in r.stderr

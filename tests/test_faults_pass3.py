@@ -1,7 +1,6 @@
 """The third fault pass (issue 27): one test per numbered defect and minor item, and tests that drive several members
 of each class: launched jobs die with their launcher, files are checked before use, statistics refuse what they
 cannot resample, outputs are checked writable before the work, bookkeeping never stops the work."""
-import json
 import logging
 import os
 import signal
@@ -340,7 +339,6 @@ def test_a_evaluate_against_answers_for_fewer_photos_is_refused(tmp_path):
                                   ('compare', 'a', 'b', '--json', str(READ_ONLY / 'c.json')),
                                   ('compare', 'a', 'b', '--plot', str(READ_ONLY / 'c.png'))])
 def test_b_outputs_in_a_read_only_folder_are_refused_before_the_work(tmp_path, args):
-    t0 = time.perf_counter()
     r = _cli(*args, '--set', f'paths.cache={tmp_path / "crops"}', cwd=tmp_path)
     one_line_error(r, str(READ_ONLY), 'does not take new files')
     assert not (tmp_path / 'crops').exists()
