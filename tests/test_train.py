@@ -148,3 +148,18 @@ def test_fewer_training_photos_than_a_batch_is_refused_before_any_run(trained):
     with pytest.raises(ConfigError, match='only .* training photos: lower --batch'):
         train_task(small, trained['settings'], 'mask', None, progress=False)
     assert set((trained['root'] / 'runs').iterdir()) == before
+
+
+def test_one_line_per_epoch_with_the_best_so_far_marked(synth_root, capsys):
+    "a log (not a terminal): each epoch one line of 4-decimal figures, `best` where the checkpoint was kept"
+    s = tiny_settings(synth_root, mask__epochs=3, mask__lr=1e-2)
+    r = train_task(training_table(s, progress=False), s, 'mask', 0, progress=True)
+    out = capsys.readouterr().out
+    assert 'Better model found' not in out
+    lines = [l for l in out.splitlines() if ': epoch ' in l]
+    assert [l.split(': epoch ')[1].split()[0] for l in lines] == ['0', '1', '2']
+    f1 = pd.read_csv(r.run_dir / 'history.csv').f1_score.to_numpy()
+    best = [bool(i == 0 or v > f1[:i].max()) for i, v in enumerate(f1)]
+    assert [l.endswith('  best') for l in lines] == best
+    for l in lines:
+        assert all(len(v.split('.')[1]) == 4 for v in l.split() if v.replace('.', '').isdigit() and '.' in v)
