@@ -407,7 +407,7 @@ def main(argv=None):
     ap.add_argument('--out', type=Path, help='result JSON (default bench/results/<date>-<device>-<preset>.json)')
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'bench', help='scratch folder (replaced)')
     ap.add_argument('--seeds', type=int, nargs='+', default=[777])
-    ap.add_argument('--workers', type=int, help='DataLoader workers (default: settings, auto = cores up to 8)')
+    ap.add_argument('--workers', type=int, help='DataLoader workers (default: settings; auto = mcls.learner.resolve_workers)')
     a = ap.parse_args(argv)
     if not (a.data / 'eval' / 'answers.csv').exists():
         ap.error(f'{a.data}/eval/answers.csv not found: build the data with ../shared/tools/make_maskfaces.py')

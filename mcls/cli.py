@@ -30,6 +30,8 @@ FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner tha
 WorkersOpt = Annotated[Optional[int], typer.Option(help='DataLoader workers (default: \\[train] workers)')]
 ProcessesOpt = Annotated[int, typer.Option(min=1, help='ranks on this machine, one job (DistributedDataParallel: gloo on '
                                                         'CPU, NCCL with one GPU each); see docs/scaling.md')]
+PredictProcessesOpt = Annotated[int, typer.Option('--processes', min=1, help='ranks on this machine, each predicting a '
+                                                  'share of the eval photos (one GPU each); rank 0 writes')]
 
 
 def _settings(config, sets, data=None, **named) -> Settings:
@@ -379,7 +381,7 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
             engine: Annotated[Optional[Engine], typer.Option(
                 help='torch, or onnx: onnxruntime on each folder\'s <task>.onnx (`mcls export-onnx`; default: '
                      '\\[predict] engine)')] = None,
-            processes: ProcessesOpt = 1):
+            processes: PredictProcessesOpt = 1):
     """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
     three task learners; several folders are averaged. Default: models/full when it holds learners, else every
     models/fold*."""
@@ -510,7 +512,10 @@ def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
 
 
 @app.command('tune')
-def tune_cmd(models: ModelsOpt = None, config: ConfigOpt = None, set: SetOpt = None):
+def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
+                 '--models', '-m', help='fold model folders (default: every models/fold*); their validation photos '
+                                        'are pooled, each photo once')] = None,
+             config: ConfigOpt = None, set: SetOpt = None):
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."
     from .tune import fit_offsets, load_oof, write_offsets
     s = _settings(config, set)

@@ -18,7 +18,6 @@ __all__ = ['AGE_THRESHOLDS', 'HEADS', 'n_logits', 'encode_target', 'decode_targe
 
 AGE_THRESHOLDS = tuple(range(18, 76, 2))   # ordinal head: one logit for "age >= t" per threshold (30 and 60 included)
 HEADS = {**TASK_SLICES, 'age': slice(TASK_SLICES['age'].start, None)}   # age: 3 groups, or one logit per threshold
-N_YEARS = 128                              # the target packs years below this with the 18-class label
 
 
 def n_logits(age_head: str) -> int:

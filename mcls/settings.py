@@ -13,7 +13,7 @@ from .labels import LABEL_TASKS
 __all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
            'PredictSettings', 'Settings', 'load_settings', 'parse_overrides', 'learners_for']
 
-TASKS = ('mask', 'age', 'gender')          # what is scored
+TASKS = LABEL_TASKS                        # what is scored: the 18-class layout's tasks, in its order
 LEARNERS = (*TASKS, 'joint')               # what can be trained: one task, or one backbone with three heads
 PACKAGED = Path(__file__).with_name('settings.ini')
 

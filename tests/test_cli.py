@@ -39,7 +39,7 @@ def test_config_shows_sources(tmp_path):
     (['train', 'mask', '--arch', 'nonet_b9'], 'not a timm model'),
     (['train', 'mask', '--pipeline', 'sparkles'], 'unknown pipeline'),
     (['train', 'mask', '--weights', 'missing.safetensors'], 'file not found'),
-    (['train', 'nose'], "'nose' is not one of 'mask', 'age', 'gender', 'joint', 'all'"),
+    (['train', 'nose'], "'nose' is not one of 'mask', 'gender', 'age', 'joint', 'all'"),
     (['train', 'mask', '--set', 'mask.lr=quick'], r'\[mask\] lr'),
 ])
 def test_bad_settings_fail_before_any_work(tmp_path, args, match):

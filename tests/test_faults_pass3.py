@@ -39,6 +39,7 @@ def _valid_folder(folder: Path, n: int = 12, persons: int = 4, seed: int = 0, **
 
 # --- 1: torch's own words for a short write ---
 
+@pytest.mark.cli
 def test_1_a_checkpoint_write_under_a_file_size_limit_is_one_write_error(tmp_path):
     "torch's zip writer under RLIMIT_FSIZE says 'unexpected pos N vs M' (from 'iostream error'): a WriteError, no temporary"
     code = ('import resource, sys, torch\n'
@@ -83,6 +84,7 @@ def _submission(path: Path, ids, ans):
     return path
 
 
+@pytest.mark.cli
 def test_2_compare_with_zero_photos_is_one_error(tmp_path):
     for name in ('a.csv', 'b.csv', 'answers.csv'): _submission(tmp_path / name, [], [])
     r = _cli('compare', 'a.csv', 'b.csv', '--answers', 'answers.csv', cwd=tmp_path)
@@ -106,6 +108,7 @@ def test_3_compare_checks_what_it_reads(tmp_path, bad, words):
     with pytest.raises(DataError, match=words): read_side([folder])
 
 
+@pytest.mark.cli
 def test_3_a_nan_probability_is_refused_before_any_table_or_plot(tmp_path):
     good, bad = _valid_folder(tmp_path / 'good'), _valid_folder(tmp_path / 'bad', age__probs=np.full((12, 3), np.nan))
     r = _cli('compare', good, bad, '--set', f'paths.reports={tmp_path / "reports"}', cwd=tmp_path)
@@ -131,27 +134,32 @@ def _persons_case(tmp_path, rows: str):
                 '--set', f'paths.reports={tmp_path / "reports"}', cwd=tmp_path)
 
 
+@pytest.mark.cli
 def test_4_a_persons_map_with_empty_ids_is_refused(tmp_path):
     r = _persons_case(tmp_path, ''.join(f'eval/images/{i}.jpg,eval,\n' for i in range(6)))
     one_line_error(r, 'meta.csv', 'row 2 has no person id')
 
 
+@pytest.mark.cli
 def test_4_a_photo_given_two_persons_is_refused(tmp_path):
     rows = ''.join(f'eval/images/{i}.jpg,eval,p{i // 2}\n' for i in range(6)) + 'eval/images/0.jpg,eval,p9\n'
     one_line_error(_persons_case(tmp_path, rows), 'photo 0.jpg is given two persons')
 
 
+@pytest.mark.cli
 def test_4_one_person_cannot_be_resampled(tmp_path):
     one_line_error(_persons_case(tmp_path, ''.join(f'eval/images/{i}.jpg,eval,p0\n' for i in range(6))),
                    'one unit', 'at least two persons')
 
 
+@pytest.mark.cli
 def test_4_a_person_listed_on_several_rows_is_still_one_person(tmp_path):
     rows = ''.join(f'eval/images/{i}.jpg,eval,p{i // 2}\n' for i in range(6)) + 'eval/images/0.jpg,eval,p0\n'
     r = _persons_case(tmp_path, rows)
     assert r.returncode == 0 and 'over 3 persons' in r.stdout, r.stderr
 
 
+@pytest.mark.cli
 def test_5_draws_are_bounded_and_refused_at_once_beyond(tmp_path):
     a, b = _valid_folder(tmp_path / 'a'), _valid_folder(tmp_path / 'b', seed=1)
     t0 = time.perf_counter()
@@ -245,6 +253,7 @@ def test_7_a_global_option_before_the_command_is_the_command_line(monkeypatch):
     with pytest.raises(UserError, match='needs the command line'): cli._join_ranks('train', 2)
 
 
+@pytest.mark.cli
 def test_f_resume_with_processes_and_no_run_is_refused_before_the_ranks(tmp_path):
     r = _cli('train', 'mask', '--resume', '--processes', '2', '--set', f'paths.runs={tmp_path / "runs"}', cwd=tmp_path)
     one_line_error(r, 'no run of mask', 'nothing to resume')
@@ -334,6 +343,7 @@ def test_a_evaluate_against_answers_for_fewer_photos_is_refused(tmp_path):
     with pytest.raises(DataError, match=r'no answer for 10 ImageID\(s\) of .*sub.csv, first 4.jpg'): evaluate_files(sub, ans)
 
 
+@pytest.mark.cli
 @needs_read_only
 @pytest.mark.parametrize('args', [('predict', '--out', str(READ_ONLY / 'sub.csv')),
                                   ('compare', 'a', 'b', '--json', str(READ_ONLY / 'c.json')),
