@@ -23,15 +23,53 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
 console = Console() if interactive() else Console(width=160)   # logs: no truncated tables
 
-ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini')]
-SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value')]
-DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help='competition layout root (paths.data)')]
-FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner that did not train on it)')]
-WorkersOpt = Annotated[Optional[int], typer.Option(help='DataLoader workers (default: \\[train] workers)')]
+
+
+def _help_settings() -> Settings | None:
+    "The settings in force here (packaged defaults and ./settings.ini), for help texts; None where they do not load."
+    try:
+        return load_settings()
+    except (SettingsError, OSError):
+        return None
+
+
+_HELP = _help_settings()
+
+
+def _now(key: str) -> str:
+    """For an option's help: the value in force of setting `key` ('section.key', or a bare [train] key, shown per
+    learner where they differ) and the file it comes from: ' (now 6 from settings.ini)'."""
+    if _HELP is None: return ''
+    if '.' in key:
+        sec, name = key.split('.')
+        vals, srcs = {sec: _HELP.raw[sec].get(name, '')}, {_HELP.sources.get(key, '?')}
+    else:
+        vals = {t: _HELP.raw[t].get(key, _HELP.raw['train'].get(key, '')) for t in LEARNERS if t in _HELP.raw}
+        srcs = {_HELP.sources.get(f'{t}.{key}', _HELP.sources.get(f'train.{key}', '?')) for t in vals}
+    shown = next(iter(vals.values())) if len(set(vals.values())) == 1 else \
+        ', '.join(f'{t} {v}' for t, v in vals.items())
+    where = ', '.join(sorted(Path(s.split(' (')[0]).name if '/' in s else s for s in srcs))
+    return f' (now {shown or "empty"} from {where})'
+
+
+# panels of the option lists; metavars in typer's <kind> style; flags show none
+DATA, MODEL, SCHEDULE, OUTPUT, RANKS = 'Data', 'Model', 'Schedule', 'Output', 'Distributed'
+FLAG = ''
+ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini',
+                                                   metavar='<path>', rich_help_panel=DATA)]
+SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value',
+                                                     metavar='<section.key=value>', rich_help_panel=DATA)]
+DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help=f'competition layout root{_now("paths.data")}',
+                                                 metavar='<path>', rich_help_panel=DATA)]
+FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner that did not train on it)',
+                                      rich_help_panel=DATA)]
+WorkersOpt = Annotated[Optional[int], typer.Option(help=f'DataLoader workers{_now("workers")}', rich_help_panel=SCHEDULE)]
 ProcessesOpt = Annotated[int, typer.Option(min=1, help='ranks on this machine, one job (DistributedDataParallel: gloo on '
-                                                        'CPU, NCCL with one GPU each); see docs/scaling.md')]
+                                                        'CPU, NCCL with one GPU each); see docs/scaling.md',
+                                           rich_help_panel=RANKS)]
 PredictProcessesOpt = Annotated[int, typer.Option('--processes', min=1, help='ranks on this machine, each predicting a '
-                                                  'share of the eval photos (one GPU each); rank 0 writes')]
+                                                  'share of the eval photos (one GPU each); rank 0 writes',
+                                                  rich_help_panel=RANKS)]
 
 
 def _settings(config, sets, data=None, **named) -> Settings:
@@ -63,7 +101,8 @@ TaskOrAll = Enum('TaskOrAll', {t: t for t in (*TASKS, 'all')}, type=str)
 Learner = Enum('Learner', {t: t for t in LEARNERS}, type=str)                  # what can be trained
 LearnerOrAll = Enum('LearnerOrAll', {t: t for t in (*LEARNERS, 'all')}, type=str)
 PickleOpt = Annotated[bool, typer.Option('--pickle', help="load fastai's .pkl (runs code it holds: trusted folders "
-                                                          "only); default: rebuild from .safetensors + settings")]
+                                                          "only); default: rebuild from .safetensors + settings",
+                                         metavar=FLAG, rich_help_panel=MODEL)]
 
 
 def _table(title: str, columns, rows) -> Table:
@@ -74,7 +113,8 @@ def _table(title: str, columns, rows) -> Table:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option('--verbose', '-v', help='log every skipped file and step')] = False):
+def main(verbose: Annotated[bool, typer.Option('--verbose', '-v', help='log every skipped file and step',
+                                               metavar=FLAG)] = False):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format='%(message)s',
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
 
@@ -97,7 +137,8 @@ def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')
           persons: Annotated[int, typer.Option(help='training persons (7 photos each)')] = 40,
           eval_persons: Annotated[int, typer.Option(help='eval persons (7 photos each)')] = 10,
           seed: Annotated[int, typer.Option(help='seed of the drawing')] = 0,
-          awkward: Annotated[bool, typer.Option(help='add hidden, truncated, grey, RGBA, CMYK, EXIF cases')] = False):
+          awkward: Annotated[bool, typer.Option(help='add hidden, truncated, grey, RGBA, CMYK, EXIF cases',
+                                                metavar=FLAG)] = False):
     "Write a small synthetic data set in the competition layout (drawn faces; no downloads)."
     from .synth import make_dataset
     info = make_dataset(out, persons, eval_persons, seed=seed, awkward=awkward)
@@ -165,7 +206,8 @@ def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
 TaskArg = Annotated[Task, typer.Argument(help='the task')]
 LearnerArg = Annotated[LearnerOrAll, typer.Argument(help='joint = one backbone, three heads; all: the \\[train] '
                                                          'mode decides whether it means the three tasks or joint')]
-ModelsOpt = Annotated[Optional[list[Path]], typer.Option('--models', '-m', help='model folder(s); several are averaged')]
+ModelsOpt = Annotated[Optional[list[Path]], typer.Option('--models', '-m', help='model folder(s); several are averaged',
+                                                         metavar='<folder>', rich_help_panel=MODEL)]
 
 
 def _task_overrides(tasks, **named) -> dict[str, str]:
@@ -203,28 +245,43 @@ def _results_table(results) -> Table:
 
 @app.command()
 def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
-          fold: Annotated[str, typer.Option(help='validation fold, or all for every fold')] = '0',
-          full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs')] = False,
-          arch: Annotated[Optional[str], typer.Option(help='timm architecture')] = None,
-          weights: Annotated[Optional[Path], typer.Option(help='local ImageNet weights (.safetensors)')] = None,
+          fold: Annotated[str, typer.Option(help='validation fold, or all for every fold', rich_help_panel=DATA)] = '0',
+          full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs', metavar=FLAG,
+                                             rich_help_panel=DATA)] = False,
+          arch: Annotated[Optional[str], typer.Option(help=f'timm architecture{_now("arch")}', rich_help_panel=MODEL)] = None,
+          weights: Annotated[Optional[Path], typer.Option(help=f'local ImageNet weights (.safetensors){_now("weights")}',
+                                                          metavar='<path>', rich_help_panel=MODEL)] = None,
           pretrained: Annotated[Optional[bool], typer.Option(
-              '--pretrained/--no-pretrained', help='start from ImageNet weights (hub, or --weights) or from scratch')] = None,
-          epochs: Annotated[Optional[int], typer.Option(help='epochs (full_epochs with --full)')] = None,
-          lr: Annotated[Optional[float], typer.Option(help='peak learning rate (one-cycle); see mcls lr-find')] = None,
-          size: Annotated[Optional[int], typer.Option(help='input side in px the crops are resized to')] = None,
-          batch: Annotated[Optional[int], typer.Option(help='photos per training batch')] = None,
+              '--pretrained/--no-pretrained', metavar=FLAG, rich_help_panel=MODEL,
+              help=f'start from ImageNet weights (hub, or --weights) or from scratch{_now("pretrained")}')] = None,
+          epochs: Annotated[Optional[int], typer.Option(help=f'epochs{_now("epochs")}; with --full: full_epochs'
+                                                             f'{_now("full_epochs")}', rich_help_panel=SCHEDULE)] = None,
+          lr: Annotated[Optional[float], typer.Option(help=f'peak learning rate (one-cycle; see mcls lr-find){_now("lr")}',
+                                                      rich_help_panel=SCHEDULE)] = None,
+          size: Annotated[Optional[int], typer.Option(help=f'input side in px the crops are resized to{_now("size")}',
+                                                      rich_help_panel=MODEL)] = None,
+          batch: Annotated[Optional[int], typer.Option(help=f'photos per training batch{_now("batch")}',
+                                                       rich_help_panel=SCHEDULE)] = None,
           pipeline: Annotated[Optional[str], typer.Option(
               help='augmentation: a name from mcls.augment.PIPELINES (none, light, light_real, mask_real, ...) or an '
-                   'albumentations JSON/YAML file')] = None,
-          loss: Annotated[Optional[LossName], typer.Option(help='ce, or focal (age; the joint learner\'s age head)')] = None,
-          boundary: Annotated[Optional[int], typer.Option(help='age training boundary (60; 58 is the seed trick)')] = None,
-          resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run")] = False,
-          run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume')] = None,
-          export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full')] = None,
+                   f'albumentations JSON/YAML file{_now("pipeline")}', rich_help_panel=MODEL)] = None,
+          loss: Annotated[Optional[LossName], typer.Option(help=f'ce, or focal (age; the joint learner\'s age head)'
+                                                                f'{_now("loss")}', rich_help_panel=MODEL)] = None,
+          boundary: Annotated[Optional[int], typer.Option(help=f'age training boundary (58 is the seed trick)'
+                                                               f'{_now("age.boundary")}', rich_help_panel=MODEL)] = None,
+          resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run", metavar=FLAG,
+                                               rich_help_panel=OUTPUT)] = False,
+          run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume', metavar='<path>',
+                                                          rich_help_panel=OUTPUT)] = None,
+          export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full under '
+                                                                  f'paths.models{_now("paths.models")}', metavar='<path>',
+                                                             rich_help_panel=OUTPUT)] = None,
           workers: WorkersOpt = None,
           pseudo: Annotated[Optional[Path], typer.Option(
-              help='a predict .probs.npz: add its confident eval photos to training (transductive)')] = None,
-          min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least')] = 0.9,
+              help='a predict .probs.npz: add its confident eval photos to training (transductive)', metavar='<path>',
+              rich_help_panel=DATA)] = None,
+          min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least',
+                                                  rich_help_panel=DATA)] = 0.9,
           processes: ProcessesOpt = 1):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
     from .modeldirs import check_outputs
@@ -372,15 +429,19 @@ def _model_dirs(s: Settings, models) -> list[Path]:
 
 @app.command()
 def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, models: ModelsOpt = None,
-            tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help='default: \\[predict] tta')] = None,
-            out: Annotated[Optional[Path], typer.Option(help='submission CSV (default \\[predict] out)')] = None,
-            tune: Annotated[bool, typer.Option('--tune/--no-tune', help='apply tuned class offsets')] = True,
+            tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help=f'fastai TTA{_now("predict.tta")}',
+                                                        metavar=FLAG, rich_help_panel=MODEL)] = None,
+            out: Annotated[Optional[Path], typer.Option(help=f'submission CSV{_now("predict.out")}', metavar='<path>',
+                                                        rich_help_panel=OUTPUT)] = None,
+            tune: Annotated[bool, typer.Option('--tune/--no-tune', help='apply tuned class offsets', metavar=FLAG,
+                                               rich_help_panel=MODEL)] = True,
             pickle: PickleOpt = False,
             persons: Annotated[Optional[PersonsMode], typer.Option(
-                help='auto: find each person\'s photos and decide per person (default: \\[predict] persons)')] = None,
+                help=f'auto: find each person\'s photos and decide per person{_now("predict.persons")}',
+                rich_help_panel=MODEL)] = None,
             engine: Annotated[Optional[Engine], typer.Option(
-                help='torch, or onnx: onnxruntime on each folder\'s <task>.onnx (`mcls export-onnx`; default: '
-                     '\\[predict] engine)')] = None,
+                help=f'torch, or onnx: onnxruntime on each folder\'s <task>.onnx (`mcls export-onnx`)'
+                     f'{_now("predict.engine")}', rich_help_panel=MODEL)] = None,
             processes: PredictProcessesOpt = 1):
     """Predict the eval photos and write the submission (+ .probs.npz). Each model folder holds a joint learner or
     three task learners; several folders are averaged. Default: models/full when it holds learners, else every
@@ -513,7 +574,7 @@ def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
 
 @app.command('tune')
 def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
-                 '--models', '-m', help='fold model folders (default: every models/fold*); their validation photos '
+                 '--models', '-m', metavar='<folder>', help='fold model folders (default: every models/fold*); their validation photos '
                                         'are pooled, each photo once')] = None,
              config: ConfigOpt = None, set: SetOpt = None):
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."
@@ -554,7 +615,7 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
 def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')] = TaskOrAll.all,
              config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
              models: Annotated[Optional[list[Path]], typer.Option(
-                 '--models', '-m', help='fold folders whose validation files cover every photo (default: train '
+                 '--models', '-m', metavar='<folder>', help='fold folders whose validation files cover every photo (default: train '
                                         '--folds new ones into models/oof)')] = None,
              folds: Annotated[int, typer.Option(help='folds to train when no --models')] = 3,
              top: Annotated[int, typer.Option(help='suspects on the contact sheet')] = 24,
@@ -586,9 +647,9 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
 
 
 @app.command('predict-image')
-def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg or .png photos')],
+def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg or .png photos', metavar='<photo>...')],
                   config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
-                  tta: Annotated[bool, typer.Option('--tta/--no-tta', help='with \\[predict] TTA')] = False,
+                  tta: Annotated[bool, typer.Option('--tta/--no-tta', help='with \\[predict] TTA', metavar=FLAG)] = False,
                   pickle: PickleOpt = False):
     "Mask, gender and age group of single photos, with probabilities (face crop included)."
     import pandas as pd

@@ -101,6 +101,24 @@ def test_every_cli_option_and_argument_has_help():
     assert missing == [] and all(getattr(p, 'help', None) for p in cmd.params)
 
 
+def test_help_shows_values_in_force_panels_and_one_metavar_style(tmp_path):
+    "run where a settings.ini sets a value: train's help names it and the file; no flag shows a type"
+    import typer.main
+    (tmp_path / 'settings.ini').write_text('[joint]\nepochs = 9\n')
+    r = cli('train', '--help', cwd=tmp_path)
+    text = ' '.join(r.stdout.split())
+    assert re.search(r'epochs \(now mask \d+, gender \d+, age \d+, joint 9 from (packaged defaults, )?settings.ini', text), text
+    for panel in ('Data', 'Model', 'Schedule', 'Output', 'Distributed'): assert f'─ {panel} ─' in r.stdout
+    from mcls.cli import app
+    cmd = typer.main.get_command(app)
+    for name, c in cmd.commands.items():
+        for p in c.params:
+            if p.name == 'help': continue
+            if getattr(p, 'is_flag', False): assert p.metavar == '', (name, p.name)       # flags: no <bool>
+            elif getattr(p, 'multiple', False) or p.nargs == -1:      # lists: a named kind, not <list[Path]>
+                assert p.metavar and not p.metavar.startswith('<list'), (name, p.name)
+
+
 @pytest.mark.parametrize('args,words', [
     (['train', 'nose'], ["'nose' is not one of", 'mcls train --help']),
     (['train', '--nope'], ['No such option: --nope']),
