@@ -52,6 +52,21 @@ def _now(key: str) -> str:
     return f' (now {shown or "empty"} from {where})'
 
 
+def _old(name: str, *, kind=Optional[Path]):
+    "An option's old spelling, kept working for scripts but left out of the help (see `_renamed`)."
+    return Annotated[kind, typer.Option(name, hidden=True, help=f'old spelling of {name}')]
+
+
+OldOut, OldPersons = _old('--out'), _old('--persons', kind=Optional[int])
+
+
+def _renamed(new, old):
+    "The value of an option, given under its new name or its old one."
+    return new if old is None else old
+
+
+# One meaning per option name across commands: --out a file the command writes, --out-dir a folder, --plot a PNG,
+# --train-persons / --eval-persons counts of synthetic persons, --persons predict's mode, --models model folder(s).
 # panels of the option lists; metavars in typer's <kind> style; flags show none
 DATA, MODEL, SCHEDULE, OUTPUT, RANKS = 'Data', 'Model', 'Schedule', 'Output', 'Distributed'
 FLAG = ''
@@ -134,14 +149,15 @@ def config(config: ConfigOpt = None, set: SetOpt = None):
 
 @app.command()
 def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')],
-          persons: Annotated[int, typer.Option(help='training persons (7 photos each)')] = 40,
+          train_persons: Annotated[int, typer.Option(help='training persons (7 photos each)')] = 40,
           eval_persons: Annotated[int, typer.Option(help='eval persons (7 photos each)')] = 10,
+          persons: OldPersons = None,
           seed: Annotated[int, typer.Option(help='seed of the drawing')] = 0,
           awkward: Annotated[bool, typer.Option(help='add hidden, truncated, grey, RGBA, CMYK, EXIF cases',
                                                 metavar=FLAG)] = False):
     "Write a small synthetic data set in the competition layout (drawn faces; no downloads)."
     from .synth import make_dataset
-    info = make_dataset(out, persons, eval_persons, seed=seed, awkward=awkward)
+    info = make_dataset(out, _renamed(train_persons, persons), eval_persons, seed=seed, awkward=awkward)
     console.print(f'{info.root}: {info.persons} persons, {info.train_images} training and {info.eval_images} eval photos')
 
 
@@ -164,9 +180,12 @@ def _load_summary(report) -> Table:
 
 @app.command()
 def eda(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
-        out: Annotated[Optional[Path], typer.Option(help='plot folder (default: paths.reports/eda)')] = None):
+        out_dir: Annotated[Optional[Path], typer.Option(help='plot folder (default: paths.reports/eda)',
+                                                        metavar='<path>', rich_help_panel=OUTPUT)] = None,
+        out: OldOut = None):
     "Distributions of gender, age, mask and the 18 classes: rich tables and PNG plots."
     from .eda import distributions, plot_distributions
+    out = _renamed(out_dir, out)
     s = _settings(config, set, data)
     df, report = _load(s)
     console.print(_load_summary(report))
@@ -377,10 +396,12 @@ def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, 
 @app.command('lr-find')
 def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config: ConfigOpt = None,
             set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
-            out: Annotated[Optional[Path], typer.Option(help='plot PNG (default reports/lr_find_<task>.png)')] = None,
+            plot: Annotated[Optional[Path], typer.Option(help='PNG (default paths.reports/lr_find_<task>.png)',
+                                                         metavar='<path>', rich_help_panel=OUTPUT)] = None,
             num_it: Annotated[int, typer.Option(help='learning rates tried, log-spaced')] = 100,
-            workers: WorkersOpt = None):
+            workers: WorkersOpt = None, out: OldOut = None):
     "fastai's learning-rate finder for one learner (every layer trainable): saves the plot and prints suggestions."
+    out = _renamed(plot, out)
     t, s = task.value, _settings(config, set, data)
     k = _folds(str(fold), s.split.folds)[0]
     from .atomic import output_file
@@ -493,12 +514,15 @@ def print_scores(scores, title='scores'):
 @app.command()
 def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to score')],
              answers: Annotated[Path, typer.Argument(help='ImageID,ans CSV of the true classes')],
-             out: Annotated[Optional[Path], typer.Option(help='confusion-matrix PNG (default reports/)')] = None,
+             plot: Annotated[Optional[Path], typer.Option(
+                 help='confusion-matrix PNG (default paths.reports/confusion_<submission>.png)', metavar='<path>',
+                 rich_help_panel=OUTPUT)] = None,
              persons_map: Annotated[Optional[Path], typer.Option(
                  help='file,id CSV naming each eval photo\'s person (build_meta.csv): scores the person groups')] = None,
-             config: ConfigOpt = None, set: SetOpt = None):
+             config: ConfigOpt = None, set: SetOpt = None, out: OldOut = None):
     "Score a submission against answers (both ImageID,ans): F1, accuracy, per task, per class, confusion matrix."
     from .evaluate import evaluate_files, grouping_quality, plot_confusion
+    out = _renamed(plot, out)
     sc = evaluate_files(submission, answers)
     console.print(_table('per class', ('class', 'name', 'precision', 'recall', 'f1', 'support'),
                          sc.per_class.itertuples(index=False)))
@@ -596,7 +620,8 @@ def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
 
 @app.command()
 def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
-              models: Annotated[Optional[Path], typer.Option(help='default models/fold{k}')] = None,
+              models: Annotated[Optional[Path], typer.Option('--models', '-m', help='one model folder (default '
+                                                             'paths.models/fold{k})', metavar='<folder>')] = None,
               k: Annotated[int, typer.Option(help='top losses shown')] = 9,
               workers: WorkersOpt = None, pickle: PickleOpt = False):
     "Confusion matrix and top losses of a task's learner on the fold it did not train on."
@@ -671,12 +696,13 @@ def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help='working folder (replaced)')] = Path('data/demo'),
-         persons: Annotated[int, typer.Option(help='synthetic training persons')] = 100,
-         epochs: Annotated[int, typer.Option(help='per task; one epoch of a tiny model from scratch is chance level')] = 8):
+def demo(out_dir: Annotated[Path, typer.Option(help='working folder (replaced)', metavar='<path>')] = Path('data/demo'),
+         train_persons: Annotated[int, typer.Option(help='synthetic training persons')] = 100,
+         epochs: Annotated[int, typer.Option(help='per task; one epoch of a tiny model from scratch is chance level')] = 8,
+         out: OldOut = None, persons: OldPersons = None):
     "No downloads, no data: synthetic faces -> crop -> train what `train all` trains (tiny model) -> predict --tta -> evaluate."
     from .demo import run_demo
-    scores = run_demo(out, persons=persons, epochs=epochs, console=console)
+    scores = run_demo(_renamed(out_dir, out), persons=_renamed(train_persons, persons), epochs=epochs, console=console)
     print_scores(scores, 'demo scores (drawn faces)')     # the title fits the table: 80 columns
 
 

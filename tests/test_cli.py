@@ -52,7 +52,7 @@ def test_bad_settings_fail_before_any_work(tmp_path, args, match):
 def test_crop_eda_and_missing_data_message(tmp_path):
     r = cli('eda', '--data', tmp_path / 'nowhere', cwd=tmp_path)
     assert r.returncode == 2 and 'train.csv: not found' in r.stderr and 'error' not in r.stdout
-    assert cli('synth', tmp_path / 'd', '--persons', '6', '--eval-persons', '2', cwd=tmp_path).returncode == 0
+    assert cli('synth', tmp_path / 'd', '--train-persons', '6', '--eval-persons', '2', cwd=tmp_path).returncode == 0
     r = cli('eda', '--data', tmp_path / 'd', cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / 'reports' / 'eda' / 'age_hist.png').exists()
     r = cli('crop', '--data', tmp_path / 'd', '--set', 'crop.size=64', cwd=tmp_path)
@@ -62,7 +62,7 @@ def test_crop_eda_and_missing_data_message(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    r = cli('demo', '--out', tmp_path / 'demo', '--persons', '24', '--epochs', '2', cwd=tmp_path)
+    r = cli('demo', '--out-dir', tmp_path / 'demo', '--train-persons', '24', '--epochs', '2', cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     sub = pd.read_csv(tmp_path / 'demo' / 'submission.csv')
     info = pd.read_csv(tmp_path / 'demo' / 'data' / 'eval' / 'info.csv')
@@ -162,3 +162,21 @@ def test_errors_found_without_torch_leave_it_unimported(tmp_path, args, words):
                        env={**os.environ, 'PYTHONPATH': str(ROOT)}, timeout=120)
     assert r.stdout.strip().endswith('exit 2 torch not imported'), (r.stdout, r.stderr)
     assert words in r.stderr
+
+
+@pytest.mark.parametrize('new, old', [(['--train-persons', '3'], ['--persons', '3'])])
+def test_renamed_options_keep_their_old_spelling_out_of_the_help(tmp_path, new, old):
+    "one meaning per name (--persons is predict's mode); scripts with the old spelling still run"
+    a, b = cli('synth', tmp_path / 'a', *new, '--eval-persons', '1', cwd=tmp_path), \
+        cli('synth', tmp_path / 'b', *old, '--eval-persons', '1', cwd=tmp_path)
+    assert a.returncode == b.returncode == 0 and a.stdout.replace(str(tmp_path / 'a'), '') == \
+        b.stdout.replace(str(tmp_path / 'b'), '') and '3 persons' in a.stdout
+    import typer.main
+    from mcls.cli import app
+    cmds = typer.main.get_command(app).commands
+    shown = {n: {o for p in c.params if not getattr(p, 'hidden', False) for o in getattr(p, 'opts', [])}
+             for n, c in cmds.items()}
+    assert '--persons' in shown['predict'] and not any('--persons' in shown[c] for c in ('synth', 'demo'))
+    assert {'--out-dir'} <= shown['eda'] & shown['demo'] and {'--plot'} <= shown['evaluate'] & shown['lr-find'] & shown['compare']
+    assert not any('--out' in shown[c] for c in ('eda', 'demo', 'evaluate', 'lr-find'))
+    assert '-m' in shown['interpret']

@@ -168,7 +168,7 @@ def test_tune_and_evaluate_cli(trained, submission, tmp_path):
     report = json.loads((models / 'tuning.json').read_text())['report']
     assert all(v['f1_after'] >= v['f1_before'] for v in report.values())
     out, _ = submission
-    r = cli('evaluate', out, trained['root'] / 'data' / 'eval' / 'answers.csv', '--out', tmp_path / 'cm.png', cwd=tmp_path)
+    r = cli('evaluate', out, trained['root'] / 'data' / 'eval' / 'answers.csv', '--plot', tmp_path / 'cm.png', cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / 'cm.png').exists() and 'macro F1 (18 classes)' in r.stdout
 
 
