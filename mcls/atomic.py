@@ -203,26 +203,29 @@ def atomic_paths(*dests: Path | str):
 
 @contextmanager
 def folder_lock(dest: Path | str, what: str):
-    """Hold an exclusive lock on the output folder `dest` (a lock file beside it) while one process writes it:
-    a second writer is refused at once with one line; the lock dies with its process, even after kill -9."""
-    import fcntl
+    """Hold an exclusive lock on the output folder `dest` (a lock file beside it, filelock's: flock on POSIX,
+    msvcrt on Windows) while one process writes it: a second writer is refused at once with one line naming the
+    holder; the kernel releases the lock with its process, even after kill -9."""
+    from filelock import FileLock, Timeout
     dest = Path(dest)
-    lock = dest.with_name(f'.{dest.name}.lock')
+    lock, who = dest.with_name(f'.{dest.name}.lock'), dest.with_name(f'.{dest.name}.lock.pid')
+    held = FileLock(lock)
     with storage_errors(lock):
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock, 'a+')
-    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or 'another process'
+            held.acquire(timeout=0)
+        except Timeout:
+            try:
+                holder = who.read_text().strip()
+            except OSError:
+                holder = 'another process'
             raise WriteError(f'{dest}: another training is writing this {what} ({holder}); wait for it to finish '
                              f'or give another folder (--export-dir)') from None
-        fh.seek(0); fh.truncate(); fh.write(f'pid {os.getpid()}'); fh.flush()
+    try:
+        who.write_text(f'pid {os.getpid()}')       # for the refusal's message; the lock is the file beside it
         yield dest
     finally:
-        fh.close()
+        held.release()
 
 
 def recover_dir(dest: Path | str) -> Path:

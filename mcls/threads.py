@@ -5,7 +5,6 @@ rechecks as jobs start and end. Two jobs that each take a thread per core spin w
 other (docs/benchmarks.md, 'Two jobs on one machine')."""
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 from fastai.vision.all import Callback
+from filelock import FileLock, Timeout
 
 __all__ = ['REGISTRY', 'cores', 'rank_cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads', 'ThreadShare']
 
@@ -34,17 +34,18 @@ def rank_cores() -> int:
 
 
 def _join() -> bool:
-    """Put this process in the registry: a file named by its pid, exclusively locked while it is there. Where the
-    registry cannot be written the job runs all the same, counted alone, and says so: books never stop the work."""
+    """Put this process in the registry: a file named by its pid, exclusively locked (filelock) while it is there.
+    Where the registry cannot be written the job runs all the same, counted alone, and says so: books never stop
+    the work."""
     global _held
     try:
         REGISTRY.mkdir(parents=True, exist_ok=True)
-        fh = open(REGISTRY / str(os.getpid()), 'w')
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
+        fh = FileLock(REGISTRY / str(os.getpid()))
+        fh.acquire(timeout=0)
+    except (OSError, Timeout) as e:
         log.warning('%s: the jobs registry cannot be written (%s): this job is not counted by other mcls jobs and '
                     'counts none; threads = auto shares the cores as if it ran alone (set [train] threads, or fix '
-                    'or remove %s)', REGISTRY, e.strerror or e, REGISTRY)
+                    'or remove %s)', REGISTRY, getattr(e, 'strerror', None) or e, REGISTRY)
         return False
     _held = fh
     return True
@@ -53,11 +54,11 @@ def _join() -> bool:
 def _leave():
     global _held
     fh, _held = _held, None
+    fh.release()
     try:
-        Path(fh.name).unlink(missing_ok=True)
+        Path(fh.lock_file).unlink(missing_ok=True)
     except OSError:
         pass        # live_jobs drops files nobody holds
-    fh.close()
 
 
 @contextmanager
@@ -80,14 +81,16 @@ def live_jobs() -> int:
     except OSError:
         files = []       # an unreadable registry: counted alone, as _join said
     for f in files:
+        probe = FileLock(f)
         try:
-            with open(f) as fh:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            f.unlink(missing_ok=True)          # nobody holds it: its job is gone
-        except BlockingIOError:
+            probe.acquire(timeout=0)
+        except Timeout:
             n += 1
+            continue
         except OSError:
-            pass
+            continue
+        probe.release()
+        f.unlink(missing_ok=True)          # nobody held it: its job is gone
     return n
 
 

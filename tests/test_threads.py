@@ -58,3 +58,11 @@ def test_a_training_follows_jobs_that_start_while_it_runs(registry, monkeypatch)
     torch.set_num_threads(2)
     share.before_batch()
     assert torch.get_num_threads() == 1
+
+
+def test_a_job_killed_by_sigkill_is_no_longer_counted(registry):
+    "the registry's locks are filelock's: the kernel releases them with the process, kill -9 included"
+    p = other_job(registry)
+    assert threads.live_jobs() == 2
+    p.kill(); p.wait()
+    assert threads.live_jobs() == 1 and not list(registry.iterdir())
