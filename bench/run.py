@@ -222,10 +222,10 @@ def scores_dict(sc) -> dict:
     return {'f1': sc.f1, 'accuracy': sc.accuracy, 'task_f1': sc.task_f1}
 
 
-def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: Path, seeds: list[int],
-        workers: int | None) -> dict:
+def _setup(data: Path, preset: str, weights: Path | None, out: Path | None, work: Path, seeds: list[int],
+           workers: int | None):
+    "The preset's settings (every path under a fresh `work`), its DataLoader workers and the report it fills."
     p = PRESETS[preset]
-    work = Path(work)
     if work.exists(): shutil.rmtree(work)
     work.mkdir(parents=True)
     ov = {'paths.data': data, 'paths.cache': work / 'crops', 'paths.runs': work / 'runs', 'paths.models': work / 'models',
@@ -248,9 +248,11 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
                            'pretrained': bool(p['pretrained'] and weights), 'workers': n_workers,
                            'precision': describe(resolve_precision(s.tasks['mask'].precision, p['size']),
                                                  s.tasks['mask'].channels_last)})
-    t_all = time.perf_counter()
+    return s, n_workers, rep
 
-    # 1. crop, cold then warm
+
+def _crop(rep: Report, s, data: Path) -> pd.DataFrame:
+    "1. Crop every photo, cold then warm; the training photos with crops and folds."
     train_df, eval_df = load_train(data), load_eval(data).assign(split='eval')
     both = pd.concat([train_df.assign(split='train'), eval_df], ignore_index=True)
     for name in ('crop_cold', 'crop_warm'):
@@ -260,10 +262,11 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
                   images_per_s=st.total / (time.perf_counter() - t0), fallback_share=st.fallbacks / max(st.cropped, 1))
     table, _ = attach_crops(train_df, s.crop, s.paths.cache, progress=False)
     table['fold'] = assign_folds(table, s.split.folds, s.split.by, s.split.seed)
-    fold_df = table.assign(is_valid=table.fold == 0)
+    return table
 
-    # 2. train the three tasks (over the seeds), export the first seed's learners
-    model_dir = Path(s.paths.models) / 'fold0'
+
+def _train_tasks(rep: Report, s, table: pd.DataFrame, seeds: list[int], model_dir: Path):
+    "2. Train the three tasks over the seeds; the first seed's learners are exported."
     for task in TASKS:
         runs = []
         for i, seed in enumerate(seeds):
@@ -280,7 +283,9 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
             later_epoch_s=float(np.mean(ep[1:])) if len(ep) > 1 else None)
         rep.save()
 
-    # 3. predict plain and with TTA, on eval and on a degraded copy of it
+
+def _predict(rep: Report, s, data: Path, work: Path, model_dir: Path):
+    "3. Predict plain and with TTA, on eval and on a degraded copy of it."
     degraded = work / 'degraded'
     t0 = time.perf_counter()
     degrade_copy(Path(data), degraded)
@@ -295,15 +300,20 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
             rep.data[key][mode] = scores_dict(evaluate_files(sub, root / 'eval' / 'answers.csv'))
             rep.stage(f'predict_{key}_{mode}', time.perf_counter() - t0)
 
-    # 4. references on the same split, architecture, size, batch and precision
+
+def _plain(rep: Report, s, fold_df: pd.DataFrame, p: dict, n_workers: int):
+    "4. References on the same split, architecture, size, batch and precision: a plain PyTorch loop."
     for task in TASKS:
         t0 = time.perf_counter()
         pl = plain_loop(fold_df, dataclasses.replace(s.tasks[task], lr=SEED_LR[task]), p['plain_epochs'], n_workers)
         rep.data['tasks'][task]['plain'] = pl
         rep.stage(f'plain_{task}', time.perf_counter() - t0)
-    # 5. the default learner (joint) against the model-only ceiling of its model, in alternating rounds: on this
-    # shared host the same step's speed drifts by a quarter within minutes (measured), so each training is compared
-    # with the ceilings taken right before and after it, and the median round is reported
+
+
+def _joint_against_ceiling(rep: Report, s, table: pd.DataFrame, p: dict, seed: int):
+    """5. The default learner (joint) against the model-only ceiling of its model, in alternating rounds: on this
+    shared host the same step's speed drifts by a quarter within minutes (measured), so each training is compared
+    with the ceilings taken right before and after it, and the median round is reported."""
     joint = s.tasks['joint']
     t0 = time.perf_counter()
     rep.data['ceiling'] = ceiling(joint, p['ceiling_seconds'], p['ceiling_min_steps'])
@@ -313,7 +323,7 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     t0 = time.perf_counter()
     ceils, trains = [rep.data['ceiling']['images_per_s']], []
     for _ in range(SPEED_ROUNDS):
-        trains.append(train_task(table, with_seed(sj, seeds[0]), 'joint', 0, progress=False).train_images_per_s)
+        trains.append(train_task(table, with_seed(sj, seed), 'joint', 0, progress=False).train_images_per_s)
         ceils.append(_ceiling_one(joint, *best_cfg, p['ceiling_seconds'], p['ceiling_min_steps'])['images_per_s'])
     ratios = [t / ((a + b) / 2) for t, a, b in zip(trains, ceils, ceils[1:])]
     mid = int(np.argsort(ratios)[len(ratios) // 2])
@@ -321,6 +331,11 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
                          'rounds_over_ceiling': ratios, 'median_round': mid, 'train_images_per_s': trains[mid],
                          'ceiling_images_per_s': (ceils[mid] + ceils[mid + 1]) / 2}
     rep.stage('train_joint', time.perf_counter() - t0)
+
+
+def _profiles(rep: Report, s, fold_df: pd.DataFrame, p: dict, n_workers: int):
+    "6. The input pipeline alone, JPEG decoding, and the start-up of a command."
+    joint = s.tasks['joint']
     t0 = time.perf_counter()
     rep.data['input_pipeline'] = input_pipeline(fold_df, joint, p['input_seconds'], n_workers)
     rep.stage('input_pipeline', time.perf_counter() - t0)
@@ -329,21 +344,39 @@ def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: P
     rep.data['startup'] = startup()
     rep.stage('startup', time.perf_counter() - t0)
 
-    tasks_ips = float(np.mean([rep.data['tasks'][t]['train_images_per_s'] for t in TASKS]))
-    mcls_ips = rep.data['joint']['train_images_per_s']
-    plain_ips = float(np.mean([rep.data['tasks'][t]['plain']['warm_images_per_s'] for t in TASKS]))
-    ceil_ips = rep.data['joint']['ceiling_images_per_s']
-    rep.data['speed'] = {'mcls_images_per_s': mcls_ips, 'tasks_images_per_s': tasks_ips, 'plain_images_per_s': plain_ips,
-                         'ceiling_images_per_s': ceil_ips, 'tasks_over_ceiling': tasks_ips / ceil_ips,
-                         'input_images_per_s': rep.data['input_pipeline']['images_per_s'],
-                         'ceiling_config': rep.data['ceiling']['best'],
-                         # share of a training step's time per photo that decoding + resizing would take on one
-                         # core: caching decoded crops at training size pays only above about 0.10
-                         'decode_share_of_step': rep.data['decode']['seconds_per_photo'] * mcls_ips,
-                         'mcls_over_ceiling': mcls_ips / ceil_ips, 'tasks_over_plain': tasks_ips / plain_ips,
-                         # fastai's tta: n augmented passes + 1 plain; the aim is at most passes + 1.5
-                         'tta_over_plain': rep.data['stages']['predict_eval_tta']['seconds']
-                                           / rep.data['stages']['predict_eval_plain']['seconds']}
+
+def _speed_summary(d: dict) -> dict:
+    "The speed ratios the benchmark reports, from what the steps measured."
+    tasks_ips = float(np.mean([d['tasks'][t]['train_images_per_s'] for t in TASKS]))
+    mcls_ips = d['joint']['train_images_per_s']
+    plain_ips = float(np.mean([d['tasks'][t]['plain']['warm_images_per_s'] for t in TASKS]))
+    ceil_ips = d['joint']['ceiling_images_per_s']
+    return {'mcls_images_per_s': mcls_ips, 'tasks_images_per_s': tasks_ips, 'plain_images_per_s': plain_ips,
+            'ceiling_images_per_s': ceil_ips, 'tasks_over_ceiling': tasks_ips / ceil_ips,
+            'input_images_per_s': d['input_pipeline']['images_per_s'],
+            'ceiling_config': d['ceiling']['best'],
+            # share of a training step's time per photo that decoding + resizing would take on one
+            # core: caching decoded crops at training size pays only above about 0.10
+            'decode_share_of_step': d['decode']['seconds_per_photo'] * mcls_ips,
+            'mcls_over_ceiling': mcls_ips / ceil_ips, 'tasks_over_plain': tasks_ips / plain_ips,
+            # fastai's tta: n augmented passes + 1 plain; the aim is at most passes + 1.5
+            'tta_over_plain': d['stages']['predict_eval_tta']['seconds'] / d['stages']['predict_eval_plain']['seconds']}
+
+
+def run(data: Path, preset: str, weights: Path | None, out: Path | None, work: Path, seeds: list[int],
+        workers: int | None) -> dict:
+    "The benchmark's steps in order, the report rewritten after each."
+    t_all, p, work = time.perf_counter(), PRESETS[preset], Path(work)
+    s, n_workers, rep = _setup(data, preset, weights, out, work, seeds, workers)
+    table = _crop(rep, s, data)
+    fold_df = table.assign(is_valid=table.fold == 0)
+    model_dir = Path(s.paths.models) / 'fold0'
+    _train_tasks(rep, s, table, seeds, model_dir)
+    _predict(rep, s, data, work, model_dir)
+    _plain(rep, s, fold_df, p, n_workers)
+    _joint_against_ceiling(rep, s, table, p, seeds[0])
+    _profiles(rep, s, fold_df, p, n_workers)
+    rep.data['speed'] = _speed_summary(rep.data)
     rep.data['wall_s'] = round(time.perf_counter() - t_all, 1)
     rep.save()
     return rep.data
