@@ -294,7 +294,8 @@ def spread(v: list[float]) -> dict:
     return {'mean': float(np.mean(v)), 'spread': float(np.max(v) - np.min(v)), 'values': v}
 
 
-def run(a) -> dict:
+def _setup(a):
+    "The build, the protocol's settings (every path under --work) and the report it fills."
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     data = build_data(Path(a.data) if a.data else work / 'data', a.quick)
@@ -314,73 +315,64 @@ def run(a) -> dict:
                  date=datetime.now().isoformat(timespec='seconds'), torch=torch.__version__, cores=os.cpu_count(),
                  data=str(data), quick=a.quick, seeds_run=a.seeds, mode=mode, recipe=recipe,
                  predict={k: str(v) for k, v in dataclasses.asdict(s.predict).items()}, seeds={})
-    t_all = time.perf_counter()
+    return work, data, weights, s, rep
 
-    t0 = time.perf_counter()
-    table, eval_df = load_crop_fold(s, data)
-    truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
-    rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()), 'eval': len(eval_df)}
-    rep.stage('load_and_crop', time.perf_counter() - t0)
 
-    roots = copies(data, work, rep)
-
-    if a.probe:
+def _seed(a, rep: Report, s, seed: int, table: pd.DataFrame, data: Path, roots: dict, work: Path):
+    """Everything of one seed: the recipe on fold 0 and its predictions (plain, TTA, persons, tuned, on each eval
+    copy), and with --oof, --full, --pseudo those learners too. Returns fold 0's person predictions, if any."""
+    model_dir = work / 'models' / f'seed{seed}'
+    r = rep.data['seeds'][str(seed)] = {}
+    r['valid'], secs = train_recipe(table, s, seed, model_dir, a.keep)
+    rep.stage(f'train_seed{seed}', secs)
+    for key, copy, tta, persons in PREDICTIONS:
         t0 = time.perf_counter()
-        arch = s.tasks['mask'].arch
-        rep.data['probe'] = probe(table, eval_df, truth, arch, weights, 64 if a.quick else 224, work)
-        rep.stage('probe', time.perf_counter() - t0)
+        r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons, a.keep)
+        rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
+    fold0 = None
+    if s.predict.identity_weights is not None and Path(s.predict.identity_weights).is_file():
+        t0 = time.perf_counter()
+        fold0, r['fold0_groups'] = fold0_persons(table, s, model_dir)
+        rep.stage(f'fold0_persons_seed{seed}', time.perf_counter() - t0)
+    r['offsets'] = tune_on_fold0(model_dir)      # the same learners, decisions tuned: reported beside
+    for key, copy, persons in (('eval_tuned', 'eval', 'off'), ('eval_persons_tuned', 'eval', 'auto')):
+        r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons, a.keep)
+    if a.oof:        # the recipe on every other fold too: decisions from five times the persons
+        t0 = time.perf_counter()
+        dirs = [model_dir]
+        for k in range(1, s.split.folds):
+            dirs.append(work / 'models' / f'seed{seed}_fold{k}')
+            train_into(table, s, seed, k, dirs[-1], a.keep)
+        saved = {c: (work / f'sub_{seed}_{c}.csv.probs.npz', roots[c] / 'eval' / 'answers.csv') for c in roots}
+        r['oof'] = oof_decisions(dirs, saved)
+        rep.stage(f'oof_seed{seed}', time.perf_counter() - t0)
+    if a.full:       # the submission recipe: every training person, the fixed epoch count
+        t0 = time.perf_counter()
+        fdir = work / 'models' / f'seed{seed}_full'
+        train_into(table, s, seed, None, fdir, a.keep)
+        for copy in roots:
+            r[f'full_{copy}'] = predict_scores(s, roots[copy], fdir, work / f'sub_{seed}_full_{copy}.csv', False,
+                                               keep=a.keep)
+        # fold-0 evidence for it (a full learner has no fold left to validate on): the same recipe trained
+        # without fold 1's persons; if 3/4 of the persons score below 4/4 on fold 0, 5/4 is the next step
+        ldir = work / 'models' / f'seed{seed}_less'
+        train_into(table[table.fold != 1], s, seed, 0, ldir, a.keep)
+        r['valid_less'] = valid_scores(ldir)
+        rep.stage(f'full_seed{seed}', time.perf_counter() - t0)
+    if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
+        t0 = time.perf_counter()
+        ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
+        r['pseudo_rows'] = int(ps_table.pseudo.sum())
+        pdir = work / 'models' / f'seed{seed}_pseudo'
+        train_into(ps_table, s, seed, 0, pdir)     # never kept: which photos joined depends on MIN_PROB
+        r['eval_persons_pseudo'] = predict_scores(s, data, pdir, work / f'sub_{seed}_pseudo.csv', False, 'auto')
+        rep.stage(f'pseudo_seed{seed}', time.perf_counter() - t0)
+    return fold0
 
-    fold0_preds = {}
-    for seed in a.seeds:
-        model_dir = work / 'models' / f'seed{seed}'
-        r = rep.data['seeds'][str(seed)] = {}
-        r['valid'], secs = train_recipe(table, s, seed, model_dir, a.keep)
-        rep.stage(f'train_seed{seed}', secs)
-        for key, copy, tta, persons in PREDICTIONS:
-            t0 = time.perf_counter()
-            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', tta, persons, a.keep)
-            rep.stage(f'predict_{key}_seed{seed}', time.perf_counter() - t0)
-        if s.predict.identity_weights is not None and Path(s.predict.identity_weights).is_file():
-            t0 = time.perf_counter()
-            fold0_preds[seed], r['fold0_groups'] = fold0_persons(table, s, model_dir)
-            rep.stage(f'fold0_persons_seed{seed}', time.perf_counter() - t0)
-        r['offsets'] = tune_on_fold0(model_dir)      # the same learners, decisions tuned: reported beside
-        for key, copy, persons in (('eval_tuned', 'eval', 'off'), ('eval_persons_tuned', 'eval', 'auto')):
-            r[key] = predict_scores(s, roots[copy], model_dir, work / f'sub_{seed}_{key}.csv', False, persons, a.keep)
-        if a.oof:        # the recipe on every other fold too: decisions from five times the persons
-            t0 = time.perf_counter()
-            dirs = [model_dir]
-            for k in range(1, s.split.folds):
-                dirs.append(work / 'models' / f'seed{seed}_fold{k}')
-                train_into(table, s, seed, k, dirs[-1], a.keep)
-            saved = {c: (work / f'sub_{seed}_{c}.csv.probs.npz', roots[c] / 'eval' / 'answers.csv') for c in roots}
-            r['oof'] = oof_decisions(dirs, saved)
-            rep.stage(f'oof_seed{seed}', time.perf_counter() - t0)
-        if a.full:       # the submission recipe: every training person, the fixed epoch count
-            t0 = time.perf_counter()
-            fdir = work / 'models' / f'seed{seed}_full'
-            train_into(table, s, seed, None, fdir, a.keep)
-            for copy in roots:
-                r[f'full_{copy}'] = predict_scores(s, roots[copy], fdir, work / f'sub_{seed}_full_{copy}.csv', False,
-                                                   keep=a.keep)
-            # fold-0 evidence for it (a full learner has no fold left to validate on): the same recipe trained
-            # without fold 1's persons; if 3/4 of the persons score below 4/4 on fold 0, 5/4 is the next step
-            ldir = work / 'models' / f'seed{seed}_less'
-            train_into(table[table.fold != 1], s, seed, 0, ldir, a.keep)
-            r['valid_less'] = valid_scores(ldir)
-            rep.stage(f'full_seed{seed}', time.perf_counter() - t0)
-        if a.pseudo:     # transductive: trained on confidently predicted eval photos, reported apart
-            t0 = time.perf_counter()
-            ps_table = add_pseudo(table, s, work / f'sub_{seed}_eval_persons.csv.probs.npz', a.pseudo)
-            r['pseudo_rows'] = int(ps_table.pseudo.sum())
-            pdir = work / 'models' / f'seed{seed}_pseudo'
-            train_into(ps_table, s, seed, 0, pdir)     # never kept: which photos joined depends on MIN_PROB
-            r['eval_persons_pseudo'] = predict_scores(s, data, pdir, work / f'sub_{seed}_pseudo.csv', False, 'auto')
-            rep.stage(f'pseudo_seed{seed}', time.perf_counter() - t0)
 
-    if fold0_preds: rep.data['persons_decisions'] = persons_decisions(list(fold0_preds.values()))
-    if a.baseline: rep.data['decision'] = decide(Path(a.baseline), work, a.seeds)
-    runs = [rep.data['seeds'][str(sd)] for sd in a.seeds]
+def _summary(a, d: dict) -> dict:
+    "The per-seed lists the protocol reports, from every seed's figures."
+    runs = [d['seeds'][str(sd)] for sd in a.seeds]
     summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
             for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
     summ['default_tuned_f1_18'] = [r['eval_tuned']['f1_18'] for r in runs]
@@ -409,11 +401,32 @@ def run(a) -> dict:
         summ[f'valid_{t}_f1'] = [r['valid'][t] for r in runs]
         summ[f'eval_{t}_f1'] = [r['eval'][t] for r in runs]
     if a.probe:
-        fl = rep.data['probe'][rep.data['probe']['floor']]
+        fl = d['probe'][d['probe']['floor']]
         summ['probe_f1_18'] = [fl['eval']['f1_18']] * len(runs)
         summ['probe_valid_f1_18'] = [fl['valid']['f1_18']] * len(runs)
-        summ['default_minus_probe'] = [d - p for d, p in zip(summ['default_f1_18'], summ['probe_f1_18'])]
-    rep.data['summary'] = summ
+        summ['default_minus_probe'] = [x - y for x, y in zip(summ['default_f1_18'], summ['probe_f1_18'])]
+    return summ
+
+
+def run(a) -> dict:
+    "The protocol's steps in order, the report rewritten after each."
+    t_all = time.perf_counter()
+    work, data, weights, s, rep = _setup(a)
+    t0 = time.perf_counter()
+    table, eval_df = load_crop_fold(s, data)
+    truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
+    rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()), 'eval': len(eval_df)}
+    rep.stage('load_and_crop', time.perf_counter() - t0)
+    roots = copies(data, work, rep)
+    if a.probe:
+        t0 = time.perf_counter()
+        rep.data['probe'] = probe(table, eval_df, truth, s.tasks['mask'].arch, weights, 64 if a.quick else 224, work)
+        rep.stage('probe', time.perf_counter() - t0)
+    fold0_preds = {seed: _seed(a, rep, s, seed, table, data, roots, work) for seed in a.seeds}
+    fold0_preds = {k: v for k, v in fold0_preds.items() if v is not None}
+    if fold0_preds: rep.data['persons_decisions'] = persons_decisions(list(fold0_preds.values()))
+    if a.baseline: rep.data['decision'] = decide(Path(a.baseline), work, a.seeds)
+    rep.data['summary'] = summ = _summary(a, rep.data)
     rep.data['summary_stats'] = {k: spread(v) for k, v in summ.items()}
     rep.data['wall_s'] = round(time.perf_counter() - t_all, 1)
     rep.save()
