@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,8 @@ def check_models(model_dirs: list[Path]) -> dict[Path, dict[str, dict]]:
 def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bool) -> np.ndarray:
     "Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete."
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
-    with (nullcontext() if interactive() else learn.no_bar()), \
+    # a terminal keeps fastai's bars, without the epoch table header its tta() would print; a log gets neither
+    with (learn.no_logging() if interactive() else learn.no_bar()), \
             inference_mode(learn.model, meta.get('precision', 'fp32'), meta['size'], meta.get('channels_last', False)):
         if tta:   # fastai: lerp(mean of n augmented passes, plain pass, beta)
             probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),

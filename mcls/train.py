@@ -114,8 +114,8 @@ class TrainTimer(Callback):
 
 
 class EpochPrinter(Callback):
-    """One plain line per epoch where fastai's progress bars would flood a log (not a terminal), 4 decimals, the
-    best epoch so far marked `best` (BestModelCallback's choice, the checkpoint kept)."""
+    """One plain line per epoch (in a terminal under fastai's progress bars, in a log alone), 4 decimals, the best
+    epoch so far marked `best` (BestModelCallback's choice, the checkpoint kept)."""
     order = 65       # after the tracker (60) has decided this epoch
 
     def after_epoch(self):
@@ -337,11 +337,11 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
     timer = TrainTimer()
     cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
     if ts.threads is None: cbs.append(threads.ThreadShare())     # auto: follow the other jobs as they start and end
-    quiet = not (progress and interactive())     # a log, not a terminal: one readable line per epoch
-    if quiet and distributed.is_main(): cbs.append(EpochPrinter())
+    quiet = not (progress and interactive())     # a log, not a terminal: no bars
+    if progress and distributed.is_main(): cbs.append(EpochPrinter())     # one line per epoch, best marked
     epochs = ts.full_epochs if full else ts.epochs
     t0 = time.perf_counter()
-    with _quiet(learn, quiet):
+    with _quiet(learn, quiet), learn.no_logging():      # fastai's epoch table: EpochPrinter's lines instead
         if start < epochs:
             if start: _keep_history(run_dir / 'history.csv', start)
             _fit(learn, ts, epochs, cbs, start_epoch=start)
