@@ -24,7 +24,8 @@ from .decode import CropBlock
 from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import TASK_CLASSES, age_group
-from .settings import TaskSettings, check_value
+from .sampling import PersonDL
+from .settings import TaskSettings, check_value, parse_photos_per_person
 from . import threads
 
 __all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
@@ -98,6 +99,13 @@ def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, dev
     # they fork (setting it inside a forked worker can deadlock on the pool the parent started)
     if n: cv2.setNumThreads(0)
     dblock = task_datablock(ts)
+    k = parse_photos_per_person(ts.photos_per_person)
+    if k is not None:      # person-balanced epochs; 60+ persons drawn round(old_weight) times
+        train = df[~df.is_valid.astype(bool)]
+        repeats = np.where(train.age_group.to_numpy() == 2, max(1, round(ts.old_weight)), 1)
+        return dblock.dataloaders(df, dl_type=PersonDL, dl_kwargs=[dict(
+            persons=train.person.to_numpy(), states=train['mask'].to_numpy(), k=k, seed=ts.seed, repeats=repeats), {}],
+            **kw)
     if ts.old_weight == 1: return dblock.dataloaders(df, **kw)
     return dblock.weighted_dataloaders(df, sample_weights(df, ts.old_weight), **kw)
 

@@ -8,20 +8,9 @@ from __future__ import annotations
 import numpy as np
 from fastai.vision.all import Callback, TfmdDL
 
-from .labels import MASK_STEMS
+__all__ = ['person_draws', 'PersonDL', 'DrawEpoch']
 
-__all__ = ['MAX_PER_PERSON', 'parse_photos_per_person', 'person_draws', 'PersonDL', 'DrawEpoch']
-
-MAX_PER_PERSON = len(MASK_STEMS)      # 7: every photo, what `all` shows
 WORN, INCORRECT, NORMAL = 0, 1, 2     # mask states (mcls.labels.MASK_STEMS)
-
-
-def parse_photos_per_person(value: str) -> int | None:
-    "`all` -> None (every photo, every epoch), or k in 1..7; anything else a ValueError naming the choices."
-    v = str(value).strip().lower()
-    if v == 'all': return None
-    if v.isdigit() and 1 <= int(v) <= MAX_PER_PERSON: return int(v)
-    raise ValueError(f'use all or a number 1-{MAX_PER_PERSON}')
 
 
 def person_draws(persons: np.ndarray, states: np.ndarray, k: int, rng: np.random.Generator,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .labels import LABEL_TASKS
 
-__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
+__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'parse_photos_per_person', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
            'PredictSettings', 'Settings', 'load_settings', 'parse_overrides', 'learners_for']
 
 TASKS = LABEL_TASKS                        # what is scored: the 18-class layout's tasks, in its order
@@ -66,6 +66,15 @@ LIMITS = {
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
 }
 DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|mps')     # [crop] device
+PER_PERSON = 7                                       # photos of a person: [train] photos_per_person = all or 1-7
+
+
+def parse_photos_per_person(value: str) -> int | None:
+    "[train] photos_per_person: `all` -> None (every photo, every epoch), or k in 1..7; else a ValueError."
+    v = str(value).strip().lower()
+    if v == 'all': return None
+    if v.isdigit() and 1 <= int(v) <= PER_PERSON: return int(v)
+    raise ValueError(f'use all or a number 1-{PER_PERSON}')
 
 
 @dataclass
@@ -131,6 +140,7 @@ class TaskSettings:
     partial_weights: bool = False   # accept local weights that fill only some of the backbone's tensors
     threads: int | None = None      # torch threads while training (None: auto, a share of the cores among mcls jobs)
     reproducible: bool = False      # cuDNN deterministic, autotuner off (GPU runs repeat to the bit; slower)
+    photos_per_person: str = 'all'  # all, or k: each epoch draws k photos of every training person (mcls.sampling)
 
 
 @dataclass
@@ -229,6 +239,7 @@ def check_value(section: str, name: str, value):
         for v in (value if isinstance(value, tuple) else (value,)):
             if v not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
     if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')
+    if key == 'train.photos_per_person': parse_photos_per_person(value)
     lim = LIMITS.get(key)
     if lim is not None and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):

@@ -32,6 +32,7 @@ from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
 from .modeldirs import check_export_dir, export_dir_for
+from .sampling import DrawEpoch
 from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
 
@@ -197,7 +198,7 @@ def new_run_dir(s: Settings, task: str, tag: str) -> Path:
 def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, precision: str):
     """Callbacks for the fit call only, so an exported Learner carries none of them. With several ranks, the ones
     that write (history, checkpoints, TensorBoard) are rank 0's alone."""
-    cbs = [*precision_cbs(precision, ts.channels_last)]
+    cbs = [*precision_cbs(precision, ts.channels_last), DrawEpoch()]
     if ts.mix != 'none': cbs.append(MIX[ts.mix]())
     if resume_state is not None: cbs.append(ResumeGuard())
     if distributed.world_size() > 1: cbs.append(distributed.DDPTrainer())

@@ -109,9 +109,11 @@ def test_processes_inside_a_launched_rank_is_refused(tiny):
 
 
 @pytest.mark.cli
-@pytest.mark.parametrize('args', [['mask', '--fold', '1'], ['gender', '--full'], ['age', '--set', 'age.fit=fine_tune']])
+@pytest.mark.parametrize('args', [['mask', '--fold', '1'], ['gender', '--full', '--set', 'gender.photos_per_person=3'],
+                                  ['age', '--set', 'age.fit=fine_tune']])
 def test_a_task_learner_on_another_fold_on_every_photo_or_fine_tuned(tiny, args):
-    "fine_tune freezes the body, then unfreezes it: DDP is rebuilt each time, and the ranks must end in step."
+    """fine_tune freezes the body, then unfreezes it: DDP is rebuilt each time, and the ranks must end in step;
+    person-balanced epochs (3 photos a person) are shared between the ranks."""
     runs = f'runs-{args[0]}'
     r = mcls('train', *args, '--config', 'tiny.ini', '--processes', 2, '--set', f'paths.runs={runs}',
              '--export-dir', f'models-{args[0]}', cwd=tiny)

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mcls.sampling import PersonDL, parse_photos_per_person, person_draws
+from mcls.sampling import PersonDL, person_draws
+from mcls.settings import parse_photos_per_person
 
 STATES = np.array([0, 0, 0, 0, 0, 1, 2])       # mask1..5, incorrect_mask, normal
 
@@ -100,3 +101,68 @@ def test_a_copy_for_prediction_sees_every_photo_in_order():
     dl, persons = _dl()
     plain = dl.new(shuffle=False, drop_last=False)
     assert list(plain.get_idxs()) == list(range(len(persons)))
+
+
+# --- in training ---
+
+def _table(synth_root, **extra):
+    from mcls.train import training_table
+    from tests.conftest import tiny_settings
+    s = tiny_settings(synth_root, **extra)
+    return s, training_table(s, progress=False)
+
+
+@pytest.mark.parametrize('per_person, old_weight, loader', [('all', 1, 'TfmdDL'), ('all', 3, 'WeightedDL'),
+                                                           ('3', 1, 'PersonDL'), ('3', 3, 'PersonDL')])
+def test_all_is_todays_loader_and_k_draws_per_person(synth_root, per_person, old_weight, loader):
+    from mcls.learner import task_dls
+    s, table = _table(synth_root, train__photos_per_person=per_person, joint__old_weight=old_weight)
+    df = table.assign(is_valid=table.fold == 0)
+    dls = task_dls(df, s.tasks['joint'], workers=0)
+    assert type(dls.train).__name__ == loader and type(dls.valid).__name__ != 'PersonDL'
+    assert dls.valid.n == int(df.is_valid.sum()) and list(dls.valid.get_idxs()) == list(range(dls.valid.n))   # every photo
+    train = df[~df.is_valid]
+    if loader == 'PersonDL':
+        old = train[train.age_group == 2].person.nunique()
+        want = 3 * (train.person.nunique() + (old_weight - 1) * old)
+        assert dls.train.drawn == want and len(dls.train) == want // s.tasks['joint'].batch
+        drawn = train.iloc[dls.train.get_idxs()]
+        assert drawn.groupby('person').size().isin([3, 3 * old_weight]).all()
+
+
+def test_a_resumed_run_draws_what_an_uninterrupted_one_draws(synth_root, monkeypatch):
+    "the photos each epoch trains on, recorded as it starts: the same epochs 1 and 2 whether or not epoch 0 was killed"
+    import mcls.train as T
+    from fastai.vision.all import Callback
+    s, table = _table(synth_root, train__photos_per_person='3', mask__epochs=3)
+    seen = {}
+
+    class Record(Callback):
+        order = 0         # after DrawEpoch (-20) has told the loader its epoch
+        def before_train(self): seen.setdefault(self.tag, {})[self.epoch] = list(self.dls.train.get_idxs())
+
+    class KillAfterFirstEpoch(Callback):
+        order = 99
+        def after_epoch(self): raise KeyboardInterrupt
+
+    real = T._fit_cbs
+    def cbs(tag, kill):
+        rec = Record()
+        rec.tag = tag
+        return lambda *a: [*real(*a), rec, *([KillAfterFirstEpoch()] if kill else [])]
+    monkeypatch.setattr(T, '_fit_cbs', cbs('whole', False))
+    T.train_task(table, s, 'mask', 0, progress=False)
+    monkeypatch.setattr(T, '_fit_cbs', cbs('killed', True))
+    s2 = dataclasses_replace_runs(s, synth_root / 'runs2')
+    with pytest.raises(KeyboardInterrupt): T.train_task(table, s2, 'mask', 0, progress=False)
+    monkeypatch.setattr(T, '_fit_cbs', cbs('resumed', False))
+    T.resume_task(next((synth_root / 'runs2').iterdir()), export_dir=synth_root / 'models2', progress=False)
+    assert sorted(seen['whole']) == [0, 1, 2] and sorted(seen['resumed']) == [1, 2]
+    assert seen['killed'][0] == seen['whole'][0]
+    assert all(seen['resumed'][e] == seen['whole'][e] for e in (1, 2))
+    assert seen['whole'][1] != seen['whole'][2]
+
+
+def dataclasses_replace_runs(s, runs):
+    import dataclasses
+    return dataclasses.replace(s, paths=dataclasses.replace(s.paths, runs=runs))
