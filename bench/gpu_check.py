@@ -132,8 +132,12 @@ def main(argv=None) -> dict:
     def predict(engine: str):
         def go():
             if engine == 'onnx':
+                from mcls.errors import UserError
                 from mcls.onnx_engine import providers
-                provider = providers()[0]         # refuses a GPU without onnxruntime's CUDA provider
+                try:
+                    provider = providers()[0]
+                except UserError as e:           # a GPU without onnxruntime's CUDA provider: not this machine's step
+                    return {'skipped': str(e)}
                 _checked(_mcls('export-onnx', work / 'models' / 'full', '--config', work / 'check.ini', timeout=a.limit))
             out = work / f'submission-{engine}.csv'
             t0 = time.perf_counter()
