@@ -221,10 +221,11 @@ _CONVERTERS = {
 _TYPE_NAMES = {'int': int, 'float': float, 'str': str, 'bool': bool, 'Path': Path}
 
 
-def did_you_mean(word: str, names) -> str:
-    "' (did you mean X?)' for the valid name closest to a misspelt one (difflib's ratio >= 0.6), else ''."
+def did_you_mean(word: str, names, shown: str = '{}') -> str:
+    """' (did you mean X?)' for the valid name closest to a misspelt one (difflib's ratio >= 0.6), else ''; `shown`
+    formats the name found (e.g. with its section)."""
     close = difflib.get_close_matches(str(word), [str(n) for n in names], n=1)
-    return f' (did you mean {close[0]}?)' if close else ''
+    return f' (did you mean {shown.format(close[0])}?)' if close else ''
 
 
 def _table_key(section: str, name: str) -> str:
@@ -322,8 +323,9 @@ def load_settings(config: Path | str | None = None, overrides: dict[str, str] | 
     for key, value in (overrides or {}).items():
         sec, _, name = key.partition('.')
         if sec not in raw or (name not in raw[sec] and not (sec in LEARNERS and name in raw.get('train', {}))):
-            keys = [f'{s}.{k}' for s, values in raw.items() for k in {*values, *(raw['train'] if s in LEARNERS else ())}]
-            raise SettingsError(f'--set {key}: unknown setting{did_you_mean(key, keys)}; `mcls config` lists them all')
+            hint = (did_you_mean(sec, raw, f'{{}}.{name}') if sec not in raw else
+                    did_you_mean(name, {*raw[sec], *(raw['train'] if sec in LEARNERS else ())}, f'{sec}.{{}}'))
+            raise SettingsError(f'--set {key}: unknown setting{hint}; `mcls config` lists them all')
         raw[sec][name] = value
         sources[key] = 'command line'
     return _build(raw, sources)

@@ -68,6 +68,9 @@ def test_demo_runs_end_to_end(tmp_path):
     info = pd.read_csv(tmp_path / 'demo' / 'data' / 'eval' / 'info.csv')
     assert sub.ImageID.tolist() == info.ImageID.tolist() and sub.ans.between(0, 17).all()
     assert 'macro F1 (18 classes)' in r.stdout
+    title = next(i for i, l in enumerate(r.stdout.splitlines()) if l.startswith('demo scores'))
+    table = r.stdout.splitlines()[title:title + 10]
+    assert table[0].strip() == 'demo scores (drawn faces)' and max(map(len, (l.rstrip() for l in table))) <= 80
     from mcls.settings import load_settings
     from mcls.settings import learners_for
     learners = learners_for('all', load_settings(cwd=tmp_path))      # what [train] mode says `train all` trains

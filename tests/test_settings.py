@@ -72,3 +72,25 @@ def test_resolved_settings_round_trip(tmp_path):
 def test_packaged_file_is_the_project_settings():
     assert PACKAGED.exists()
     assert Path(__file__).parents[1].joinpath('settings.ini').read_text() == PACKAGED.read_text()
+
+
+@pytest.mark.parametrize('where, text, hint', [
+    ('set', 'joint.epoch=3', 'did you mean joint.epochs?'),
+    ('set', 'jiont.lr=1e-3', 'did you mean joint.lr?'),
+    ('set', 'joint.loss=focall', 'did you mean focal?'),
+    ('file', '[trian]\nlr = 1\n', 'did you mean train?'),
+    ('file', '[train]\nepcohs = 1\n', 'did you mean epochs?'),
+    ('file', '[predict]\nengine = onxx\n', 'did you mean onnx?'),
+])
+def test_a_near_miss_names_the_nearest_valid_name(tmp_path, where, text, hint):
+    with pytest.raises(SettingsError) as e:
+        if where == 'set': load_settings(overrides=parse_overrides([text]), cwd=tmp_path)
+        else:
+            (tmp_path / 'c.ini').write_text(text)
+            load_settings(tmp_path / 'c.ini', cwd=tmp_path)
+    assert hint in str(e.value)
+
+
+def test_a_far_miss_gets_no_guess(tmp_path):
+    with pytest.raises(SettingsError) as e: load_settings(overrides={'joint.zzzzzz': '1'}, cwd=tmp_path)
+    assert 'did you mean' not in str(e.value)
