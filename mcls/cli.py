@@ -184,15 +184,16 @@ def eda(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
                                                         metavar='<path>', rich_help_panel=OUTPUT)] = None,
         out: OldOut = None):
     "Distributions of gender, age, mask and the 18 classes: rich tables and PNG plots."
+    from .atomic import output_dir
     from .eda import distributions, plot_distributions
-    out = _renamed(out_dir, out)
     s = _settings(config, set, data)
+    out = output_dir(_renamed(out_dir, out) or s.paths.reports / 'eda', 'the plot folder')
     df, report = _load(s)
     console.print(_load_summary(report))
     boundary = s.tasks['age'].boundary
     for title, t in distributions(df, boundary).items():
         console.print(_table(title, ('value', 'count', 'share'), t.itertuples(index=False)))
-    for p in plot_distributions(df, out or s.paths.reports / 'eda', boundary): console.print(f'wrote {p}')
+    for p in plot_distributions(df, out, boundary): console.print(f'wrote {p}')
 
 
 def crop_summary(stats) -> Table:
@@ -521,8 +522,10 @@ def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to
                  help='file,id CSV naming each eval photo\'s person (build_meta.csv): scores the person groups')] = None,
              config: ConfigOpt = None, set: SetOpt = None, out: OldOut = None):
     "Score a submission against answers (both ImageID,ans): F1, accuracy, per task, per class, confusion matrix."
+    from .atomic import output_file
     from .evaluate import evaluate_files, grouping_quality, plot_confusion
-    out = _renamed(plot, out)
+    s = _settings(config, set)
+    out = output_file(_renamed(plot, out) or Path(s.paths.reports) / f'confusion_{Path(submission).stem}.png', 'the plot')
     sc = evaluate_files(submission, answers)
     console.print(_table('per class', ('class', 'name', 'precision', 'recall', 'f1', 'support'),
                          sc.per_class.itertuples(index=False)))
@@ -530,8 +533,7 @@ def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to
     if persons_map is not None:
         q = grouping_quality(submission, persons_map)
         console.print(_table('person groups', ('measure', 'value'), list(q.items())))
-    s = _settings(config, set)
-    dest = plot_confusion(sc.confusion, out or Path(s.paths.reports) / f'confusion_{Path(submission).stem}.png')
+    dest = plot_confusion(sc.confusion, out)
     console.print(f'wrote {dest}')
 
 
@@ -631,6 +633,8 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
     _folds(str(fold), s.split.folds)
     model_dir = models or export_dir_for(s, fold)
     check_model_dir(model_dir)            # before torch is imported and every training photo cropped
+    from .atomic import output_dir
+    output_dir(s.paths.reports, 'the reports folder (paths.reports)')
     from .interpret import interpret_task
     for p in interpret_task(_train_table(s), t, model_dir, fold, Path(s.paths.reports), k, workers, pickle):
         console.print(f'wrote {p}')
@@ -646,12 +650,14 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
              top: Annotated[int, typer.Option(help='suspects on the contact sheet')] = 24,
              accept: Annotated[Optional[int], typer.Option(help='write the top N of each task into paths.corrections')] = None):
     "Likely label errors from out-of-fold predictions (cleanlab): CSV + contact sheet per task; --accept N fixes them."
-    from .atomic import write_csv_atomic
-    from .suspects import accept_suspects, contact_sheet, oof_models, oof_probs, suspect_table
+    from .atomic import output_dir, output_file, write_csv_atomic
     tasks = list(TASKS) if task.value == 'all' else [task.value]
     s = _settings(config, set, data)
     if accept is not None and s.paths.corrections is None:
         raise UserError('--accept needs a corrections file: --set paths.corrections=data/corrections.csv')
+    output_dir(s.paths.reports, 'the reports folder (paths.reports)')       # before training any fold
+    if accept is not None: output_file(s.paths.corrections, 'the corrections file (paths.corrections)')
+    from .suspects import accept_suspects, contact_sheet, oof_models, oof_probs, suspect_table
     corrections = s.paths.corrections
     if corrections is not None and not corrections.exists():   # the first --accept creates it
         s = dataclasses.replace(s, paths=dataclasses.replace(s.paths, corrections=None))

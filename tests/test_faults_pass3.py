@@ -389,3 +389,17 @@ def test_e_more_threads_than_cores_is_said(monkeypatch):
     monkeypatch.setattr(T, 'cores', lambda: 2)
     assert 'more than the 2 cores here' in T.describe_threads(64, 64, 0)
     assert T.describe_threads(2, 2, 0) == '2 torch threads (threads = 2)'
+
+
+@pytest.mark.cli
+@needs_read_only
+@pytest.mark.parametrize('args', [('suspects', 'age', '--set', f'paths.reports={READ_ONLY}/reports'),
+                                  ('eda', '--out-dir', str(READ_ONLY / 'eda')),
+                                  ('interpret', 'age', '--set', f'paths.reports={READ_ONLY}/reports')])
+def test_b_report_folders_are_probed_before_the_work(trained, tmp_path, args):
+    "suspects would train folds, interpret and eda read every photo, before writing their reports"
+    extra = ['--models', str(trained['models'])] if args[0] == 'interpret' else []
+    r = _cli(*args, *extra, '--data', trained['root'] / 'data', '--set', f'paths.cache={tmp_path / "crops"}',
+             '--set', f'paths.models={tmp_path / "models"}', cwd=tmp_path)
+    one_line_error(r, str(READ_ONLY), 'does not take new files')
+    assert not (tmp_path / 'crops').exists() and not (tmp_path / 'models').exists()
