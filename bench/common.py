@@ -18,7 +18,7 @@ from mcls.evaluate import score  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import LABEL_TASKS  # noqa: E402
 
-__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'scaled_lr', 'scores', 'load_crop_fold', 'work_parser']
+__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'GPU_BATCH', 'scaled_lr', 'scores', 'load_crop_fold', 'work_parser']
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
@@ -41,6 +41,9 @@ class Report:
         self.save()
 
     def save(self): write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
+
+
+GPU_BATCH = 128     # photos per step at 224 px: keeps an H100/H200 busy with lite0/lite2 (gpu_check, gpu_full, gpu_scale)
 
 
 def scaled_lr(batch: int, ranks: int = 1, learner: str = 'joint') -> float:

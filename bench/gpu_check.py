@@ -20,11 +20,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import RESULTS, ROOT, SHARED, Report, scaled_lr
+from bench.common import GPU_BATCH, RESULTS, ROOT, SHARED, Report, scaled_lr
 
-__all__ = ['GPU_BATCH', 'main']
+__all__ = ['main']
 
-GPU_BATCH = 128       # photos per step at 224 px: keeps an H100/H200 busy with lite0 (bench.gpu_full's rows too)
 TAIL = 1500           # characters of a failed step's output kept in the JSON
 
 

@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 
 from bench import curve
-from bench.common import RESULTS, ROOT, SHARED, scaled_lr
+from bench.common import GPU_BATCH, RESULTS, ROOT, SHARED, scaled_lr
 from mcls.atomic import write_text_atomic
 
 __all__ = ['ROWS', 'main']
 
-BATCH = 128       # at 224 px keeps an H100/H200 busy with lite0/lite2
-GPU = ['train.size=224', f'train.batch={BATCH}', f'joint.lr={scaled_lr(BATCH):g}', 'train.workers=auto']
+GPU = ['train.size=224', f'train.batch={GPU_BATCH}', f'joint.lr={scaled_lr(GPU_BATCH):g}', 'train.workers=auto']
 # name -> (arch, --set overrides)
 ROWS = {
     'default224': ('tf_efficientnet_lite0', GPU),

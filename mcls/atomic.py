@@ -40,13 +40,16 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def process_start(pid: int) -> int | None:
-    "The start time of process `pid` in clock ticks since boot (Linux), None where it cannot be read."
-    fields = _stat(pid)
+def _start_of(fields: list[str] | None) -> int | None:
     try:
         return int(fields[19]) if fields else None
     except (IndexError, ValueError):
         return None
+
+
+def process_start(pid: int) -> int | None:
+    "The start time of process `pid` in clock ticks since boot (Linux), None where it cannot be read."
+    return _start_of(_stat(pid))
 
 
 def process_alive(pid: int, start: int | None = None) -> bool:
@@ -55,7 +58,7 @@ def process_alive(pid: int, start: int | None = None) -> bool:
     if not _alive(pid): return False
     fields = _stat(pid)
     if fields and fields[0] in ('Z', 'X'): return False
-    return start is None or process_start(pid) in (None, start)
+    return start is None or _start_of(fields) in (None, start)
 
 
 def _owner(name: str) -> int | None:

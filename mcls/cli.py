@@ -361,34 +361,36 @@ def _launch(processes: int):
     launch(rank_args(sys.argv[1:]), processes)
 
 
-def _resumable(s: Settings, learners: list[str], run_dir: Path | None):
-    "What `_resume` would find to resume, or the UserError it would raise."
-    from .runs import RUN_FILE, latest_run
-    if run_dir is not None:
-        if not (Path(run_dir) / RUN_FILE).exists(): raise UserError(f'{run_dir}: no {RUN_FILE}: not a run folder to --resume')
-        return
-    found = []
+def _latest_runs(s: Settings, learners: list[str]) -> dict[str, Path | None]:
+    "Each learner's latest run, None where it has none; a lone learner without one is latest_run's UserError."
+    from .runs import latest_run
+    found = {}
     for t in learners:
         try:
-            found.append(latest_run(s.paths.runs, t))
+            found[t] = latest_run(s.paths.runs, t)
         except UserError:
             if len(learners) == 1: raise
-    if not found: raise UserError(f'no run of {", ".join(learners)} under {s.paths.runs}: nothing to resume')
+            found[t] = None
+    return found
+
+
+def _resumable(s: Settings, learners: list[str], run_dir: Path | None):
+    "What `_resume` would find to resume, or the UserError it would raise: checked before ranks start."
+    from .runs import RUN_FILE
+    if run_dir is not None:
+        if not (Path(run_dir) / RUN_FILE).exists(): raise UserError(f'{run_dir}: no {RUN_FILE}: not a run folder to --resume')
+    elif not any(_latest_runs(s, learners).values()):
+        raise UserError(f'no run of {", ".join(learners)} under {s.paths.runs}: nothing to resume')
 
 
 def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, workers) -> list:
     "--run R resumes that run alone; otherwise each learner's latest run, unless it finished."
-    from .runs import latest_run, run_status
+    from .runs import run_status
     from .train import resume_task
     if run_dir is not None: return [resume_task(run_dir, export_dir, workers)]
     results = []
-    for t in learners:
-        try:
-            r = latest_run(s.paths.runs, t)
-        except UserError:
-            if len(learners) == 1: raise
-            console.print(f'{t}: no run to resume; train it with `mcls train {t}`')
-            continue
+    for t, r in _latest_runs(s, learners).items():
+        if r is None: console.print(f'{t}: no run to resume; train it with `mcls train {t}`'); continue
         if run_status(r) == 'done': console.print(f'{r}: finished already; nothing to resume'); continue
         results.append(resume_task(r, export_dir, workers))
     return results

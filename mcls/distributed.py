@@ -243,8 +243,8 @@ def _free_port() -> int:
 
 
 def launch(args: list[str], processes: int, stop_after: float = 10.0):
-    """Run `mcls ARGS` as `processes` ranks on this machine (the CLI checks `check_gpus` before any work) and wait. Each rank gets its share of the cores
-    (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank fails the others are stopped, the run
+    """Run `mcls ARGS` as `processes` ranks on this machine (the CLI checks `check_gpus` before any work) and wait.
+    Each rank gets its share of the cores (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank fails the others are stopped, the run
     rank 0 was training is marked failed, and RankFailed names the rank and its error (its full output is kept)."""
     tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))
     env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()), 'WORLD_SIZE': str(processes),

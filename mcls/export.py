@@ -21,7 +21,7 @@ from .modeldirs import check_export_dir
 from .settings import Settings, load_settings
 from .tune import TUNING_FILE
 
-__all__ = [ 'export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
+__all__ = ['export_learner', 'read_meta', 'load_task_learner', 'rebuild_learner']
 
 
 def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | None = None,

@@ -88,8 +88,6 @@ def resolve_workers(workers: int | None, cores: int | None = None) -> int:
     return 0 if cores <= 2 else min(cores, 16)
 
 
-
-
 def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, device=None):
     "DataLoaders of one task from an image table with `crop`, `is_valid` and the task's label columns."
     df = task_targets(df, ts).reset_index(drop=True)

@@ -10,7 +10,7 @@ from .atomic import read_npz
 from .errors import DataError
 from .labels import N_CLASSES, TASK_CLASSES
 
-__all__ = ['check_probs', 'check_labels', 'read_valid']
+__all__ = ['check_probs', 'check_labels', 'read_valid', 'read_folds']
 
 
 def check_probs(probs: np.ndarray, task: str, source: str, n: int | None = None) -> np.ndarray:
@@ -50,3 +50,18 @@ def read_valid(folder: Path | str, task: str, fix: str) -> dict[str, np.ndarray]
     files = z['files'].astype(str)
     return {'files': files, 'labels': check_labels(z['labels'], str(path), len(files)),
             'probs': check_probs(z['probs'], task, str(path), len(files))}
+
+
+def read_folds(folders, task: str, fix: str) -> list[dict[str, np.ndarray]]:
+    """`read_valid` of several fold folders, pooled by the caller: a photo in the validation of two of them (two
+    folders of one fold, or of two trainings) is refused, so that each photo counts once."""
+    out, seen = [], {}
+    for d in folders:
+        z = read_valid(d, task, fix)
+        twice = next((f for f in z['files'] if f in seen), None)
+        if twice is not None:
+            raise DataError(f'{twice} is in the validation of both {seen[twice]} and {d} (two model folders of one '
+                            f'fold, or of two trainings): give one per fold of one training, so that each photo counts once')
+        seen.update(dict.fromkeys(z['files'], d))
+        out.append(z)
+    return out

@@ -37,9 +37,10 @@ def person_draws(persons: np.ndarray, states: np.ndarray, k: int, rng: np.random
 
 
 def _rows_by_person(persons: np.ndarray) -> list[np.ndarray]:
-    "Each person's row indices, persons in order of first appearance."
-    _, first, inverse = np.unique(persons, return_index=True, return_inverse=True)
-    return [np.flatnonzero(inverse == i) for i in np.argsort(first)]
+    "Each person's row indices (ascending), persons in order of first appearance."
+    _, first, inverse, counts = np.unique(persons, return_index=True, return_inverse=True, return_counts=True)
+    groups = np.split(np.argsort(inverse, kind='stable'), np.cumsum(counts)[:-1])
+    return [groups[i] for i in np.argsort(first)]
 
 
 class PersonDL(TfmdDL):

@@ -12,7 +12,7 @@ from .dataset import read_corrections
 from .modeldirs import export_dir_for, learners_in
 from .errors import DataError
 from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
-from .probfiles import read_valid
+from .probfiles import read_folds
 from .pseudo import GROUP_YEARS
 
 __all__ = ['SUSPECT_COLUMNS', 'VALUE_NAMES', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
@@ -40,18 +40,13 @@ def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
     """Raw softmax probabilities (no tuned offsets) of each photo from the validation files of fold models:
     out-of-sample when each photo was in one fold's validation. Age must be in the true groups (boundary 60)."""
     import json
-    frames = []
     for d in map(Path, model_dirs):
         meta = d / ('joint.json' if learners_in(d) == ('joint',) else 'age.json')
         if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None, SCORE_BOUNDARY):
             raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age groups; '
                             f'train the fold models with --boundary {SCORE_BOUNDARY}')
-        z = read_valid(d, task, 'train the folds with --fold all to make it')
-        frames.append(pd.DataFrame({'file': z['files'], 'probs': list(z['probs'])}))
-    df = pd.concat(frames, ignore_index=True)
-    dup = df.file.duplicated()
-    if dup.any(): raise DataError(f'{df.file[dup].iloc[0]} is in the validation of two model folders: give one per fold')
-    return df
+    folds = read_folds(model_dirs, task, 'train the folds with --fold all to make it')
+    return pd.concat([pd.DataFrame({'file': z['files'], 'probs': list(z['probs'])}) for z in folds], ignore_index=True)
 
 
 def rank_suspects(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -121,10 +121,9 @@ class EpochPrinter(Callback):
 
     def after_epoch(self):
         names, vals = self.recorder.metric_names[1:-1], self.recorder.log[1:-1]
-        best = getattr(getattr(self.learn, 'best_model', None), 'new_best', False)     # fastai names a callback by its class
-        print(f'{self.learn.path.name}: epoch {self.epoch}  ' + '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}'
-                                                      for n, v in zip(names, vals)) + ('  best' if best else ''),
-              flush=True)
+        best = getattr(getattr(self.learn, 'best_model', None), 'new_best', False)   # fastai: a callback by its name
+        figures = '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, vals))
+        print(f'{self.learn.path.name}: epoch {self.epoch}  {figures}{"  best" if best else ""}', flush=True)
 
 
 class UnfreezeAt(Callback):
@@ -342,7 +341,7 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
     if progress and distributed.is_main(): cbs.append(EpochPrinter())     # one line per epoch, best marked
     epochs = ts.full_epochs if full else ts.epochs
     t0 = time.perf_counter()
-    with _quiet(learn, quiet), learn.no_logging():      # fastai's epoch table: EpochPrinter's lines instead
+    with learn.no_bar() if quiet else nullcontext(), learn.no_logging():      # EpochPrinter's lines, not fastai's table
         if start < epochs:
             if start: _keep_history(run_dir / 'history.csv', start)
             _fit(learn, ts, epochs, cbs, start_epoch=start)
@@ -359,15 +358,6 @@ def _ranks_note() -> str:
     return '' if n == 1 else f'; {n} ranks (effective batch = {n} x batch)'
 
 
-@contextmanager
-def _quiet(learn, quiet: bool):
-    "fastai's own no_bar and no_logging where output goes to a log: the learner keeps its callbacks for export."
-    if not quiet:
-        yield
-        return
-    with learn.no_bar(), learn.no_logging(): yield
-
-
 def _score_and_export(f: _Fitted, s: Settings, task: str, export_dir: Path | None, pseudo_rows: int) -> TrainResult:
     """Validation scores and probabilities (not for --full), the export, and run.json marked done: rank 0 alone,
     on the whole fold, holding the best epoch's weights."""
@@ -382,7 +372,7 @@ def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path 
     f1 = acc = None
     scores = {}
     if not f.full:
-        with _quiet(learn, True):
+        with learn.no_bar(), learn.no_logging():      # a score, not a fit to watch
             scores = dict(zip([m.name for m in learn.metrics], map(float, learn.validate()[1:])))
             _save_valid_probs(learn, f.df[f.df.is_valid], f.run_dir, task)
         f1, acc = scores['f1_score'], scores.get('accuracy')

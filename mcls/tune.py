@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score
 from .atomic import write_text_atomic
 from .errors import DataError
 from .labels import task_labels
-from .probfiles import read_valid
+from .probfiles import read_folds
 
 __all__ = ['apply_offsets', 'fit_offsets', 'load_oof', 'read_offsets', 'write_offsets', 'TUNING_FILE']
 
@@ -47,17 +47,9 @@ def fit_offsets(probs: np.ndarray, y: np.ndarray, grid=np.linspace(-2, 2, 41), r
 
 def load_oof(model_dirs: list[Path], task: str) -> tuple[np.ndarray, np.ndarray]:
     "Concatenate the validation probabilities saved with each fold's model (out-of-fold when folds differ)."
-    probs, targets, seen = [], [], {}
-    for d in model_dirs:
-        z = read_valid(d, task, 'train with --fold (not --full) to make these validation probabilities')
-        twice = next((f for f in z['files'] if f in seen), None)
-        if twice is not None:
-            raise DataError(f'{twice} is in the validation of both {seen[twice]} and {d}: give one model folder per '
-                            f'fold of one training, so that each photo counts once')
-        seen.update(dict.fromkeys(z['files'], d))
-        probs.append(z['probs'])
-        targets.append(task_labels(z['labels'], task))   # true groups, whatever the training boundary
-    return np.concatenate(probs), np.concatenate(targets)
+    folds = read_folds(model_dirs, task, 'train with --fold (not --full) to make these validation probabilities')
+    return (np.concatenate([z['probs'] for z in folds]),
+            np.concatenate([task_labels(z['labels'], task) for z in folds]))   # true groups, whatever the boundary
 
 
 def write_offsets(model_dir: Path, offsets: dict[str, list[float]], report: dict):
