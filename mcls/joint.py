@@ -1,4 +1,5 @@
-"""One backbone, three heads: mask (3), gender (2) and age (3 groups, or ordinal year thresholds) from one forward
+"""One backbone, three heads: mask (3), gender (2) and age (3 groups, ordinal year thresholds, or a distribution over
+years) from one forward
 pass. fastai's tta, MixUp, CutMix and metrics want one logits tensor and one target, so the model returns the heads
 side by side, the target is one integer per photo, and the loss, activation and metrics split them."""
 from __future__ import annotations
@@ -13,15 +14,25 @@ from sklearn.metrics import f1_score
 
 from .labels import LABEL_TASKS, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, decode, encode, split_tasks, task_labels
 
-__all__ = ['AGE_THRESHOLDS', 'HEADS', 'n_logits', 'encode_target', 'decode_target', 'group_probs', 'JointTarget',
+__all__ = ['AGE_THRESHOLDS', 'AGE_YEARS', 'AGE_SIGMA', 'HEADS', 'n_logits', 'encode_target', 'decode_target', 'group_probs', 'JointTarget',
            'JointLoss', 'joint_f1', 'joint_metrics', 'split_probs']
 
 AGE_THRESHOLDS = tuple(range(18, 76, 2))   # ordinal head: one logit for "age >= t" per threshold (30 and 60 included)
-HEADS = {**TASK_SLICES, 'age': slice(TASK_SLICES['age'].start, None)}   # age: 3 groups, or one logit per threshold
+AGE_YEARS = tuple(range(18, 76))           # dist head: one logit per year; ages outside are clipped (groups kept)
+AGE_SIGMA = 3.0                            # dist head: the soft target is a Gaussian of this many years
+HEADS = {**TASK_SLICES, 'age': slice(TASK_SLICES['age'].start, None)}   # age: 3 groups, thresholds or years
+AGE_LOGITS = {'groups': TASK_CLASSES['age'], 'ordinal': len(AGE_THRESHOLDS), 'dist': len(AGE_YEARS)}
 
 
 def n_logits(age_head: str) -> int:
-    return HEADS['age'].start + (TASK_CLASSES['age'] if age_head == 'groups' else len(AGE_THRESHOLDS))
+    return HEADS['age'].start + AGE_LOGITS[age_head]
+
+
+def year_targets(years: torch.Tensor, sigma: float = AGE_SIGMA) -> torch.Tensor:
+    "Exact ages -> soft targets over AGE_YEARS: a Gaussian around each (clipped) age, summing to 1."
+    grid = torch.tensor(AGE_YEARS, dtype=torch.float, device=years.device)
+    y = years.float().clamp(grid[0], grid[-1])[:, None]
+    return F.softmax(-0.5 * ((grid[None] - y) / sigma) ** 2, 1)
 
 
 def encode_target(mask, gender, age_grp, years):
@@ -36,8 +47,12 @@ def decode_target(t: torch.Tensor):
 
 def group_probs(age_logits: torch.Tensor, age_head: str, boundary: int = SCORE_BOUNDARY) -> torch.Tensor:
     """Age logits -> probabilities of <30, 30..boundary-1, >=boundary. Ordinal: read off the year thresholds
-    (P(>=60) capped by P(>=30), so the three stay a distribution)."""
+    (P(>=60) capped by P(>=30), so the three stay a distribution); dist: the years' probabilities summed per group."""
     if age_head == 'groups': return F.softmax(age_logits, -1)
+    if age_head == 'dist':
+        p, years = F.softmax(age_logits, -1), torch.tensor(AGE_YEARS, device=age_logits.device)
+        young, old = p[:, years < 30].sum(1), p[:, years >= boundary].sum(1)
+        return torch.stack([young, 1 - young - old, old], 1).clamp_min(0)
     p = torch.sigmoid(age_logits)
     p30, pold = p[:, AGE_THRESHOLDS.index(30)], p[:, AGE_THRESHOLDS.index(boundary)]
     pold = torch.minimum(pold, p30)
@@ -51,17 +66,18 @@ class JointTarget(DisplayedTransform):
 
 class JointLoss:
     """Weighted sum of the three tasks' losses on one logits tensor: cross-entropy for mask and gender, focal or
-    cross-entropy (both with optional label smoothing) over age groups, or binary cross-entropy per year threshold."""
+    cross-entropy (both with optional label smoothing) over age groups, binary cross-entropy per year threshold
+    (ordinal), or cross-entropy against a Gaussian over years (dist: label-distribution learning)."""
     y_int = True      # MixUp / CutMix mix the losses of two integer targets
 
     def __init__(self,
                  task_weights=(1.0, 1.0, 1.0),   # mask, gender, age
-                 age_head: str = 'groups',       # groups | ordinal
+                 age_head: str = 'groups',       # groups | ordinal | dist
                  age_loss: str = 'focal',        # focal | ce (groups head)
                  gamma: float = 2.0,             # focal focusing parameter
                  label_smoothing: float = 0.0,
                  age_weights=None,               # per-group weights of the age loss (groups head)
-                 boundary: int = SCORE_BOUNDARY, # the >= group read from the ordinal head
+                 boundary: int = SCORE_BOUNDARY, # the >= group read from the ordinal and dist heads
                  reduction: str = 'mean'):
         self.task_weights, self.age_head, self.age_loss, self.gamma = tuple(task_weights), age_head, age_loss, gamma
         self.label_smoothing, self.boundary, self.reduction = label_smoothing, boundary, reduction
@@ -72,6 +88,7 @@ class JointLoss:
         if self.age_head == 'ordinal':
             above = (years[:, None] >= self.thresholds.to(years.device)[None]).float()
             return F.binary_cross_entropy_with_logits(logits, above, reduction='none').mean(1)
+        if self.age_head == 'dist': return F.cross_entropy(logits, year_targets(years), reduction='none')
         w = None if self.age_weights is None else self.age_weights.to(logits.device)
         ce = F.cross_entropy(logits, grp, weight=w, reduction='none', label_smoothing=self.label_smoothing)
         if self.age_loss != 'focal': return ce

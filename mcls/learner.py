@@ -22,7 +22,7 @@ from fastai.vision.learner import create_timm_model
 from .augment import AlbumentationsTransform, Squish, build_pipeline
 from .decode import CropBlock
 from .errors import ConfigError
-from .joint import AGE_THRESHOLDS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
+from .joint import AGE_THRESHOLDS, AGE_YEARS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import TASK_CLASSES, age_group
 from .sampling import PersonDL
 from .settings import TaskSettings, check_value, parse_photos_per_person
@@ -169,11 +169,14 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
     epochs, name = (ts.full_epochs, 'full_epochs') if full else (ts.epochs, 'epochs')
     if ts.fit == 'fine_tune' and not 0 < ts.freeze_epochs < epochs:
         raise ConfigError(f'{t} fit = fine_tune needs 0 < freeze_epochs ({ts.freeze_epochs}) < {name} ({epochs})')
-    if ts.age_head == 'ordinal' and ts.task != 'joint':
-        raise ConfigError(f'{t} age_head = ordinal needs the joint learner (`mcls train joint`)')
+    if ts.age_head != 'groups' and ts.task != 'joint':
+        raise ConfigError(f'{t} age_head = {ts.age_head} needs the joint learner (`mcls train joint`)')
     if ts.task == 'joint' and ts.age_head == 'ordinal' and ts.boundary not in AGE_THRESHOLDS:
         raise ConfigError(f'{t} boundary = {ts.boundary}: the ordinal head has thresholds at even ages '
                           f'{AGE_THRESHOLDS[0]}-{AGE_THRESHOLDS[-1]}; pick one of them')
+    if ts.task == 'joint' and ts.age_head == 'dist' and not 30 < ts.boundary <= AGE_YEARS[-1]:
+        raise ConfigError(f'{t} boundary = {ts.boundary}: the dist head has years {AGE_YEARS[0]}-{AGE_YEARS[-1]}; '
+                          f'pick a boundary from 31 to {AGE_YEARS[-1]}')
     if ts.task == 'joint' and ts.task_weights and len(ts.task_weights) != 3:
         raise ConfigError(f'{t} task_weights needs 3 values (mask, gender, age), got {len(ts.task_weights)}')
     n_cls = TASK_CLASSES['age' if ts.task == 'joint' else ts.task]     # the joint learner's weights are its age head's

@@ -48,7 +48,7 @@ CHOICES = {
     'train.loss': ('ce', 'focal'),
     'train.precision': ('auto', 'fp32', 'bf16'),
     'train.mix': ('none', 'mixup', 'cutmix'),
-    'train.age_head': ('groups', 'ordinal'),
+    'train.age_head': ('groups', 'ordinal', 'dist'),
     'train.mode': ('tasks', 'joint'),
     'predict.persons': ('auto', 'off'),
     'predict.engine': ('torch', 'onnx'),
@@ -63,6 +63,7 @@ LIMITS = {
     'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP, 'train.lr': POS,
     'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
     'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG, 'train.old_weight': POS,
+    'train.ema': Range(0, 1, hi_open=True),
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
 }
 DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|mps')     # [crop] device
@@ -133,7 +134,7 @@ class TaskSettings:
     decode_at_size: bool = False   # JPEG crops decoded DCT-scaled to no less than size (mcls.decode), not whole
     freeze_epochs: int = 1    # fit = fine_tune: epochs of the head alone, counted in `epochs`
     lr_mult: float = 100.0    # fit = fine_tune: head rate / earliest body rate (body groups spaced geometrically)
-    age_head: str = 'groups'  # groups: 3-class head | ordinal: one logit per year threshold (learns from years)
+    age_head: str = 'groups'  # groups: 3-class head | ordinal: a logit per year threshold | dist: a logit per year
     task_weights: tuple[float, ...] | None = None   # joint: loss weights of mask, gender, age
     mix: str = 'none'         # none | mixup | cutmix (fastai callbacks, given to the fit call)
     old_weight: float = 1.0   # sampling weight of 60+ training photos (1: plain shuffling)
@@ -141,6 +142,7 @@ class TaskSettings:
     threads: int | None = None      # torch threads while training (None: auto, a share of the cores among mcls jobs)
     reproducible: bool = False      # cuDNN deterministic, autotuner off (GPU runs repeat to the bit; slower)
     photos_per_person: str = 'all'  # all, or k: each epoch draws k photos of every training person (mcls.sampling)
+    ema: float = 0.0          # per-step decay of a weight average (timm ModelEmaV3) that validates and exports; 0 off
 
 
 @dataclass

@@ -32,6 +32,7 @@ from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
 from .modeldirs import check_export_dir, export_dir_for
+from .ema import EmaWeights, ema_file
 from .sampling import DrawEpoch
 from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
@@ -72,7 +73,7 @@ class SaveLastCallback(Callback):
     """Save weights + optimizer after every epoch as `last-<epoch>.pth`, then point `last_epoch.json` at it, then
     drop older ones: at any moment the JSON names a complete file of the epoch it names, so a kill loses at most
     the current epoch. (fastai's SaveModelCallback(every_epoch=True) keeps one file per epoch; this keeps one.)"""
-    order = 61   # after SaveModelCallback, so 'best' is decided before 'last' is written
+    order = 63   # after SaveModelCallback (61) and EmaWeights (62): 'best' is decided and the training weights are back
 
     def __init__(self, run_dir: Path): self.run_dir = Path(run_dir)
 
@@ -205,6 +206,7 @@ def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, preci
         best = BestModelCallback(monitor=MONITOR, comp=np.greater, fname='best', reset_on_fit=resume_state is None)
         if resume_state is not None: best.best = resume_state.get('best', -float('inf'))
         cbs.append(best)
+    if ts.ema: cbs.append(EmaWeights(ts.ema, run_dir, None if resume_state is None else resume_state['epoch']))
     if not distributed.is_main(): return cbs
     cbs.append(CSVLogger(fname='history.csv', append=resume_state is not None))
     cbs.append(SaveLastCallback(run_dir))
@@ -348,6 +350,8 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
             if start: _keep_history(run_dir / 'history.csv', epochs)
         elif not full and (run_dir / 'best.pth').exists():    # killed after its last epoch: reload the best one
             learn.load('best', with_opt=False)
+        elif ts.ema and ema_file(run_dir, epochs - 1).exists():   # the same, --full: the last epoch's average
+            learn.model.load_state_dict(torch.load(ema_file(run_dir, epochs - 1), weights_only=True)['model'])
     ddp = next((cb for cb in cbs if isinstance(cb, distributed.DDPTrainer)), None)
     return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0, timer.train_seconds,
                    ddp.valid_counts if ddp else [])
@@ -454,6 +458,7 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
 def _restart(run_dir: Path):
     "Forget a run's epochs (none can be continued from): it starts again from its first epoch, in its own folder."
     for f in ('history.csv', 'last_epoch.json', 'best.pth'): (run_dir / f).unlink(missing_ok=True)
+    for f in run_dir.glob('ema-*.pth'): f.unlink()
 
 
 def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | None = None,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from fastai.vision.all import Callback, MixUp
 from sklearn.metrics import f1_score
 
-from mcls.joint import (AGE_THRESHOLDS, JointLoss, decode_target, encode_target, group_probs, joint_f1, n_logits,
+from mcls.joint import (AGE_SIGMA, AGE_THRESHOLDS, AGE_YEARS, JointLoss, decode_target, encode_target, group_probs, joint_f1, n_logits,
                         split_probs)
 from mcls.labels import decode, encode
 from mcls.learner import ConfigError, check_task_settings, timm_split
@@ -56,7 +56,32 @@ def test_ordinal_loss_is_binary_cross_entropy_per_year_threshold():
     assert loss(out, t, reduction='sum').item() == pytest.approx(want.sum().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize('head', ['groups', 'ordinal'])
+def test_dist_loss_is_cross_entropy_against_a_gaussian_over_years():
+    m, g, a, years, t = targets()
+    out = torch.randn(len(t), n_logits('dist'))
+    grid = np.array(AGE_YEARS, float)
+    soft = np.exp(-0.5 * ((grid[None] - np.clip(years, grid[0], grid[-1])[:, None]) / AGE_SIGMA) ** 2)
+    soft = torch.tensor(soft / soft.sum(1, keepdims=True), dtype=torch.float)
+    want = (F.cross_entropy(out[:, :3], torch.as_tensor(m), reduction='none')
+            + F.cross_entropy(out[:, 3:5], torch.as_tensor(g), reduction='none')
+            - (soft * F.log_softmax(out[:, 5:], 1)).sum(1))
+    assert torch.allclose(JointLoss(age_head='dist', reduction='none')(out, t), want, atol=1e-5)
+
+
+def test_dist_loss_is_lowest_at_the_true_age():
+    "Logits peaked at each year: the loss of a 40-year-old is least where the peak is 40, and rises away from it."
+    t = torch.as_tensor(encode_target([0], [0], [1], [40]))
+    loss = JointLoss(age_head='dist', reduction='none')
+    per_peak = []
+    for y in AGE_YEARS:
+        out = torch.zeros(1, n_logits('dist'))
+        out[0, 5:] = -0.5 * ((torch.tensor(AGE_YEARS, dtype=torch.float) - y) / AGE_SIGMA) ** 2
+        per_peak.append(loss(out, t).item())
+    best = int(np.argmin(per_peak))
+    assert AGE_YEARS[best] == 40 and per_peak[best - 5] > per_peak[best - 1] > per_peak[best]
+
+
+@pytest.mark.parametrize('head', ['groups', 'ordinal', 'dist'])
 def test_activation_gives_a_distribution_per_task_and_decodes_to_the_18_classes(head):
     out = torch.randn(50, n_logits(head)) * 4
     loss = JointLoss(age_head=head)
@@ -76,6 +101,14 @@ def test_ordinal_groups_read_the_boundary_threshold():
     logits[0, :AGE_THRESHOLDS.index(58) + 1] = 20.0      # surely >= 58, surely < 60
     assert group_probs(logits, 'ordinal', 60)[0].tolist() == pytest.approx([0, 1, 0], abs=1e-6)
     assert group_probs(logits, 'ordinal', 58)[0].tolist() == pytest.approx([0, 0, 1], abs=1e-6)
+
+
+def test_dist_groups_sum_the_years_of_each_group():
+    "Half the mass at 29, a quarter at 30, a quarter at 58: <30 0.5, 30-59 0.5 at boundary 60, the 58 in 60+ at 58."
+    logits = torch.full((1, len(AGE_YEARS)), -30.0)
+    for y, w in ((29, 0.5), (30, 0.25), (58, 0.25)): logits[0, AGE_YEARS.index(y)] = float(np.log(w))
+    assert group_probs(logits, 'dist', 60)[0].tolist() == pytest.approx([0.5, 0.5, 0], abs=1e-6)
+    assert group_probs(logits, 'dist', 58)[0].tolist() == pytest.approx([0.5, 0.25, 0.25], abs=1e-6)
 
 
 @pytest.mark.parametrize('part', ['all', 'mask', 'gender', 'age'])
@@ -111,6 +144,7 @@ def test_body_groups_cover_every_parameter_once():
 
 
 @pytest.mark.parametrize('bad,match', [({'age_head': 'ordinal', 'boundary': 59}, 'even ages'),
+                                        ({'age_head': 'dist', 'boundary': 80}, 'dist head has years'),
                                         ({'task_weights': (1.0, 1.0)}, 'needs 3 values'),
                                         ({'fit': 'fine_tune', 'freeze_epochs': 3, 'epochs': 3}, 'freeze_epochs'),
                                         ({'precision': 'fp8'}, 'precision'), ({'mix': 'cutout'}, 'mix')])
@@ -118,6 +152,13 @@ def test_joint_settings_are_checked_before_training(tmp_path, bad, match):
     import dataclasses
     ts = dataclasses.replace(tiny_settings(tmp_path).tasks['joint'], **bad)
     with pytest.raises(ConfigError, match=match): check_task_settings(ts)
+
+
+@pytest.mark.parametrize('head', ['ordinal', 'dist'])
+def test_year_heads_are_refused_for_task_learners(tmp_path, head):
+    import dataclasses
+    ts = dataclasses.replace(tiny_settings(tmp_path).tasks['age'], age_head=head)
+    with pytest.raises(ConfigError, match=f'age_head = {head} needs the joint learner'): check_task_settings(ts)
 
 
 def test_focal_with_label_smoothing_is_refused_for_task_learners(tmp_path):
