@@ -6,6 +6,13 @@ seed) per invocation, so none runs for hours and each survives being stopped (--
     python -m bench.curve point --persons 180 --seed 777 --data data/maskfaces --cache data/crops-full
     python -m bench.curve collect --name full       # bench/results/quality-full-full-<date>.json + docs/learning_curve.png
 
+A screen of recipe changes: each row a --work folder of points made with --set (and --no-floor), or with
+--models (another folder's learners, say with --tta: prediction rows), judged against a baseline folder by `mcls
+compare` over the eval persons, both seeds pooled:
+
+    python -m bench.curve point --persons 900 --seed 777 --no-floor --set train.age_head=ordinal --work runs/screen/ordinal ...
+    python -m bench.curve screen --baseline runs/screen/default --persons 900 --name screen900 runs/screen/ordinal ...
+
 `collect` writes `summary.learning_curve`: `persons` (ints) and, per size, per-seed lists of the submission
 recipe's eval F1_18 (`default_f1_18`), of the floor's (`probe_f1_18`, the floor's view chosen on fold 0) and of each
 task's macro F1. At the largest size the default is the submission recipe on every training person.
@@ -29,7 +36,7 @@ from mcls.evaluate import read_labels
 from mcls.labels import LABEL_TASKS
 from mcls.settings import load_settings
 
-__all__ = ['SIZES', 'stratified_persons', 'point', 'collect']
+__all__ = ['SIZES', 'stratified_persons', 'point', 'collect', 'screen']
 
 SIZES = (180, 360, 900, 2700)
 WORK = ROOT / 'runs' / 'curve'
@@ -66,15 +73,18 @@ def point(a) -> dict:
     load_s = time.perf_counter() - t0
     rows = table.person.isin(stratified_persons(table, a.persons, s.split.seed)).to_numpy()
     truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
-    train_s = train_into(table[rows], s, a.seed, None, here / 'models' / f'seed{a.seed}_full', a.keep)
+    model_dir = (Path(a.models) / f'p{a.persons}' if a.models else here) / 'models' / f'seed{a.seed}_full'
+    if a.models and not model_dir.is_dir(): raise SystemExit(f'{model_dir}: no learners; run that point first')
+    train_s = 0.0 if a.models else train_into(table[rows], s, a.seed, None, model_dir, a.keep)
     t0 = time.perf_counter()
-    ev = predict_scores(s, data, here / 'models' / f'seed{a.seed}_full', here / f'sub_{a.seed}.csv', False, keep=a.keep)
+    ev = predict_scores(s, data, model_dir, here / f'sub_{a.seed}.csv', a.tta, keep=a.keep)
     predict_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     # a screen compares recipes, not the floor, whose first run embeds every photo (about 2,000 s on 2 cores)
     fl = probe(table, eval_df, truth, s.tasks['mask'].arch, None if a.quick else Path(a.weights),
                64 if a.quick else 224, work, rows) if a.floor else None
     res = {'persons': int(a.persons), 'persons_used': int(table.person[rows].nunique()), 'seed': a.seed,
+           'models': str(model_dir), 'tta': a.tta, 'set': a.set or [],
            'train_photos': int(rows.sum()), 'eval_photos': len(eval_df), 'default': ev,
            'probe': fl, 'probe_floor': fl and fl[fl['floor']]['eval'],
            'seconds': {'load_and_crop': load_s, 'train': train_s, 'predict': predict_s,
@@ -113,6 +123,50 @@ def collect(a) -> dict:
     return res
 
 
+def screen(a) -> dict:
+    """Each row folder against the baseline folder at --persons: `mcls compare` of their eval submissions over the
+    eval persons (build_meta.csv), the seeds both have pooled on each side. A row becomes a default only where the
+    95% interval of its F1_18 difference lies above 0. One JSON: every point, and `decisions`."""
+    from mcls.compare import compare, read_side
+    data = Path(a.data)
+    points, decisions = [], []
+
+    def side(root: Path, seeds):
+        return read_side([root / f'p{a.persons}' / f'sub_{sd}.csv' for sd in seeds], data / 'eval' / 'answers.csv')
+
+    def seeds_of(root: Path) -> dict:
+        return {p['seed']: p for p in map(json.loads, map(Path.read_text, (root / f'p{a.persons}').glob('seed*.json')))}
+    base = seeds_of(Path(a.baseline))
+    points += list(base.values())
+    for row in map(Path, a.rows):
+        got = seeds_of(row)
+        seeds = sorted(set(got) & set(base))
+        if not seeds:
+            print(f'{row}: no point at {a.persons} persons with a seed the baseline has; skipped')
+            continue
+        points += list(got.values())
+        r = compare(side(Path(a.baseline), seeds), side(row, seeds), persons_map=data / 'build_meta.csv', draws=a.draws)
+        f = r['metrics']['f1_18']
+        decisions.append({'row': row.name, 'persons': a.persons, 'seeds': seeds, 'set': got[seeds[0]].get('set', []),
+                          'tta': got[seeds[0]].get('tta', False), 'diff': f['diff'], 'low': f['low'], 'high': f['high'],
+                          'becomes_default': f['low'] > 0,
+                          'train_seconds': [got[sd]['seconds']['train'] for sd in seeds],
+                          'baseline_train_seconds': [base[sd]['seconds']['train'] for sd in seeds],
+                          'metrics': r['metrics'], 'n_units': r['n_units'], 'units': r['units']})
+        m = r['metrics']
+        print(f"{row.name:>12}: F1_18 {f['a']:.4f} -> {f['b']:.4f} {f['diff']:+.4f} [{f['low']:+.4f}, {f['high']:+.4f}]"
+              f"  age {m['age']['diff']:+.4f} [{m['age']['low']:+.4f}, {m['age']['high']:+.4f}]"
+              f"  gender {m['gender']['diff']:+.4f}  seeds {seeds}"
+              f"{'  becomes default' if f['low'] > 0 else ''}")
+    out = Path(a.out or RESULTS / f'quality-full-{a.name}-{datetime.now():%Y-%m-%d}.json')
+    res = {'name': a.name, 'date': datetime.now().isoformat(timespec='seconds'), 'baseline': str(a.baseline),
+           'persons': a.persons, 'command': ' '.join(['python', '-m', 'bench.curve', *sys.argv[1:]]),
+           'points': points, 'decisions': decisions}
+    out.write_text(json.dumps(res, indent=1, default=float))
+    print(f'wrote {out}')
+    return res
+
+
 def plot_curve(curve: dict, dest: Path) -> Path:
     "F1_18 and each task's macro F1 against training persons (log x): the recipe and the floor, each seed a dot."
     from mcls.plots import pyplot, save_figure
@@ -143,6 +197,8 @@ def main(argv=None):
     p.add_argument('--set', action='append', help='section.key=value override of the recipe (repeatable)')
     p.add_argument('--weights', type=Path, default=WEIGHTS)
     p.add_argument('--keep', action='store_true', help='reuse the learner and prediction of an earlier run of this point')
+    p.add_argument('--models', type=Path, help="predict with another --work folder's learners of this point (no training)")
+    p.add_argument('--tta', action='store_true', help="predict with the recipe's TTA")
     p.add_argument('--no-floor', dest='floor', action='store_false',
                    help='skip the frozen-feature floor (screens of a recipe change; collect needs the floor)')
     p.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the code runs')
@@ -152,8 +208,16 @@ def main(argv=None):
     c.add_argument('--work', type=Path, default=WORK)
     c.add_argument('--out', type=Path)
     c.add_argument('--png', type=Path)
+    r = sub.add_parser('screen', help='row folders against a baseline folder: decisions by mcls compare')
+    r.add_argument('rows', nargs='+', type=Path, help='--work folders of the rows')
+    r.add_argument('--baseline', type=Path, required=True)
+    r.add_argument('--persons', type=int, required=True)
+    r.add_argument('--data', type=Path, default=ROOT / 'data' / 'maskfaces', help='the build (answers, build_meta.csv)')
+    r.add_argument('--draws', type=int, default=2000)
+    r.add_argument('--name', default='screen')
+    r.add_argument('--out', type=Path)
     a = ap.parse_args(argv)
-    return point(a) if a.cmd == 'point' else collect(a)
+    return {'point': point, 'collect': collect, 'screen': screen}[a.cmd](a)
 
 
 if __name__ == '__main__':

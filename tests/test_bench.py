@@ -144,6 +144,24 @@ def test_learning_curve_points_and_collect(tmp_path):
     assert [p['persons_used'] for p in r['points']] == [6, 12] and (tmp_path / 'c.png').stat().st_size > 0
 
 
+def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path):
+    "A prediction row (the baseline's learners with TTA) against the baseline, both seeds pooled."
+    from bench import curve
+    common = ['--quick', '--persons', '12', '--no-floor', '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'crops')]
+    base = [curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / 'base')]) for sd in ('1', '2')]
+    for sd in ('1', '2'):
+        curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / 'tta'), '--models', str(tmp_path / 'base'),
+                    '--tta'])
+    r = curve.main(['screen', str(tmp_path / 'tta'), '--baseline', str(tmp_path / 'base'), '--persons', '12',
+                    '--data', str(tmp_path / 'data'), '--draws', '200', '--out', str(tmp_path / 's.json')])
+    (d,) = r['decisions']
+    assert d['row'] == 'tta' and d['seeds'] == [1, 2] and d['tta'] and d['train_seconds'] == [0.0, 0.0]
+    assert d['low'] <= d['diff'] <= d['high'] and d['becomes_default'] == (d['low'] > 0)
+    f = d['metrics']['f1_18']
+    assert f['a'] == pytest.approx(sum(p['default']['f1_18'] for p in base) / 2) and base[0]['probe'] is None
+    assert json.loads((tmp_path / 's.json').read_text())['decisions'][0]['diff'] == d['diff']
+
+
 def test_stratified_subsets_keep_the_mix_and_nest():
     import numpy as np
     import pandas as pd
