@@ -7,8 +7,9 @@ seed) per invocation, so none runs for hours and each survives being stopped (--
     python -m bench.curve collect --name full       # bench/results/quality-full-full-<date>.json + docs/learning_curve.png
 
 A screen of recipe changes: each row a --work folder of points made with --set (and --no-floor), or with
---models (another folder's learners, say with --tta: prediction rows), judged against a baseline folder by `mcls
-compare` over the eval persons, both seeds pooled:
+--models (another folder's learners) and --tta or --offsets (decision offsets fitted on a fold-0 learner's
+validation photos): prediction rows. Rows are judged against a baseline folder by `mcls compare` over the eval
+persons, both seeds pooled:
 
     python -m bench.curve point --persons 900 --seed 777 --no-floor --set train.age_head=ordinal --work runs/screen/ordinal ...
     python -m bench.curve screen --baseline runs/screen/default --persons 900 --name screen900 runs/screen/ordinal ...
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -30,11 +32,12 @@ import numpy as np
 import pandas as pd
 
 from bench.common import IDENTITY, RESULTS, ROOT, WEIGHTS, load_crop_fold
-from bench.quality import FIXED, build_data, predict_scores, probe, train_into
+from bench.quality import FIXED, build_data, predict_scores, probe, train_into, tune_on_fold0
 from mcls.demo import tiny_overrides
 from mcls.evaluate import read_labels
 from mcls.labels import LABEL_TASKS
 from mcls.settings import load_settings
+from mcls.tune import TUNING_FILE
 
 __all__ = ['SIZES', 'stratified_persons', 'point', 'collect', 'screen']
 
@@ -76,6 +79,16 @@ def point(a) -> dict:
     model_dir = (Path(a.models) / f'p{a.persons}' if a.models else here) / 'models' / f'seed{a.seed}_full'
     if a.models and not model_dir.is_dir(): raise SystemExit(f'{model_dir}: no learners; run that point first')
     train_s = 0.0 if a.models else train_into(table[rows], s, a.seed, None, model_dir, a.keep)
+    fold0_s, offsets = 0.0, None
+    if a.offsets:     # fitted on the fold-0 validation photos of a learner of these persons, never on eval photos
+        fold_dir = here / 'models' / f'seed{a.seed}_fold0'
+        fold0_s = train_into(table[rows], s, a.seed, 0, fold_dir, a.keep)
+        offsets = tune_on_fold0(fold_dir)
+        tuned = here / 'models' / f'seed{a.seed}_tuned'
+        shutil.rmtree(tuned, ignore_errors=True)
+        shutil.copytree(model_dir, tuned)
+        shutil.copy(fold_dir / TUNING_FILE, tuned / TUNING_FILE)
+        model_dir = tuned
     t0 = time.perf_counter()
     ev = predict_scores(s, data, model_dir, here / f'sub_{a.seed}.csv', a.tta, keep=a.keep)
     predict_s = time.perf_counter() - t0
@@ -84,10 +97,10 @@ def point(a) -> dict:
     fl = probe(table, eval_df, truth, s.tasks['mask'].arch, None if a.quick else Path(a.weights),
                64 if a.quick else 224, work, rows) if a.floor else None
     res = {'persons': int(a.persons), 'persons_used': int(table.person[rows].nunique()), 'seed': a.seed,
-           'models': str(model_dir), 'tta': a.tta, 'set': a.set or [],
+           'models': str(model_dir), 'tta': a.tta, 'set': a.set or [], 'offsets': offsets,
            'train_photos': int(rows.sum()), 'eval_photos': len(eval_df), 'default': ev,
            'probe': fl, 'probe_floor': fl and fl[fl['floor']]['eval'],
-           'seconds': {'load_and_crop': load_s, 'train': train_s, 'predict': predict_s,
+           'seconds': {'load_and_crop': load_s, 'train': train_s, 'fold0_train': fold0_s, 'predict': predict_s,
                        'probe': time.perf_counter() - t0},
            'command': ' '.join(['python', '-m', 'bench.curve', *sys.argv[1:]])}
     here.mkdir(parents=True, exist_ok=True)
@@ -199,6 +212,8 @@ def main(argv=None):
     p.add_argument('--keep', action='store_true', help='reuse the learner and prediction of an earlier run of this point')
     p.add_argument('--models', type=Path, help="predict with another --work folder's learners of this point (no training)")
     p.add_argument('--tta', action='store_true', help="predict with the recipe's TTA")
+    p.add_argument('--offsets', action='store_true',
+                   help='predict with decision offsets fitted on the validation photos of a fold-0 learner of these persons')
     p.add_argument('--no-floor', dest='floor', action='store_false',
                    help='skip the frozen-feature floor (screens of a recipe change; collect needs the floor)')
     p.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the code runs')

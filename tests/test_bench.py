@@ -1,5 +1,6 @@
 """The benchmark suite and studies in their quick forms (tiny data, tiny model): they run and report every field."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -150,12 +151,17 @@ def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path):
     common = ['--quick', '--persons', '12', '--no-floor', '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'crops')]
     base = [curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / 'base')]) for sd in ('1', '2')]
     for sd in ('1', '2'):
-        curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / 'tta'), '--models', str(tmp_path / 'base'),
-                    '--tta'])
-    r = curve.main(['screen', str(tmp_path / 'tta'), '--baseline', str(tmp_path / 'base'), '--persons', '12',
-                    '--data', str(tmp_path / 'data'), '--draws', '200', '--out', str(tmp_path / 's.json')])
-    (d,) = r['decisions']
+        for row in ('tta', 'offsets'):
+            curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / row), '--models', str(tmp_path / 'base'),
+                        f'--{row}'])
+    r = curve.main(['screen', str(tmp_path / 'tta'), str(tmp_path / 'offsets'), '--baseline', str(tmp_path / 'base'),
+                    '--persons', '12', '--data', str(tmp_path / 'data'), '--draws', '200', '--out', str(tmp_path / 's.json')])
+    d, o = r['decisions']
     assert d['row'] == 'tta' and d['seeds'] == [1, 2] and d['tta'] and d['train_seconds'] == [0.0, 0.0]
+    tuned = [p for p in r['points'] if p['offsets']]
+    assert o['row'] == 'offsets' and len(tuned) == 2 and all(p['seconds']['fold0_train'] > 0 for p in tuned)
+    assert all((Path(p['models']) / 'tuning.json').exists() for p in tuned)
+    assert not (tmp_path / 'base' / 'p12' / 'models' / 'seed1_full' / 'tuning.json').exists()   # the baseline untouched
     assert d['low'] <= d['diff'] <= d['high'] and d['becomes_default'] == (d['low'] > 0)
     f = d['metrics']['f1_18']
     assert f['a'] == pytest.approx(sum(p['default']['f1_18'] for p in base) / 2) and base[0]['probe'] is None
