@@ -140,7 +140,7 @@ def screen(a) -> dict:
     """Each row folder against the baseline folder at --persons: `mcls compare` of their eval submissions over the
     eval persons (build_meta.csv), the seeds both have pooled on each side. A row becomes a default only where the
     95% interval of its F1_18 difference lies above 0. One JSON: every point, and `decisions`."""
-    from mcls.compare import compare, read_side
+    from mcls.compare import read_side
     data = Path(a.data)
     points, decisions = [], []
 
@@ -158,7 +158,7 @@ def screen(a) -> dict:
             print(f'{row}: no point at {a.persons} persons with a seed the baseline has; skipped')
             continue
         points += list(got.values())
-        r = compare(side(Path(a.baseline), seeds), side(row, seeds), persons_map=data / 'build_meta.csv', draws=a.draws)
+        r = _compared(Path(a.baseline), row, seeds, a, side)
         f = r['metrics']['f1_18']
         decisions.append({'row': row.name, 'persons': a.persons, 'seeds': seeds, 'set': got[seeds[0]].get('set', []),
                           'tta': got[seeds[0]].get('tta', False), 'diff': f['diff'], 'low': f['low'], 'high': f['high'],
@@ -178,6 +178,22 @@ def screen(a) -> dict:
     out.write_text(json.dumps(res, indent=1, default=float))
     print(f'wrote {out}')
     return res
+
+
+def _compared(baseline: Path, row: Path, seeds: list, a, side) -> dict:
+    """`mcls compare` of a row against the baseline (a minute or two over 1,800 persons), kept in the row's folder
+    and reused while neither side's submissions are newer and the baseline, seeds and draws are the same."""
+    from mcls.compare import compare
+    cache = row / f'p{a.persons}' / 'decision.json'
+    key = {'baseline': str(baseline.resolve()), 'seeds': seeds, 'draws': a.draws}
+    subs = [r / f'p{a.persons}' / f'sub_{sd}.csv' for r in (baseline, row) for sd in seeds]
+    if cache.exists() and cache.stat().st_mtime > max(f.stat().st_mtime for f in subs):
+        kept = json.loads(cache.read_text())
+        if kept['key'] == key: return kept['result']
+    r = compare(side(baseline, seeds), side(row, seeds), persons_map=Path(a.data) / 'build_meta.csv', draws=a.draws)
+    r = {k: v for k, v in r.items() if k != 'differences'}
+    cache.write_text(json.dumps({'key': key, 'result': r}, default=float))
+    return r
 
 
 def plot_curve(curve: dict, dest: Path) -> Path:

@@ -145,7 +145,7 @@ def test_learning_curve_points_and_collect(tmp_path):
     assert [p['persons_used'] for p in r['points']] == [6, 12] and (tmp_path / 'c.png').stat().st_size > 0
 
 
-def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path):
+def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path, monkeypatch):
     "A prediction row (the baseline's learners with TTA) against the baseline, both seeds pooled."
     from bench import curve
     common = ['--quick', '--persons', '12', '--no-floor', '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'crops')]
@@ -166,6 +166,11 @@ def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path):
     f = d['metrics']['f1_18']
     assert f['a'] == pytest.approx(sum(p['default']['f1_18'] for p in base) / 2) and base[0]['probe'] is None
     assert json.loads((tmp_path / 's.json').read_text())['decisions'][0]['diff'] == d['diff']
+    import mcls.compare
+    monkeypatch.setattr(mcls.compare, 'compare', None)       # a second screen reuses each row's comparison
+    again = curve.main(['screen', str(tmp_path / 'tta'), '--baseline', str(tmp_path / 'base'), '--persons', '12',
+                        '--data', str(tmp_path / 'data'), '--draws', '200', '--out', str(tmp_path / 's2.json')])
+    assert again['decisions'][0]['low'] == d['low']
 
 
 def test_stratified_subsets_keep_the_mix_and_nest():
