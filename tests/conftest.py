@@ -57,6 +57,21 @@ def tiny_settings(root: Path, **extra):
     return load_settings(overrides=tiny_overrides(root, 1, **ov))
 
 
+def kill_after_first_epoch(monkeypatch, table, s, task: str, fold):
+    "Train `task` until epoch 0 has ended and been saved, then stop it as a kill would (KeyboardInterrupt)."
+    import mcls.train as T
+    from fastai.vision.all import Callback
+
+    class KillAfterFirstEpoch(Callback):
+        order = 99    # after every saver
+        def after_epoch(self): raise KeyboardInterrupt
+
+    real = T._fit_cbs
+    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real(*a), KillAfterFirstEpoch()])
+    with pytest.raises(KeyboardInterrupt): T.train_task(table, s, task, fold, progress=False)
+    monkeypatch.setattr(T, '_fit_cbs', real)
+
+
 @pytest.fixture
 def synth_root(tmp_path):
     make_dataset(tmp_path / 'data', persons=15, eval_persons=3, seed=1)

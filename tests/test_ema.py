@@ -2,14 +2,13 @@
 train on; a resumed run averages on from its saved state."""
 import json
 
-import pytest
 import torch
 from fastai.vision.all import Callback
 
 import mcls.train as T
 from mcls.ema import ema_file
 from mcls.train import resume_task, train_task, training_table
-from tests.conftest import tiny_settings
+from tests.conftest import kill_after_first_epoch, tiny_settings
 
 
 def _state(model):
@@ -63,17 +62,9 @@ def test_validation_and_the_best_checkpoint_see_the_average(synth_root, monkeypa
 def test_a_resumed_run_averages_on_from_its_saved_state(synth_root, monkeypatch):
     s = tiny_settings(synth_root, train__ema='0.9', mask__full_epochs=3)
     table = training_table(s, progress=False)
-
-    class KillAfterFirstEpoch(Callback):
-        order = 99
-        def after_epoch(self): raise KeyboardInterrupt
-
-    real = T._fit_cbs
-    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real(*a), KillAfterFirstEpoch()])
-    with pytest.raises(KeyboardInterrupt): train_task(table, s, 'mask', None, progress=False)
+    kill_after_first_epoch(monkeypatch, table, s, 'mask', None)
     run = next((synth_root / 'runs').iterdir())
     after0 = torch.load(ema_file(run, 0), weights_only=True)
-    monkeypatch.setattr(T, '_fit_cbs', real)
     loaded = {}
     from mcls import ema as E
     real_load = E.EmaWeights.before_fit

@@ -20,7 +20,7 @@ from mcls.dataset import load_eval, load_train
 from mcls.errors import DataError, UserError, WriteError
 from mcls.runs import list_runs, run_status
 from mcls.settings import SettingsError, load_settings
-from tests.conftest import tiny_settings
+from tests.conftest import kill_after_first_epoch, tiny_settings
 from tests.test_reliability import _cli, _copy_models, _dead_pid, _digest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,22 +121,12 @@ def test_6_pseudo_labels_from_another_eval_set_are_refused(synth_root):
 # --- 7: resume after the data or corrections changed ---
 
 def test_7_resume_refuses_when_the_corrections_changed(synth_root, monkeypatch):
-    import mcls.train as T
-    from fastai.vision.all import Callback
-    from mcls.train import resume_task, train_task, training_table
+    from mcls.train import resume_task, training_table
     fixes = synth_root / 'fixes.csv'
     first = load_train(synth_root / 'data').person.iloc[0]
     fixes.write_text(f'key,field,value\n{first},age,40\n')
     s = tiny_settings(synth_root, paths__corrections=fixes, gender__epochs=2)
-
-    class KillAfterFirstEpoch(Callback):
-        order = 99
-        def after_epoch(self): raise KeyboardInterrupt
-
-    real = T._fit_cbs
-    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real(*a), KillAfterFirstEpoch()])
-    with pytest.raises(KeyboardInterrupt): train_task(training_table(s, progress=False), s, 'gender', 0, progress=False)
-    monkeypatch.setattr(T, '_fit_cbs', real)
+    kill_after_first_epoch(monkeypatch, training_table(s, progress=False), s, 'gender', 0)
     run = next((synth_root / 'runs').iterdir())
     others = load_train(synth_root / 'data').person.drop_duplicates().iloc[1:6]
     fixes.write_text('key,field,value\n' + ''.join(f'{p},gender,female\n' for p in others))

@@ -24,7 +24,7 @@ from mcls.errors import ConfigError, DataError, WriteError
 from mcls.export import load_task_learner, read_meta
 from mcls.images import open_rgb
 from mcls.train import resume_task, save_atomic, train_task, training_table
-from tests.conftest import tiny_settings
+from tests.conftest import kill_after_first_epoch, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -488,19 +488,8 @@ def test_a_cache_path_that_is_a_file_is_one_line(synth_root):
 
 def test_a_checkpoint_that_cannot_be_loaded_restarts_the_run(synth_root, monkeypatch):
     "(c): last_epoch.json names a file that is damaged (e.g. written by an older version in place): restart, export."
-    import mcls.train as T
-    from fastai.vision.all import Callback
     s = tiny_settings(synth_root, age__epochs=2)
-    table = training_table(s, progress=False)
-
-    class CrashAfterFirstEpoch(Callback):
-        order = 99
-        def after_epoch(self): raise KeyboardInterrupt
-
-    real_cbs = T._fit_cbs
-    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real_cbs(*a), CrashAfterFirstEpoch()])
-    with pytest.raises(KeyboardInterrupt): train_task(table, s, 'age', 0, progress=False)
-    monkeypatch.setattr(T, '_fit_cbs', real_cbs)
+    kill_after_first_epoch(monkeypatch, training_table(s, progress=False), s, 'age', 0)
     run = next((synth_root / 'runs').iterdir())
     (run / 'last-0.pth').write_bytes(b'\x80\x02 cut short')
     r = resume_task(run, progress=False)
