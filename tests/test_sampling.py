@@ -116,7 +116,7 @@ def _table(synth_root, **extra):
                                                            ('3', 1, 'PersonDL'), ('3', 3, 'PersonDL')])
 def test_all_is_todays_loader_and_k_draws_per_person(synth_root, per_person, old_weight, loader):
     from mcls.learner import task_dls
-    s, table = _table(synth_root, train__photos_per_person=per_person, joint__old_weight=old_weight)
+    s, table = _table(synth_root, joint__photos_per_person=per_person, joint__old_weight=old_weight)
     df = table.assign(is_valid=table.fold == 0)
     dls = task_dls(df, s.tasks['joint'], workers=0)
     assert type(dls.train).__name__ == loader and type(dls.valid).__name__ != 'PersonDL'
