@@ -43,6 +43,9 @@ __all__ = ['SIZES', 'stratified_persons', 'point', 'collect', 'screen']
 
 SIZES = (180, 360, 900, 2700)
 WORK = ROOT / 'runs' / 'curve'
+# what a collection keeps of each screen decision
+DECISION_KEYS = ('row', 'persons', 'seeds', 'set', 'tta', 'diff', 'low', 'high', 'becomes_default', 'train_seconds',
+                 'baseline_train_seconds')
 
 
 def stratified_persons(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
@@ -71,6 +74,9 @@ def point(a) -> dict:
     data = build_data(Path(a.data) if a.data else work / 'data', a.quick, persons=None)
     here = work / f'p{a.persons}'
     s = _settings(a, here, data)
+    # a point rerun with --keep (to add the floor, say) reuses its learner and prediction: keep their seconds too
+    before = here / f'seed{a.seed}.json'
+    earlier = json.loads(before.read_text())['seconds'] if a.keep and before.exists() else {}
     t0 = time.perf_counter()
     table, eval_df = load_crop_fold(s, data)
     load_s = time.perf_counter() - t0
@@ -89,8 +95,10 @@ def point(a) -> dict:
         shutil.copytree(model_dir, tuned)
         shutil.copy(fold_dir / TUNING_FILE, tuned / TUNING_FILE)
         model_dir = tuned
+    sub = here / f'sub_{a.seed}.csv'
+    predicted = a.keep and sub.exists()
     t0 = time.perf_counter()
-    ev = predict_scores(s, data, model_dir, here / f'sub_{a.seed}.csv', a.tta, keep=a.keep)
+    ev = predict_scores(s, data, model_dir, sub, a.tta, keep=a.keep)
     predict_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     # a screen compares recipes, not the floor, whose first run embeds every photo (about 2,000 s on 2 cores)
@@ -100,7 +108,9 @@ def point(a) -> dict:
            'models': str(model_dir), 'tta': a.tta, 'set': a.set or [], 'offsets': offsets,
            'train_photos': int(rows.sum()), 'eval_photos': len(eval_df), 'default': ev,
            'probe': fl, 'probe_floor': fl and fl[fl['floor']]['eval'],
-           'seconds': {'load_and_crop': load_s, 'train': train_s, 'fold0_train': fold0_s, 'predict': predict_s,
+           'seconds': {'load_and_crop': load_s, 'train': train_s or earlier.get('train', 0.0),
+                       'fold0_train': fold0_s or earlier.get('fold0_train', 0.0),
+                       'predict': earlier.get('predict', predict_s) if predicted else predict_s,
                        'probe': time.perf_counter() - t0},
            'command': ' '.join(['python', '-m', 'bench.curve', *sys.argv[1:]])}
     here.mkdir(parents=True, exist_ok=True)
@@ -128,10 +138,16 @@ def collect(a) -> dict:
              **{f'probe_{t}_f1': lists(lambda p, t=t: p['probe_floor'][t]) for t in LABEL_TASKS},
              'train_seconds': lists(lambda p: p['seconds']['train'])}
     out = Path(a.out or RESULTS / f'quality-full-{a.name}-{datetime.now():%Y-%m-%d}.json')
+    summary = {'learning_curve': curve}
+    if a.beside:      # an earlier collection (the old default), drawn beside this one
+        summary['beside'] = {'file': a.beside.name, **json.loads(a.beside.read_text())['summary']}
     res = {'name': a.name, 'date': datetime.now().isoformat(timespec='seconds'), 'work': str(a.work),
-           'points': points, 'summary': {'learning_curve': curve}}
+           'points': points, 'summary': summary,
+           'decisions': [{'source': f.name, **{k: d[k] for k in DECISION_KEYS}}
+                         for f in a.decisions or [] for d in json.loads(f.read_text())['decisions']]}
     out.write_text(json.dumps(res, indent=1, default=float))
-    png = plot_curve(curve, Path(a.png) if a.png else ROOT / 'docs' / 'learning_curve.png')
+    png = plot_curve(curve, Path(a.png) if a.png else ROOT / 'docs' / 'learning_curve.png',
+                     summary.get('beside', {}).get('learning_curve'))
     print(f'wrote {out} and {png}')
     return res
 
@@ -196,20 +212,23 @@ def _compared(baseline: Path, row: Path, seeds: list, a, side) -> dict:
     return r
 
 
-def plot_curve(curve: dict, dest: Path) -> Path:
-    "F1_18 and each task's macro F1 against training persons (log x): the recipe and the floor, each seed a dot."
+def plot_curve(curve: dict, dest: Path, beside: dict | None = None) -> Path:
+    """F1_18 and each task's macro F1 against training persons (log x): the recipe and the floor, each seed a dot;
+    `beside` (an earlier collection's curve) adds its recipe as 'old default'."""
     from mcls.plots import pyplot, save_figure
     keys = [('f1_18', 'F1 (18 classes)'), *((f'{t}_f1', f'{t} F1') for t in LABEL_TASKS)]
     fig, axes = pyplot().subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0))
-    x = np.array(curve['persons'])
+    lines = [(curve, 'default', 'tab:blue', 'recipe'), (curve, 'probe', 'tab:grey', 'floor')]
+    if beside: lines.insert(1, (beside, 'default', 'tab:orange', 'old default'))
+    ticks = sorted({n for c in (curve, beside) if c for n in c['persons']})
     for ax, (k, title) in zip(axes, keys):
-        for who, colour in (('default', 'tab:blue'), ('probe', 'tab:grey')):
-            vals = curve[f'{who}_{k}']
-            ax.plot(x, [np.mean(v) for v in vals], '-o', color=colour, label='recipe' if who == 'default' else 'floor')
+        for c, who, colour, label in lines:
+            x, vals = c['persons'], c[f'{who}_{k}']
+            ax.plot(x, [np.mean(v) for v in vals], '-o', color=colour, label=label)
             for xi, v in zip(x, vals): ax.scatter([xi] * len(v), v, s=8, color=colour, alpha=0.5)
         ax.set(xscale='log', xlabel='training persons (log)', title=title)
         ax.minorticks_off()
-        ax.set_xticks(x, [str(v) for v in x])
+        ax.set_xticks(ticks, [str(v) for v in ticks])
     axes[0].legend(fontsize=8)
     return save_figure(fig, dest)
 
@@ -239,6 +258,8 @@ def main(argv=None):
     c.add_argument('--work', type=Path, default=WORK)
     c.add_argument('--out', type=Path)
     c.add_argument('--png', type=Path)
+    c.add_argument('--beside', type=Path, help="an earlier collection's JSON (the old default), drawn beside this one")
+    c.add_argument('--decisions', type=Path, nargs='*', help="screen JSONs whose decisions this collection lists")
     r = sub.add_parser('screen', help='row folders against a baseline folder: decisions by mcls compare')
     r.add_argument('rows', nargs='+', type=Path, help='--work folders of the rows')
     r.add_argument('--baseline', type=Path, required=True)

@@ -134,15 +134,25 @@ def test_workers_bench_runs_each_setting(tmp_path):
 
 def test_learning_curve_points_and_collect(tmp_path):
     from bench import curve
-    for n in (6, 12):
-        curve.main(['point', '--quick', '--persons', str(n), '--seed', '1', '--work', str(tmp_path / 'w'),
-                    '--cache', str(tmp_path / 'crops')])
+    common = ['--quick', '--seed', '1', '--work', str(tmp_path / 'w'), '--cache', str(tmp_path / 'crops')]
+    first = curve.main(['point', *common, '--persons', '6', '--no-floor'])
+    again = curve.main(['point', *common, '--persons', '6', '--keep'])     # the floor added to a point already trained
+    assert first['probe'] is None and again['probe_floor'] is not None and first['default'] == again['default']
+    assert again['seconds']['train'] == first['seconds']['train'] > 0
+    assert again['seconds']['predict'] == first['seconds']['predict']
+    curve.main(['point', *common, '--persons', '12'])
+    c0 = tmp_path / 'c0.json'
+    curve.main(['collect', '--name', 'old', '--work', str(tmp_path / 'w'), '--out', str(c0), '--png', str(tmp_path / 'c0.png')])
+    screen = tmp_path / 'screen.json'
+    screen.write_text(json.dumps({'decisions': [{**dict.fromkeys(curve.DECISION_KEYS, 0), 'row': 'r', 'metrics': {}}]}))
     r = curve.main(['collect', '--name', 'quick', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 'c.json'),
-                    '--png', str(tmp_path / 'c.png')])
+                    '--png', str(tmp_path / 'c.png'), '--beside', str(c0), '--decisions', str(screen)])
     lc = r['summary']['learning_curve']
     assert lc['persons'] == [6, 12] and all(isinstance(n, int) for n in lc['persons'])
     assert [len(v) for v in lc['default_f1_18']] == [1, 1] and all(0 <= v[0] <= 1 for v in lc['probe_f1_18'])
     assert [p['persons_used'] for p in r['points']] == [6, 12] and (tmp_path / 'c.png').stat().st_size > 0
+    assert r['summary']['beside']['learning_curve'] == lc and r['summary']['beside']['file'] == 'c0.json'
+    assert [(d['source'], d['row']) for d in r['decisions']] == [('screen.json', 'r')] and 'metrics' not in r['decisions'][0]
 
 
 def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path, monkeypatch):
