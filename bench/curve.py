@@ -125,6 +125,14 @@ def collect(a) -> dict:
     points = sorted((json.loads(p.read_text()) for p in Path(a.work).glob('p*/seed*.json')),
                     key=lambda p: (p['persons'], p['seed']))
     if not points: raise SystemExit(f'{a.work}: no points; run `python -m bench.curve point ...` first')
+    if a.floor_from:  # the floor depends on neither the recipe nor the training seed, only on the persons
+        earlier = {p['persons']: p['probe_floor'] for p in json.loads(a.floor_from.read_text())['points'] if p['probe_floor']}
+        for p in points:
+            if not p['probe_floor'] and p['persons'] in earlier:
+                p['probe_floor'], p['probe_from'] = earlier[p['persons']], a.floor_from.name
+    if missing := [(p['persons'], p['seed']) for p in points if not p['probe_floor']]:
+        raise SystemExit(f'{a.work}: points {missing} have no floor: run them again without --no-floor (with --keep), '
+                         'or pass --floor-from an earlier collection with a floor at those sizes')
     sizes = sorted({p['persons'] for p in points})
     seeds = sorted({p['seed'] for p in points})
     at = {(p['persons'], p['seed']): p for p in points}
@@ -250,7 +258,7 @@ def main(argv=None):
     p.add_argument('--offsets', action='store_true',
                    help='predict with decision offsets fitted on the validation photos of a fold-0 learner of these persons')
     p.add_argument('--no-floor', dest='floor', action='store_false',
-                   help='skip the frozen-feature floor (screens of a recipe change; collect needs the floor)')
+                   help='skip the frozen-feature floor (screens of a recipe change; collect needs the floor or --floor-from)')
     p.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the code runs')
     p.add_argument('--work', type=Path, default=WORK)
     c = sub.add_parser('collect', help='every point into one result JSON and the PNG')
@@ -259,6 +267,8 @@ def main(argv=None):
     c.add_argument('--out', type=Path)
     c.add_argument('--png', type=Path)
     c.add_argument('--beside', type=Path, help="an earlier collection's JSON (the old default), drawn beside this one")
+    c.add_argument('--floor-from', type=Path,
+                   help="an earlier collection's JSON whose floor serves points run with --no-floor (same persons)")
     c.add_argument('--decisions', type=Path, nargs='*', help="screen JSONs whose decisions this collection lists")
     r = sub.add_parser('screen', help='row folders against a baseline folder: decisions by mcls compare')
     r.add_argument('rows', nargs='+', type=Path, help='--work folders of the rows')

@@ -153,6 +153,13 @@ def test_learning_curve_points_and_collect(tmp_path):
     assert [p['persons_used'] for p in r['points']] == [6, 12] and (tmp_path / 'c.png').stat().st_size > 0
     assert r['summary']['beside']['learning_curve'] == lc and r['summary']['beside']['file'] == 'c0.json'
     assert [(d['source'], d['row']) for d in r['decisions']] == [('screen.json', 'r')] and 'metrics' not in r['decisions'][0]
+    # a curve of points without a floor takes the floor at the same sizes from an earlier collection, or says why not
+    curve.main(['point', *common, '--persons', '6', '--no-floor', '--work', str(tmp_path / 'new')])
+    with pytest.raises(SystemExit, match=r'\(6, 1\)\] have no floor'):
+        curve.main(['collect', '--work', str(tmp_path / 'new'), '--out', str(tmp_path / 'n.json'), '--png', str(tmp_path / 'n.png')])
+    n = curve.main(['collect', '--work', str(tmp_path / 'new'), '--out', str(tmp_path / 'n.json'), '--png', str(tmp_path / 'n.png'),
+                    '--floor-from', str(c0)])
+    assert n['summary']['learning_curve']['probe_f1_18'] == [lc['probe_f1_18'][0]] and n['points'][0]['probe_from'] == 'c0.json'
 
 
 def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path, monkeypatch):
