@@ -24,6 +24,7 @@ from .decode import CropBlock
 from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, AGE_YEARS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import TASK_CLASSES, age_group
+from .precision import resolve_precision
 from .sampling import PersonDL
 from .settings import TaskSettings, check_value, parse_photos_per_person
 from . import threads
@@ -156,6 +157,7 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
             check_value(ts.task, f.name, getattr(ts, f.name))
         except ValueError as e:
             raise ConfigError(f'{t} {f.name} = {getattr(ts, f.name)!r}: {e}') from None
+    resolve_precision(ts.precision, ts.size)       # fp16 on a machine without a CUDA GPU: one line, before any work
     if not timm.is_model(ts.arch):
         close = timm.list_models(f'*{ts.arch.split("_")[0]}*')[:5]
         raise ConfigError(f'{t} arch = {ts.arch!r} is not a timm model (similar: {close})')
@@ -169,6 +171,10 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
     epochs, name = (ts.full_epochs, 'full_epochs') if full else (ts.epochs, 'epochs')
     if ts.fit == 'fine_tune' and not 0 < ts.freeze_epochs < epochs:
         raise ConfigError(f'{t} fit = fine_tune needs 0 < freeze_epochs ({ts.freeze_epochs}) < {name} ({epochs})')
+    if ts.early_sizes and (len(ts.early_sizes) >= epochs or max(ts.early_sizes) > ts.size):
+        raise ConfigError(f'{t} early_sizes = {",".join(map(str, ts.early_sizes))}: give fewer sizes than {name} '
+                          f'({epochs}), each at most size ({ts.size}), so the last epochs train at the size the '
+                          f'learner validates and predicts at')
     if ts.age_head != 'groups' and ts.task != 'joint':
         raise ConfigError(f'{t} age_head = {ts.age_head} needs the joint learner (`mcls train joint`)')
     if ts.task == 'joint' and ts.age_head == 'ordinal' and ts.boundary not in AGE_THRESHOLDS:

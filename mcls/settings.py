@@ -46,7 +46,7 @@ CHOICES = {
     'split.by': ('person', 'image'),
     'train.fit': ('one_cycle', 'fine_tune'),
     'train.loss': ('ce', 'focal'),
-    'train.precision': ('auto', 'fp32', 'bf16'),
+    'train.precision': ('auto', 'fp32', 'bf16', 'fp16'),
     'train.mix': ('none', 'mixup', 'cutmix'),
     'train.age_head': ('groups', 'ordinal', 'dist'),
     'train.mode': ('tasks', 'joint'),
@@ -63,7 +63,7 @@ LIMITS = {
     'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP, 'train.lr': POS,
     'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
     'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG, 'train.old_weight': POS,
-    'train.ema': Range(0, 1, hi_open=True),
+    'train.ema': Range(0, 1, hi_open=True), 'train.early_sizes': Range(16),
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
 }
 DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|mps')     # [crop] device
@@ -129,7 +129,7 @@ class TaskSettings:
     boundary: int = 60        # age task only: training-target boundary of the 60+ group
     # defaults below keep settings files written before these keys existed loadable
     mode: str = 'tasks'       # what `train all` trains: tasks (three learners) | joint (one backbone, three heads)
-    precision: str = 'auto'   # auto | fp32 | bf16 (autocast; logits go to fp32 before losses and softmax)
+    precision: str = 'auto'   # auto | fp32 | bf16 | fp16 (autocast; logits go to fp32 before losses and softmax)
     channels_last: bool = True
     decode_at_size: bool = False   # JPEG crops decoded DCT-scaled to no less than size (mcls.decode), not whole
     freeze_epochs: int = 1    # fit = fine_tune: epochs of the head alone, counted in `epochs`
@@ -143,6 +143,7 @@ class TaskSettings:
     reproducible: bool = False      # cuDNN deterministic, autotuner off (GPU runs repeat to the bit; slower)
     photos_per_person: str = 'all'  # all, or k: each epoch draws k photos of every training person (mcls.sampling)
     ema: float = 0.0          # per-step decay of a weight average (timm ModelEmaV3) that validates and exports; 0 off
+    early_sizes: tuple[int, ...] | None = None   # progressive resizing: the first epochs' sizes; the rest at size
 
 
 @dataclass
@@ -218,6 +219,7 @@ def _workers(s: str): return None if s.strip().lower() == 'auto' else int(s)
 _CONVERTERS = {
     int: int, float: float, str: str.strip, bool: _bool, Path: lambda s: Path(s.strip()),
     'Path | None': _opt_path, 'tuple[int, int]': _tuple(int, 2), 'tuple[float, ...] | None': _tuple(float), 'tuple[str, ...]': _tuple(str.strip),
+    'tuple[int, ...] | None': _tuple(int),
     'int | None': _workers,
 }
 _TYPE_NAMES = {'int': int, 'float': float, 'str': str, 'bool': bool, 'Path': Path}

@@ -31,6 +31,7 @@ from .learner import build_learner, check_task_settings, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
+from .progressive import ProgressiveResize
 from .modeldirs import check_export_dir, export_dir_for
 from .ema import EmaWeights, ema_file
 from .sampling import DrawEpoch
@@ -124,7 +125,10 @@ class EpochPrinter(Callback):
         names, vals = self.recorder.metric_names[1:-1], self.recorder.log[1:-1]
         best = getattr(getattr(self.learn, 'best_model', None), 'new_best', False)   # fastai: a callback by its name
         figures = '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, vals))
-        print(f'{self.learn.path.name}: epoch {self.epoch}  {figures}{"  best" if best else ""}', flush=True)
+        side = getattr(self.learn, 'progressive_resize', None)
+        side = side and side.size_at(self.epoch)
+        print(f'{self.learn.path.name}: epoch {self.epoch}{f" ({side} px)" if side else ""}  {figures}'
+              f'{"  best" if best else ""}', flush=True)
 
 
 class UnfreezeAt(Callback):
@@ -199,6 +203,7 @@ def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, preci
     """Callbacks for the fit call only, so an exported Learner carries none of them. With several ranks, the ones
     that write (history, checkpoints, TensorBoard) are rank 0's alone."""
     cbs = [*precision_cbs(precision, ts.channels_last), DrawEpoch()]
+    if ts.early_sizes: cbs.append(ProgressiveResize(ts.early_sizes))
     if ts.mix != 'none': cbs.append(MIX[ts.mix]())
     if resume_state is not None: cbs.append(ResumeGuard())
     if distributed.world_size() > 1: cbs.append(distributed.DDPTrainer())

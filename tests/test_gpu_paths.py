@@ -87,39 +87,6 @@ def test_train_prints_the_centre_crop_fallback_share(synth_root):
     assert f'{centres} ({centres / len(table):.1%})' in console.export_text()
 
 
-# --- the precision prediction runs in ---
-
-@pytest.mark.parametrize('trained, cuda, bf16_cpu, size, want', [
-    ('bf16', False, False, 224, 'fp32'),   # trained on a GPU, predicted on a CPU without bf16 units
-    ('bf16', False, True, 128, 'fp32'),    # a bf16 CPU, but below the size where bf16 pays there
-    ('bf16', False, True, 224, 'bf16'),
-    ('bf16', True, False, 128, 'bf16'),    # on a GPU
-    ('fp32', True, True, 224, 'fp32'),     # an fp32 learner stays fp32
-])
-def test_prediction_runs_in_the_precision_of_its_device(monkeypatch, trained, cuda, bf16_cpu, size, want):
-    import mcls.precision as P
-    monkeypatch.setattr(P, 'cpu_has_bf16', lambda: bf16_cpu)
-    assert P.inference_precision(trained, size, cuda) == want
-
-
-def test_a_bf16_trained_export_predicts_as_fp32_on_this_cpu(trained, tmp_path, monkeypatch):
-    "the export's json says bf16 (trained on a GPU); on a CPU without bf16 at 64 px the probabilities are fp32's"
-    import mcls.precision as P
-    from mcls.predict import predict_eval
-    monkeypatch.setattr(P, 'cpu_has_bf16', lambda: False)
-    s = trained['settings']
-    d = tmp_path / 'bf16'
-    shutil.copytree(trained['models'], d)
-    for t in ('mask', 'gender', 'age'):
-        meta = json.loads((d / f'{t}.json').read_text())
-        (d / f'{t}.json').write_text(json.dumps({**meta, 'precision': 'bf16'}))
-    predict_eval(s, [trained['models']], tmp_path / 'fp32.csv', tta=False, progress=False)
-    predict_eval(s, [d], tmp_path / 'bf16.csv', tta=False, progress=False)
-    a, b = np.load(tmp_path / 'fp32.csv.probs.npz'), np.load(tmp_path / 'bf16.csv.probs.npz')
-    for t in ('mask', 'gender', 'age'): assert np.array_equal(a[t], b[t])
-    assert json.loads((d / 'age.json').read_text())['precision'] == 'bf16'      # the training's, still recorded
-
-
 # --- workers, threads, cuDNN ---
 
 @pytest.mark.parametrize('cores, local_ranks, workers', [(16, 1, 16), (16, 2, 8), (16, 8, 0), (32, 1, 16), (2, 1, 0)])
