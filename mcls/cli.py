@@ -70,6 +70,7 @@ def _renamed(new, old):
 # panels of the option lists; metavars in typer's <kind> style; flags show none
 DATA, MODEL, SCHEDULE, OUTPUT, RANKS = 'Data', 'Model', 'Schedule', 'Output', 'Distributed'
 FLAG = ''
+LR_FIND_MIN_IT = 25    # fastai's slide suggestion needs 16 rates after lr_find drops the first tenth and the last 5
 ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini',
                                                    metavar='<path>', rich_help_panel=DATA)]
 SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value',
@@ -149,10 +150,10 @@ def config(config: ConfigOpt = None, set: SetOpt = None):
 
 @app.command()
 def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')],
-          train_persons: Annotated[int, typer.Option(help='training persons (7 photos each)')] = 40,
-          eval_persons: Annotated[int, typer.Option(help='eval persons (7 photos each)')] = 10,
+          train_persons: Annotated[int, typer.Option(min=1, help='training persons (7 photos each)')] = 40,
+          eval_persons: Annotated[int, typer.Option(min=1, help='eval persons (7 photos each)')] = 10,
           persons: OldPersons = None,
-          seed: Annotated[int, typer.Option(help='seed of the drawing')] = 0,
+          seed: Annotated[int, typer.Option(min=0, help='seed of the drawing')] = 0,
           awkward: Annotated[bool, typer.Option(help='add hidden, truncated, grey, RGBA, CMYK, EXIF cases',
                                                 metavar=FLAG)] = False):
     "Write a small synthetic data set in the competition layout (drawn faces; no downloads)."
@@ -300,7 +301,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           pseudo: Annotated[Optional[Path], typer.Option(
               help='a predict .probs.npz: add its confident eval photos to training (transductive)', metavar='<path>',
               rich_help_panel=DATA)] = None,
-          min_prob: Annotated[float, typer.Option(help='with --pseudo: every task\'s top probability at least',
+          min_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help='with --pseudo: every task\'s top probability at least',
                                                   rich_help_panel=DATA)] = 0.9,
           processes: ProcessesOpt = 1):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
@@ -308,6 +309,13 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     s = _settings(config, set, data)
     tasks = learners_for(task.value, s)
     if resume:
+        training_keys = [kv for kv in set or [] if kv.partition('.')[0] in ('train', *LEARNERS)]
+        given = {'--set ' + ' '.join(training_keys): training_keys, '--arch': arch, '--weights': weights, '--pretrained': pretrained,
+                 '--epochs': epochs, '--lr': lr, '--size': size, '--batch': batch, '--pipeline': pipeline,
+                 '--loss': loss, '--boundary': boundary, '--pseudo': pseudo, '--full': full or None}
+        if dropped := [k for k, v in given.items() if v]:
+            raise UserError(f'--resume continues a run with the settings it was started with (its settings.ini): '
+                            f'drop {", ".join(dropped)}, or start a new run without --resume')
         if processes > 1: _resumable(s, tasks, run_dir)      # found here, before the ranks start
     else:      # every settings, usage and path error before torch is imported
         named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch,
@@ -401,7 +409,7 @@ def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config
             set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
             plot: Annotated[Optional[Path], typer.Option(help='PNG (default paths.reports/lr_find_<task>.png)',
                                                          metavar='<path>', rich_help_panel=OUTPUT)] = None,
-            num_it: Annotated[int, typer.Option(help='learning rates tried, log-spaced')] = 100,
+            num_it: Annotated[int, typer.Option(min=LR_FIND_MIN_IT, help='learning rates tried, log-spaced')] = 100,
             workers: WorkersOpt = None, out: OldOut = None):
     "fastai's learning-rate finder for one learner (every layer trainable): saves the plot and prints suggestions."
     out = _renamed(plot, out)
@@ -419,7 +427,7 @@ def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config
 @app.command()
 def runs(config: ConfigOpt = None, set: SetOpt = None,
          task: Annotated[Optional[Learner], typer.Option(help='only runs of this learner')] = None,
-         last: Annotated[int, typer.Option(help='rows shown')] = 30):
+         last: Annotated[int, typer.Option(min=1, help='rows shown')] = 30):
     "Past training runs with their validation scores, best first."
     from .runs import list_runs
     s = _settings(config, set)
@@ -434,19 +442,15 @@ def pd_isna(v) -> bool:
     return v is None or (not isinstance(v, str) and pd.isna(v))
 
 
-def _fold_dirs(s: Settings) -> list[Path]:
-    return sorted(Path(s.paths.models).glob('fold*'))
-
-
 def _model_dirs(s: Settings, models) -> list[Path]:
     "--models, else models/full when it holds learners, else every models/fold*; each checked before any work."
-    from .modeldirs import check_model_dir, export_dir_for, learners_in
+    from .modeldirs import check_model_dir, export_dir_for, fold_dirs, learners_in
     if models:
         for d in models: check_model_dir(d)
         return list(models)
     full = export_dir_for(s, None)
     if learners_in(full): return [full]
-    folds = _fold_dirs(s)
+    folds = fold_dirs(s.paths.models)
     if not folds: raise UserError(f'no models under {s.paths.models}: run `mcls train all` first, or pass --models')
     return folds
 
@@ -546,8 +550,8 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
             persons_map: Annotated[Optional[Path], typer.Option(
                 help='file,id CSV naming each eval photo\'s person (build_meta.csv) so persons are resampled; '
                      'validation folders use their train.csv person folders')] = None,
-            draws: Annotated[int, typer.Option(help='bootstrap draws (bounded: see mcls.compare)')] = 2000,
-            seed: Annotated[int, typer.Option(help='seed of the draws')] = 0,
+            draws: Annotated[int, typer.Option(min=1, help='bootstrap draws (at most 100,000)')] = 2000,
+            seed: Annotated[int, typer.Option(min=0, help='seed of the draws')] = 0,
             json_out: Annotated[Optional[Path], typer.Option('--json', help='write the figures as JSON, keyed by metric')] = None,
             plot: Annotated[Optional[Path], typer.Option(help='PNG of the differences (default paths.reports/compare.png)')] = None,
             config: ConfigOpt = None, set: SetOpt = None):
@@ -576,7 +580,7 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
 @app.command()
 def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
             out: Annotated[Optional[Path], typer.Option(help='CSV (default: paths.reports/persons.csv)')] = None,
-            top: Annotated[int, typer.Option(help='groups of each kind on the contact sheet')] = 8):
+            top: Annotated[int, typer.Option(min=1, help='groups of each kind on the contact sheet')] = 8):
     "Group the eval photos into persons by face identity (SFace): persons.csv + a contact sheet of the largest and least certain groups."
     from .atomic import output_file, write_csv_atomic
     from .crop import attach_crops
@@ -606,9 +610,10 @@ def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
                                         'are pooled, each photo once')] = None,
              config: ConfigOpt = None, set: SetOpt = None):
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."
+    from .modeldirs import fold_dirs
     from .tune import fit_offsets, load_oof, write_offsets
     s = _settings(config, set)
-    dirs = list(models) if models else _fold_dirs(s)
+    dirs = list(models) if models else fold_dirs(s.paths.models)
     if not dirs: raise UserError(f'no fold models under {s.paths.models}: train with --fold first')
     offsets, report, rows = {}, {}, []
     for t in TASKS:
@@ -626,7 +631,7 @@ def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
 def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
               models: Annotated[Optional[Path], typer.Option('--models', '-m', help='one model folder (default '
                                                              'paths.models/fold{k})', metavar='<folder>')] = None,
-              k: Annotated[int, typer.Option(help='top losses shown')] = 9,
+              k: Annotated[int, typer.Option(min=1, help='top losses shown')] = 9,
               workers: WorkersOpt = None, pickle: PickleOpt = False):
     "Confusion matrix and top losses of a task's learner on the fold it did not train on."
     from .modeldirs import check_model_dir, export_dir_for
@@ -648,9 +653,9 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
              models: Annotated[Optional[list[Path]], typer.Option(
                  '--models', '-m', metavar='<folder>', help='fold folders whose validation files cover every photo (default: train '
                                         '--folds new ones into models/oof)')] = None,
-             folds: Annotated[int, typer.Option(help='folds to train when no --models')] = 3,
-             top: Annotated[int, typer.Option(help='suspects on the contact sheet')] = 24,
-             accept: Annotated[Optional[int], typer.Option(help='write the top N of each task into paths.corrections')] = None):
+             folds: Annotated[int, typer.Option(min=2, help='folds to train when no --models')] = 3,
+             top: Annotated[int, typer.Option(min=1, help='suspects on the contact sheet')] = 24,
+             accept: Annotated[Optional[int], typer.Option(min=1, help='write the top N of each task into paths.corrections')] = None):
     "Likely label errors from out-of-fold predictions (cleanlab): CSV + contact sheet per task; --accept N fixes them."
     from .atomic import output_dir, output_file, write_csv_atomic
     tasks = list(TASKS) if task.value == 'all' else [task.value]
@@ -705,8 +710,8 @@ def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg
 
 @app.command()
 def demo(out_dir: Annotated[Path, typer.Option(help='working folder (replaced)', metavar='<path>')] = Path('data/demo'),
-         train_persons: Annotated[int, typer.Option(help='synthetic training persons')] = 100,
-         epochs: Annotated[int, typer.Option(help='per task; one epoch of a tiny model from scratch is chance level')] = 8,
+         train_persons: Annotated[int, typer.Option(min=1, help='synthetic training persons')] = 100,
+         epochs: Annotated[int, typer.Option(min=1, help='per task; one epoch of a tiny model from scratch is chance level')] = 8,
          out: OldOut = None, persons: OldPersons = None):
     "No downloads, no data: synthetic faces -> crop -> train what `train all` trains (tiny model) -> predict --tta -> evaluate."
     from .demo import run_demo

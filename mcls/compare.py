@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import recover_dir
 from .errors import DataError, UserError
 from .labels import LABEL_TASKS, N_CLASSES, TASK_CLASSES, encode, task_labels
 from .probfiles import read_valid
@@ -72,6 +73,7 @@ def _read_valid(folder: Path) -> Predictions:
 def read_side(items: list[Path], answers: Path | None = None) -> list[Predictions]:
     "Submissions (scored against `answers`) or run/model folders: one Predictions per item."
     if not items: raise UserError('give at least one submission or folder on each side')
+    items = [recover_dir(p) for p in items]       # a model-folder swap that a kill interrupted is finished first
     folders = [p.is_dir() for p in items]
     if any(folders) and not all(folders):
         raise UserError(f'{", ".join(map(str, items))}: mix of folders and submissions; compare like with like')

@@ -74,7 +74,7 @@ def rebuild_learner(model_dir: Path, task: str):
     model_dir = Path(model_dir)
     ini = model_dir / f'{task}.settings.ini'
     try:
-        s = load_settings(ini)
+        s = load_settings(ini, standalone=True)
         ts = s.tasks[task]
     except Exception as e:  # noqa: BLE001 - any unreadable settings file has one fix
         raise _bad_export(ini, task, e) from None

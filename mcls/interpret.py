@@ -25,7 +25,7 @@ __all__ = ['interpret_task']
 def _interpret_joint_head(table: pd.DataFrame, task: str, model_dir: Path, fold: int, out_dir: Path, k: int,
                           workers: int | None, pickle: bool) -> list[Path]:
     "A joint learner's `task` head on its validation fold: confusion matrix and the photos it got most wrong."
-    ts = load_settings(Path(model_dir) / 'joint.settings.ini').tasks['joint']
+    ts = load_settings(Path(model_dir) / 'joint.settings.ini', standalone=True).tasks['joint']
     learn = load_task_learner(model_dir, 'joint', pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
     probs, targs = learn.get_preds(ds_idx=1)
@@ -49,7 +49,7 @@ def interpret_task(table: pd.DataFrame, task: str, model_dir: Path, fold: int, o
     (which must be the fold the learner did not train on). `pickle`: load fastai's pickle, not the weights."""
     if learners_in(model_dir) == ('joint',):
         return _interpret_joint_head(table, task, model_dir, fold, out_dir, k, workers, pickle)
-    ts = load_settings(Path(model_dir) / f'{task}.settings.ini').tasks[task]   # the settings it was trained with
+    ts = load_settings(Path(model_dir) / f'{task}.settings.ini', standalone=True).tasks[task]   # the settings it was trained with
     learn = load_task_learner(model_dir, task, pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
     interp = ClassificationInterpretation.from_learner(learn)

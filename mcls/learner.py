@@ -25,13 +25,13 @@ from .errors import ConfigError
 from .joint import AGE_THRESHOLDS, AGE_YEARS, JointLoss, JointTarget, encode_target, joint_metrics, n_logits
 from .labels import TASK_CLASSES, age_group
 from .precision import resolve_precision
-from .sampling import PersonDL
+from .sampling import PersonDL, person_draws
 from .settings import TaskSettings, check_value, parse_photos_per_person
 from . import threads
 
 __all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
            'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
-           'check_task_settings', 'resolve_workers', 'sample_weights']
+           'check_task_settings', 'resolve_workers', 'sample_weights', 'person_draw', 'epoch_photos']
 
 TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target', 'joint': 'joint_y'}   # the column each learner learns
 
@@ -98,15 +98,25 @@ def task_dls(df: pd.DataFrame, ts: TaskSettings, workers: int | None = None, dev
     # they fork (setting it inside a forked worker can deadlock on the pool the parent started)
     if n: cv2.setNumThreads(0)
     dblock = task_datablock(ts)
-    k = parse_photos_per_person(ts.photos_per_person)
-    if k is not None:      # person-balanced epochs; 60+ persons drawn round(old_weight) times
-        train = df[~df.is_valid.astype(bool)]
-        repeats = np.where(train.age_group.to_numpy() == 2, max(1, round(ts.old_weight)), 1)
-        return dblock.dataloaders(df, dl_type=PersonDL, dl_kwargs=[dict(
-            persons=train.person.to_numpy(), states=train['mask'].to_numpy(), k=k, seed=ts.seed, repeats=repeats), {}],
-            **kw)
+    draw = person_draw(df[~df.is_valid.astype(bool)], ts)
+    if draw is not None: return dblock.dataloaders(df, dl_type=PersonDL, dl_kwargs=[draw, {}], **kw)
     if ts.old_weight == 1: return dblock.dataloaders(df, **kw)
     return dblock.weighted_dataloaders(df, sample_weights(df, ts.old_weight), **kw)
+
+
+def person_draw(train: pd.DataFrame, ts: TaskSettings) -> dict | None:
+    "PersonDL's arguments for person-balanced epochs (60+ persons drawn round(old_weight) times), None for `all`."
+    k = parse_photos_per_person(ts.photos_per_person)
+    if k is None: return None
+    repeats = np.where(train.age_group.to_numpy() == 2, max(1, round(ts.old_weight)), 1)
+    return dict(persons=train.person.to_numpy(), states=train['mask'].to_numpy(), k=k, seed=ts.seed, repeats=repeats)
+
+
+def epoch_photos(train: pd.DataFrame, ts: TaskSettings) -> int:
+    "Photos one training epoch draws from the training rows `train` (all ranks together): what the loader draws."
+    draw = person_draw(train, ts)
+    if draw is None: return len(train)          # plain or weighted (fastai's WeightedDL draws as many as it has)
+    return len(person_draws(draw['persons'], draw['states'], draw['k'], np.random.default_rng(0), draw['repeats']))
 
 
 def sample_weights(df: pd.DataFrame, old_weight: float) -> np.ndarray:

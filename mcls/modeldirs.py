@@ -8,12 +8,29 @@ from .atomic import output_dir, recover_dir
 from .errors import UserError
 from .settings import LEARNERS, TASKS, Settings
 
-__all__ = ['export_dir_for', 'learners_in', 'check_model_dir', 'check_export_dir', 'check_outputs']
+__all__ = ['export_dir_for', 'recover_folders', 'fold_dirs', 'learners_in', 'check_model_dir', 'check_export_dir',
+           'check_outputs']
 
 
 def export_dir_for(s: Settings, fold: int | None) -> Path:
     "Where a learner of `fold` is exported by default: models/fold{k}, or models/full for every photo (None)."
     return Path(s.paths.models) / ('full' if fold is None else f'fold{fold}')
+
+
+def recover_folders(root: Path) -> Path:
+    """Finish every model-folder swap a kill interrupted under `root` (a complete `.NAME.<pid>.new` waiting beside a
+    missing NAME): what every reader of model folders does first, before it looks for or lists them."""
+    root = Path(root)
+    if root.is_dir():
+        for new in root.glob('.*.*.new'):
+            name = new.name[1:].rsplit('.', 2)[0]
+            if name: recover_dir(root / name)
+    return root
+
+
+def fold_dirs(models: Path) -> list[Path]:
+    "Every models/fold* folder, swaps that a kill interrupted finished first."
+    return sorted(recover_folders(models).glob('fold*'))
 
 
 def learners_in(model_dir: Path) -> tuple[str, ...]:
@@ -25,7 +42,7 @@ def learners_in(model_dir: Path) -> tuple[str, ...]:
 
 def check_model_dir(model_dir: Path) -> tuple[str, ...]:
     "The learners a model folder must hold to predict: a joint learner or all three task learners."
-    d = Path(model_dir)
+    d = recover_dir(model_dir)
     if not d.is_dir(): raise UserError(f'{d}: no such model folder; give --models a folder that `mcls train` exported')
     held = learners_in(d)
     if not held:

@@ -71,9 +71,20 @@ def folder_probs(model_dir: Path, df: pd.DataFrame, ps: PredictSettings, tta: bo
     "Per-task probabilities of one model folder: one pass of its joint learner, or one per task learner."
     model_dir = Path(model_dir)
     if learners_in(model_dir) == ('joint',):
-        return split_probs(task_probs(learner_for(model_dir, 'joint', ps, pickle), df, read_meta(model_dir, 'joint'),
-                                      ps, tta))
-    return {t: task_probs(learner_for(model_dir, t, ps, pickle), df, read_meta(model_dir, t), ps, tta) for t in TASKS}
+        probs = split_probs(_finite(task_probs(learner_for(model_dir, 'joint', ps, pickle), df,
+                                               read_meta(model_dir, 'joint'), ps, tta), model_dir, 'joint'))
+    else:
+        probs = {t: _finite(task_probs(learner_for(model_dir, t, ps, pickle), df, read_meta(model_dir, t), ps, tta),
+                            model_dir, t) for t in TASKS}
+    return probs
+
+
+def _finite(probs: np.ndarray, model_dir: Path, learner: str) -> np.ndarray:
+    "Probabilities a submission may be decided from: a learner whose outputs are not finite is refused, by name."
+    if not np.isfinite(probs).all():
+        raise DataError(f'{model_dir}: its {learner} learner gives non-finite probabilities (its weights hold NaN or '
+                        f'inf: a diverged training): train it again with a lower lr')
+    return probs
 
 
 def ensemble_probs(model_dirs: list[Path], df: pd.DataFrame, ps: PredictSettings, tta: bool,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,14 +25,14 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Range:
-    "Allowed numbers: lo <= v <= hi (strict with lo_open / hi_open); None is unbounded."
+    "Allowed numbers: finite, lo <= v <= hi (strict with lo_open / hi_open); None is unbounded."
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
     hi_open: bool = False
 
     def __contains__(self, v) -> bool:
-        return ((self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and
+        return (math.isfinite(v) and (self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)) and
                 (self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)))
 
     def __str__(self):
@@ -62,7 +63,9 @@ LIMITS = {
     'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG, 'train.label_smoothing': Range(0, 1, hi_open=True),
     'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP, 'train.lr': POS,
     'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
-    'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG, 'train.old_weight': POS,
+    'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG,
+    # a 60+ photo's sampling weight; under photos_per_person its repeat count a 60+ person is drawn, so bounded
+    'train.old_weight': Range(1, 10),
     'train.ema': Range(0, 1, hi_open=True), 'train.early_sizes': Range(16),
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
 }
@@ -248,7 +251,7 @@ def check_value(section: str, name: str, value):
     lim = LIMITS.get(key)
     if lim is not None and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v not in lim: raise ValueError(f'must be {lim}')
+            if v not in lim: raise ValueError(f'must be {lim}' if math.isfinite(v) else f'must be a finite number, {lim}')
 
 
 def _convert(cls, section: str, values: dict[str, str], sources: dict[str, str], **extra):
@@ -289,61 +292,88 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _read_layer(path: Path) -> dict[str, dict[str, str]]:
+    "One settings file, checked: every section and key known."
+    if path.is_dir():
+        raise SettingsError(f'{path}: a folder, not a settings file; give an INI file (see {PACKAGED})')
+    if not path.is_file():
+        raise SettingsError(f'{path}: not a regular file (a pipe or device would be read forever); give an INI file')
+    cp = configparser.ConfigParser(interpolation=None)
+    try:
+        cp.read(path, encoding='utf-8-sig')        # a byte-order mark from a Windows editor is not a section
+    except configparser.Error as e:
+        raise SettingsError(f'{path}: not a valid INI file ({e.message.splitlines()[0]})') from None
+    except UnicodeDecodeError as e:
+        raise SettingsError(f'{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8') from None
+    layer = {}
+    for sec in cp.sections():
+        known = _known_keys(sec)
+        if known is None:
+            raise SettingsError(f'{path}: unknown section [{sec}]{did_you_mean(sec, _SECTIONS)}; the sections are '
+                                f'{", ".join(_SECTIONS)}')
+        for key in cp[sec]:
+            if key not in known:
+                raise SettingsError(f'{path}: [{sec}] {key}: unknown setting{did_you_mean(key, known)}; '
+                                    f'`mcls config` lists them all')
+        layer[sec] = dict(cp[sec].items())
+    return layer
+
+
+def _override_layer(overrides: dict[str, str]) -> dict[str, dict[str, str]]:
+    "--set's 'section.key' -> text, checked against the keys each section may hold."
+    layer: dict[str, dict[str, str]] = {}
+    for key, value in overrides.items():
+        sec, _, name = key.partition('.')
+        known = _known_keys(sec)
+        if known is None or name not in known:
+            hint = (did_you_mean(sec, _SECTIONS, f'{{}}.{name}') if known is None else
+                    did_you_mean(name, known, f'{sec}.{{}}'))
+            raise SettingsError(f'--set {key}: unknown setting{hint}; `mcls config` lists them all')
+        layer.setdefault(sec, {})[name] = value
+    return layer
+
+
 def load_settings(config: Path | str | None = None, overrides: dict[str, str] | None = None,
-                  cwd: Path | None = None) -> Settings:
-    """Layer packaged defaults, ./settings.ini, `config` and `overrides` ('section.key' -> text).
+                  cwd: Path | None = None, standalone: bool = False) -> Settings:
+    """Layer packaged defaults, ./settings.ini, `config` and `overrides` ('section.key' -> text). A learner's value
+    comes from the last layer that sets it under [train] or under the learner's own section (within one layer the
+    learner's section wins). `standalone`: `config` alone, as a run or export folder recorded it: a key it lacks
+    (it was written before the key existed) takes the value mcls had before the key, never today's default.
     Relative paths are kept relative to the working directory, as the user typed them."""
     cwd = Path(cwd or Path.cwd())
-    layers = [(PACKAGED, 'packaged defaults')]
-    local = cwd / 'settings.ini'
-    if local.exists() and local.resolve() != PACKAGED.resolve(): layers.append((local, str(local)))
-    elif local.exists(): layers[0] = (PACKAGED, f'{local} (= packaged defaults)')
+    files = []
+    if not standalone:
+        files.append((PACKAGED, 'packaged defaults'))
+        local = cwd / 'settings.ini'
+        if local.exists() and local.resolve() != PACKAGED.resolve(): files.append((local, str(local)))
+        elif local.exists(): files[0] = (PACKAGED, f'{local} (= packaged defaults)')
     if config is not None:
         config = Path(config)
         if not config.exists(): raise SettingsError(f'--config {config}: no such file')
-        layers.append((config, str(config)))
+        files.append((config, str(config)))
+    layers = [(label, _read_layer(path)) for path, label in files]
+    if overrides: layers.append(('command line', _override_layer(overrides)))
     raw: dict[str, dict[str, str]] = {}
     sources: dict[str, str] = {}
-    for path, label in layers:
-        cp = configparser.ConfigParser(interpolation=None)
-        try:
-            cp.read(path, encoding='utf-8')
-        except configparser.Error as e:
-            raise SettingsError(f'{path}: not a valid INI file ({e.message.splitlines()[0]})') from None
-        except UnicodeDecodeError as e:
-            raise SettingsError(f'{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8') from None
-        for sec in cp.sections():
-            known = _known_keys(sec)
-            if known is None:
-                raise SettingsError(f'{path}: unknown section [{sec}]{did_you_mean(sec, _SECTIONS)}; the sections are '
-                                    f'{", ".join(_SECTIONS)}')
-            for key in cp[sec]:
-                if key not in known:
-                    raise SettingsError(f'{path}: [{sec}] {key}: unknown setting{did_you_mean(key, known)}; '
-                                        f'`mcls config` lists them all')
-            for key, value in cp[sec].items():
+    for label, layer in layers:
+        for sec, values in layer.items():
+            if sec in LEARNERS: continue
+            for key, value in values.items():
                 raw.setdefault(sec, {})[key] = value
                 sources[f'{sec}.{key}'] = label
-    for key, value in (overrides or {}).items():
-        sec, _, name = key.partition('.')
-        if sec not in raw or (name not in raw[sec] and not (sec in LEARNERS and name in raw.get('train', {}))):
-            hint = (did_you_mean(sec, raw, f'{{}}.{name}') if sec not in raw else
-                    did_you_mean(name, {*raw[sec], *(raw['train'] if sec in LEARNERS else ())}, f'{sec}.{{}}'))
-            raise SettingsError(f'--set {key}: unknown setting{hint}; `mcls config` lists them all')
-        raw[sec][name] = value
-        sources[key] = 'command line'
+    for t in LEARNERS:      # every learner section holds its resolved values, so a saved file stands alone
+        for label, layer in layers:
+            for sec in ('train', t):
+                for key, value in layer.get(sec, {}).items():
+                    raw.setdefault(t, {})[key] = value
+                    sources[f'{t}.{key}'] = label
     return _build(raw, sources)
 
 
 def _build(raw: dict[str, dict[str, str]], sources: dict[str, str]) -> Settings:
     for sec in ('paths', 'crop', 'split', 'train', 'predict', *TASKS):
         if sec not in raw: raise SettingsError(f'settings: section [{sec}] is missing (see {PACKAGED})')
-    tasks = {}
-    for t in (t for t in LEARNERS if t in TASKS or t in raw):   # [joint] is optional in older files
-        merged = {**raw['train'], **raw[t]}
-        # a task's own value beats [train]; report where the winning value came from
-        task_sources = {f'{t}.{k}': sources.get(f'{t}.{k}', sources.get(f'train.{k}', '?')) for k in merged}
-        tasks[t] = _convert(TaskSettings, t, merged, task_sources, task=t)
+    tasks = {t: _convert(TaskSettings, t, raw[t], sources, task=t) for t in LEARNERS if t in raw}
     s = Settings(paths=_convert(Paths, 'paths', raw['paths'], sources),
                  crop=_convert(CropSettings, 'crop', raw['crop'], sources),
                  split=_convert(SplitSettings, 'split', raw['split'], sources),

@@ -27,7 +27,7 @@ from .export import export_learner
 from .folds import assign_folds
 from .joint import split_probs
 from .errors import ConfigError, DataError, UserError
-from .learner import build_learner, check_task_settings, task_dls
+from .learner import build_learner, check_task_settings, epoch_photos, task_dls
 from .plots import pyplot, save_figure
 from .terminal import interactive
 from .precision import describe, precision_cbs, resolve_precision
@@ -39,7 +39,7 @@ from .runs import data_fingerprint, process_fields, read_run, run_status, update
 from .settings import TASKS, Settings, load_settings
 
 __all__ = ['seed_run', 'save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir',
-           'train_task', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
+           'train_task', 'TrainingFailed', 'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
 log = logging.getLogger(__name__)
@@ -105,15 +105,19 @@ class ResumeGuard(Callback):
 
 
 class TrainTimer(Callback):
-    "Seconds of each epoch's training phase (no validation), for images/s that compare with a bare loop."
+    """Seconds and photos of each epoch's training phase (no validation), for images/s that compare with a bare
+    loop: the photos the model was shown (this rank's batches times the ranks), not the photos the table holds."""
     order = 1
 
-    def __init__(self): self.train_seconds = []
-    def before_train(self): self._t0 = time.perf_counter()
+    def __init__(self): self.train_seconds, self.train_photos = [], []
+    def before_train(self): self._t0, self._photos = time.perf_counter(), 0
+    def after_batch(self):
+        if self.training: self._photos += len(self.yb[0]) if self.yb else 0
 
     def after_train(self):
         if torch.cuda.is_available(): torch.cuda.synchronize()
         self.train_seconds.append(time.perf_counter() - self._t0)
+        self.train_photos.append(self._photos * distributed.world_size())
 
 
 class EpochPrinter(Callback):
@@ -165,8 +169,8 @@ class TrainResult:
     valid_acc: float | None
     epochs: int
     seconds: float
-    images_per_s: float                   # whole fit (training + validation) per training image
-    train_images_per_s: float = 0.0       # training phase only, epochs after the first (warm)
+    images_per_s: float                   # photos trained on per second of the whole fit (training + validation)
+    train_images_per_s: float = 0.0       # photos trained on per second of the training phase, after the first epoch
     epoch_seconds: tuple[float, ...] = ()  # training phase of each epoch
 
 
@@ -258,10 +262,13 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     ts = s.tasks[task]
     full = fold is None
     check_task_settings(ts, full)
-    n_train = int((table.fold != fold).sum()) if not full else len(table)
-    if n_train < ts.batch:     # fastai drops the last partial batch: no step would run, and nan would be exported
-        raise ConfigError(f'[{task}] batch = {ts.batch} but only {n_train} training photos: lower --batch '
-                          f'(at most {n_train}) or add photos')
+    drawn = epoch_photos(table if full else table[table.fold != fold], ts)
+    per_rank = -(-drawn // distributed.world_size())       # fastai's DistributedDL pads the ranks to equal shares
+    if per_rank < ts.batch:    # fastai drops the last partial batch: no step would run, and nan would be exported
+        ranks = f' per rank ({distributed.world_size()} ranks)' if distributed.world_size() > 1 else ''
+        raise ConfigError(f'[{task}] batch = {ts.batch} but an epoch draws only {per_rank} training photos{ranks} '
+                          f'(photos_per_person = {ts.photos_per_person}): lower --batch (at most {per_rank}), draw more '
+                          f'photos per person, or add photos')
     if export_dir is not None: check_export_dir(Path(export_dir), task)
     locked = export_dir is not None and distributed.is_main()
     with folder_lock(export_dir, 'export folder') if locked else nullcontext(), threads.job():
@@ -270,17 +277,17 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
 
 
 def _train_locked(table, s, task, fold, export_dir, run_dir, resume_state, workers, progress) -> TrainResult:
-    run_dir, pseudo = _open_run(table, s, task, fold, run_dir, resume_state)
+    run_dir, pseudo = _open_run(table, s, task, fold, run_dir, resume_state, export_dir)
     with _recorded_failure(run_dir):
         fitted = _fit_or_resume(table, s.tasks[task], fold, run_dir, resume_state, workers, progress)
         return _score_and_export(fitted, s, task, export_dir, len(pseudo))
 
 
 def _open_run(table: pd.DataFrame, s: Settings, task: str, fold: int | None, run_dir: Path | None,
-              resume_state: dict | None) -> tuple[Path, pd.DataFrame]:
-    """The run folder: a new one (settings, skipped and pseudo-labelled photos, run.json with the data's fingerprint
-    and the training process), or a resumed one marked training again by this process. Made by rank 0 alone; the
-    other ranks get its name."""
+              resume_state: dict | None, export_dir: Path | None) -> tuple[Path, pd.DataFrame]:
+    """The run folder: a new one (settings, skipped and pseudo-labelled photos, run.json with the data's fingerprint,
+    the export folder and the training process), or a resumed one marked training again by this process. Made by
+    rank 0 alone; the other ranks get its name."""
     pseudo = table[table.pseudo] if 'pseudo' in table else table.iloc[:0]
     if not distributed.is_main(): return distributed.broadcast_object(None), pseudo
     run_dir = run_dir or new_run_dir(s, task, 'full' if fold is None else f'fold{fold}')
@@ -297,7 +304,8 @@ def _open_run(table: pd.DataFrame, s: Settings, task: str, fold: int | None, run
                          run_dir / 'pseudo.csv')
     write_text_atomic(run_dir / 'settings.ini', s.to_ini())
     update_run(run_dir, task=task, fold=fold, status='training', data=str(s.paths.data),
-               data_fingerprint=data_fingerprint(table), world_size=distributed.world_size(), **process_fields())
+               data_fingerprint=data_fingerprint(table), world_size=distributed.world_size(),
+               export=str(export_dir) if export_dir is not None else None, **process_fields())
     return run_dir, pseudo
 
 
@@ -314,6 +322,7 @@ class _Fitted:
     start: int
     seconds: float
     train_seconds: list
+    train_photos: list     # photos each trained epoch showed the model, all ranks
     valid_counts: list     # several ranks: validation photos gathered in each epoch (the fold's size, once each)
 
 
@@ -359,7 +368,7 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
             learn.model.load_state_dict(torch.load(ema_file(run_dir, epochs - 1), weights_only=True)['model'])
     ddp = next((cb for cb in cbs if isinstance(cb, distributed.DDPTrainer)), None)
     return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0, timer.train_seconds,
-                   ddp.valid_counts if ddp else [])
+                   timer.train_photos, ddp.valid_counts if ddp else [])
 
 
 def _ranks_note() -> str:
@@ -378,18 +387,20 @@ def _score_and_export(f: _Fitted, s: Settings, task: str, export_dir: Path | Non
 
 def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path | None, pseudo_rows: int) -> TrainResult:
     learn, ts = f.learn, f.ts
+    _check_trained(f, task)
     f1 = acc = None
     scores = {}
     if not f.full:
         with learn.no_bar(), learn.no_logging():      # a score, not a fit to watch
-            scores = dict(zip([m.name for m in learn.metrics], map(float, learn.validate()[1:])))
+            valid = learn.validate()
+            _check_finite(float(valid[0]), 'validation loss', task, ts)
+            scores = dict(zip([m.name for m in learn.metrics], map(float, valid[1:])))
             _save_valid_probs(learn, f.df[f.df.is_valid], f.run_dir, task)
         f1, acc = scores['f1_score'], scores.get('accuracy')
-    n_train = int((~f.df.is_valid).sum())
-    warm = f.train_seconds[1:] or f.train_seconds
+    warm = slice(1, None) if len(f.train_seconds) > 1 else slice(None)     # the first epoch warms up
     result = TrainResult(task, f.run_dir, None, f1, acc, f.epochs, f.seconds,
-                         n_train * (f.epochs - f.start) / f.seconds if f.seconds and f.epochs > f.start else 0.0,
-                         n_train * len(warm) / sum(warm) if warm else 0.0, tuple(f.train_seconds))
+                         sum(f.train_photos) / f.seconds if f.seconds and f.train_photos else 0.0,
+                         _rate(f.train_photos[warm], f.train_seconds[warm]), tuple(f.train_seconds))
     if export_dir is not None:
         extra = tuple(f.run_dir / n for n in valid_files(task) if (f.run_dir / n).exists())
         result.export_dir = export_learner(learn, ts, Path(export_dir), s, valid_f1=f1, precision=f.precision,
@@ -400,6 +411,31 @@ def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path 
                epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=None if f.full else f.valid_counts or None,
                export=str(result.export_dir) if result.export_dir else None)
     return result
+
+
+def _rate(photos: list, seconds: list) -> float:
+    return sum(photos) / sum(seconds) if photos and sum(seconds) > 0 else 0.0
+
+
+class TrainingFailed(ConfigError):
+    "A fit that ran but trained nothing usable: nothing is exported and the run is marked failed."
+
+
+def _check_finite(value: float, what: str, task: str, ts):
+    if not np.isfinite(value):
+        raise TrainingFailed(f'[{task}] the training diverged ({what} {value}): nothing exported; lower the peak '
+                             f'rate (lr = {ts.lr:g}; `mcls lr-find {task}` suggests one) and train again')
+
+
+def _check_trained(f: _Fitted, task: str):
+    """Before anything is scored or exported: every epoch that ran showed the model photos, and the weights are
+    finite (a diverged training leaves NaN in them, and every prediction would be one class)."""
+    if any(n == 0 for n in f.train_photos):
+        raise TrainingFailed(f'[{task}] an epoch trained on no full batch of {f.ts.batch} photos: nothing exported; '
+                             f'lower --batch or draw more photos per person')
+    bad = next((n for n, p in f.learn.model.state_dict().items()
+                if p.is_floating_point() and not torch.isfinite(p).all()), None)
+    if bad is not None: _check_finite(float('nan'), f'non-finite weights in {bad}', task, f.ts)
 
 
 def with_seed(s: Settings, seed: int) -> Settings:
@@ -469,11 +505,12 @@ def _restart(run_dir: Path):
 def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | None = None,
                 progress: bool = True) -> TrainResult:
     """Continue a killed run from its last complete epoch, with the settings it was started with, and export it
-    (to `export_dir`, default models/fold{k} or models/full). A run killed before its first epoch ended restarts."""
+    (to `export_dir`, default the folder the run was started with). A run killed before its first epoch ended
+    restarts."""
     run_dir = Path(run_dir)
     try:
         meta = read_run(run_dir)
-        s = load_settings(run_dir / 'settings.ini')
+        s = load_settings(run_dir / 'settings.ini', standalone=True)   # the run's own values, never today's
         task, fold = meta['task'], meta['fold']
     except (OSError, ValueError, KeyError) as e:
         raise DataError(f'{run_dir}: not a run folder mcls can resume ({type(e).__name__}: {e}); '
@@ -490,7 +527,8 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
     if state is None:
         log.warning('%s: no complete epoch saved; restarting the run from its first epoch', run_dir)
         if distributed.is_main(): _restart(run_dir)
-    dest = check_export_dir(export_dir or export_dir_for(s, fold), task)
+    # where the run was started to export (run.json records it from the start), unless --export-dir says otherwise
+    dest = check_export_dir(export_dir or meta.get('export') or export_dir_for(s, fold), task)
     table = training_table(s, progress=progress)
     if meta.get('data_fingerprint') not in (None, data_fingerprint(table)):
         raise DataError(f'{run_dir}: the training photos, their labels or the corrections file changed since this run '

@@ -183,3 +183,17 @@ def test_renamed_options_keep_their_old_spelling_out_of_the_help(tmp_path, new, 
     assert {'--out-dir'} <= shown['eda'] & shown['demo'] and {'--plot'} <= shown['evaluate'] & shown['lr-find'] & shown['compare']
     assert not any('--out' in shown[c] for c in ('eda', 'demo', 'evaluate', 'lr-find'))
     assert '-m' in shown['interpret']
+
+
+@pytest.mark.parametrize('args, match', [
+    (['lr-find', 'joint', '--num-it', '8'], 'num-it'),
+    (['compare', 'a', 'b', '--seed', '-1'], 'seed'),
+    (['compare', 'a', 'b', '--draws', '0'], 'draws'),
+    (['synth', 'd', '--train-persons', '-2'], 'train-persons'),
+    (['train', 'joint', '--resume', '--lr', '1e-3'], '--resume continues a run .* drop --lr'),
+    (['train', 'joint', '--resume', '--set', 'joint.epochs=2'], 'drop --set joint.epochs=2'),
+])
+def test_command_line_numbers_and_resume_flags_are_checked_in_one_line(tmp_path, args, match):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
+    assert re.search(match, r.stderr.replace('\n', ' ')), r.stderr

@@ -94,3 +94,78 @@ def test_a_near_miss_names_the_nearest_valid_name(tmp_path, where, text, hint):
 def test_a_far_miss_gets_no_guess(tmp_path):
     with pytest.raises(SettingsError) as e: load_settings(overrides={'joint.zzzzzz': '1'}, cwd=tmp_path)
     assert 'did you mean' not in str(e.value)
+
+
+@pytest.mark.parametrize('key, value', [('joint.lr', 'inf'), ('train.lr', 'nan'), ('train.wd', '-inf'),
+                                        ('joint.old_weight', '1e300'), ('joint.old_weight', 'inf'),
+                                        ('joint.old_weight', '0.5'), ('predict.tta_beta', 'nan')])
+def test_every_number_setting_is_finite_and_in_its_range(tmp_path, key, value):
+    with pytest.raises(SettingsError, match='must be'):
+        load_settings(overrides={key: value}, cwd=tmp_path)
+
+
+# --- [train] applies to every learner unless the same or a later layer sets the learner's own key ---
+
+@pytest.mark.parametrize('local, config, overrides, want, source', [
+    ('[train]\nepochs = 9\n', None, {}, 9, 'settings.ini'),                    # beats the packaged [joint] value
+    ('[train]\nepochs = 9\n[joint]\nepochs = 4\n', None, {}, 4, 'settings.ini'),   # same layer: the learner's wins
+    ('[joint]\nepochs = 4\n', '[train]\nepochs = 9\n', {}, 9, 'cfg.ini'),      # a later layer's [train] wins
+    ('[train]\nepochs = 9\n', '[joint]\nepochs = 4\n', {}, 4, 'cfg.ini'),
+    (None, '[joint]\nepochs = 4\n', {'train.epochs': '2'}, 2, 'command line'),
+    (None, '[train]\nepochs = 9\n', {'joint.epochs': '5', 'train.epochs': '2'}, 5, 'command line'),
+])
+def test_train_keys_apply_to_every_learner_by_layer_order(tmp_path, local, config, overrides, want, source):
+    if local: (tmp_path / 'settings.ini').write_text(local)
+    if config: (tmp_path / 'cfg.ini').write_text(config)
+    s = load_settings(tmp_path / 'cfg.ini' if config else None, overrides, cwd=tmp_path)
+    assert s.tasks['joint'].epochs == want and source in s.sources['joint.epochs']
+    if 'train.epochs' in overrides or (config or '').startswith('[train]') and 'joint.epochs' not in overrides:
+        assert {s.tasks[t].epochs for t in ('mask', 'age', 'gender')} == {int(overrides.get('train.epochs', 9))}
+
+
+@pytest.mark.parametrize('key', ['lr', 'epochs', 'full_epochs', 'pipeline', 'photos_per_person'])
+def test_set_train_takes_every_learner_key(tmp_path, key):
+    value = {'lr': '1e-3', 'epochs': '2', 'full_epochs': '2', 'pipeline': 'light', 'photos_per_person': '2'}[key]
+    s = load_settings(overrides={f'train.{key}': value}, cwd=tmp_path)
+    assert {str(s.raw[t][key]) for t in ('mask', 'age', 'gender', 'joint')} == {value}
+
+
+def test_a_saved_settings_file_resolves_to_the_same_values_alone(tmp_path):
+    (tmp_path / 'cfg.ini').write_text('[train]\nepochs = 9\nlr = 2e-3\n')
+    s = load_settings(tmp_path / 'cfg.ini', {'joint.batch': '8'}, cwd=tmp_path)
+    (tmp_path / 'run.ini').write_text(s.to_ini())
+    again = load_settings(tmp_path / 'run.ini', standalone=True, cwd=tmp_path)
+    assert again.tasks == s.tasks and again.predict == s.predict
+
+
+def test_a_run_of_an_older_layout_keeps_what_it_ran_with_not_todays_defaults(tmp_path):
+    "a run folder written before photos_per_person existed trained on every photo; today's [joint] default is 3"
+    s = load_settings(cwd=tmp_path)
+    assert s.tasks['joint'].photos_per_person == '3'
+    old = s.to_ini().replace('photos_per_person = 3\n', '').replace('photos_per_person = all\n', '')
+    assert 'photos_per_person' not in old
+    (tmp_path / 'settings.ini.run').write_text(old)
+    assert load_settings(tmp_path / 'settings.ini.run', standalone=True, cwd=tmp_path).tasks['joint'].photos_per_person == 'all'
+
+
+def test_an_older_run_lacking_a_required_key_is_refused_in_one_line(tmp_path):
+    s = load_settings(cwd=tmp_path)
+    (tmp_path / 'run.ini').write_text(s.to_ini().replace('pipeline = light_real\n', ''))
+    with pytest.raises(SettingsError, match=r'\[joint\] pipeline is missing'):
+        load_settings(tmp_path / 'run.ini', standalone=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize('make', ['folder', 'fifo'])
+def test_a_settings_path_that_is_not_a_file_is_one_line(tmp_path, make):
+    import os
+    p = tmp_path / 'settings.ini'
+    p.mkdir() if make == 'folder' else os.mkfifo(p)
+    with pytest.raises(SettingsError, match='settings.ini: (a folder|not a regular file)'):
+        load_settings(cwd=tmp_path)
+    with pytest.raises(SettingsError, match='settings.ini: (a folder|not a regular file)'):
+        load_settings(p, cwd=tmp_path / '..')
+
+
+def test_a_byte_order_mark_is_read_as_text(tmp_path):
+    (tmp_path / 'settings.ini').write_bytes(b'\xef\xbb\xbf[joint]\nepochs = 4\n')
+    assert load_settings(cwd=tmp_path).tasks['joint'].epochs == 4

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from fastai.vision.all import Callback
+from fastai.vision.all import Callback, CancelTrainException
 
 from mcls.export import load_task_learner, rebuild_learner
 from mcls.runs import list_runs
@@ -145,7 +145,7 @@ def test_fewer_training_photos_than_a_batch_is_refused_before_any_run(trained):
     from mcls.errors import ConfigError
     small = trained['table'][trained['table'].person.isin(trained['table'].person.unique()[:2])]
     before = set((trained['root'] / 'runs').iterdir())
-    with pytest.raises(ConfigError, match='only .* training photos: lower --batch'):
+    with pytest.raises(ConfigError, match="draws only .* training photos .*: lower --batch"):
         train_task(small, trained['settings'], 'mask', None, progress=False)
     assert set((trained['root'] / 'runs').iterdir()) == before
 
@@ -163,3 +163,102 @@ def test_one_line_per_epoch_with_the_best_so_far_marked(synth_root, capsys):
     assert [l.endswith('  best') for l in lines] == best
     for l in lines:
         assert all(len(v.split('.')[1]) == 4 for v in l.split() if v.replace('.', '').isdigit() and '.' in v)
+
+
+# --- what a resumed run remembers ---
+
+def test_a_resumed_run_exports_where_it_was_started_to(synth_root, monkeypatch):
+    import mcls.train as T
+    s = tiny_settings(synth_root, joint__epochs=2)
+    table = training_table(s, progress=False)
+    seed2 = synth_root / 'models' / 'seed2' / 'fold0'
+    real_cbs = T._fit_cbs
+    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real_cbs(*a), CrashAfterFirstEpoch()])
+    with pytest.raises(Crash): train_task(table, s, 'joint', 0, export_dir=seed2, progress=False)
+    monkeypatch.setattr(T, '_fit_cbs', real_cbs)
+    run = next((synth_root / 'runs').iterdir())
+    assert json.loads((run / 'run.json').read_text())['export'] == str(seed2)     # recorded when the run started
+    r = resume_task(run, progress=False)
+    assert r.export_dir == seed2 and (seed2 / 'joint.json').exists()
+    assert not (synth_root / 'models' / 'fold0').exists()          # the default folder's learner left alone
+
+
+# --- what an epoch must contain; the photos it showed ---
+
+@pytest.mark.parametrize('photos_per_person', ['all', '3'])
+def test_images_per_second_counts_the_photos_each_epoch_drew(synth_root, photos_per_person):
+    from mcls.learner import epoch_photos
+    s = tiny_settings(synth_root, joint__epochs=3, joint__batch=8, joint__photos_per_person=photos_per_person)
+    table = training_table(s, progress=False)
+    r = train_task(table, s, 'joint', 0, progress=False)
+    drawn = epoch_photos(table[table.fold != 0], s.tasks['joint'])
+    shown = drawn // 8 * 8                           # fastai drops the last partial batch
+    assert drawn < (table.fold != 0).sum() if photos_per_person == '3' else drawn == (table.fold != 0).sum()
+    meta = json.loads((r.run_dir / 'run.json').read_text())
+    warm = meta['epoch_seconds'][1:]
+    assert meta['train_images_per_s'] * sum(warm) == pytest.approx(shown * len(warm))
+    assert meta['images_per_s'] * meta['seconds'] == pytest.approx(shown * 3)
+
+
+@pytest.mark.parametrize('ranks, photos_per_person', [(1, '3'), (2, 'all')])
+def test_a_batch_larger_than_an_epoch_draws_per_rank_is_refused_before_any_run(synth_root, monkeypatch, ranks,
+                                                                                   photos_per_person):
+    import mcls.distributed as D
+    from mcls.errors import ConfigError
+    from mcls.learner import epoch_photos
+    s = tiny_settings(synth_root, joint__photos_per_person=photos_per_person)
+    table = training_table(s, progress=False)
+    per_rank = -(-epoch_photos(table[table.fold != 0], s.tasks['joint']) // ranks)
+    assert per_rank < (table.fold != 0).sum()        # the table alone would pass the check
+    s = tiny_settings(synth_root, joint__photos_per_person=photos_per_person, joint__batch=per_rank + 1)
+    monkeypatch.setattr(D, 'world_size', lambda: ranks)
+    with pytest.raises(ConfigError, match=f'an epoch draws only {per_rank} training photos'):
+        train_task(table, s, 'joint', 0, progress=False)
+    assert not (synth_root / 'runs').exists() or not any((synth_root / 'runs').iterdir())
+
+
+def test_an_epoch_without_a_batch_is_a_failed_run_not_an_export(synth_root, monkeypatch):
+    import mcls.train as T
+    s = tiny_settings(synth_root)
+    table = training_table(s, progress=False)
+
+    class NoBatches(Callback):       # what a loader that yields nothing leaves: an epoch that showed no photo
+        order = 2      # after TrainTimer has started the epoch
+        def before_train(self): raise CancelTrainException()
+    real_cbs = T._fit_cbs
+    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real_cbs(*a), NoBatches()])
+    with pytest.raises(T.TrainingFailed, match='no full batch'):
+        train_task(table, s, 'joint', 0, export_dir=synth_root / 'models' / 'fold0', progress=False)
+    run = next((synth_root / 'runs').iterdir())
+    assert json.loads((run / 'run.json').read_text())['status'] == 'failed'
+    assert not (synth_root / 'models' / 'fold0').exists()
+
+
+# --- non-finite numbers between a setting and a submission ---
+
+@pytest.mark.parametrize('full', [False, True])
+def test_a_diverged_training_is_a_failed_run_not_an_export(synth_root, full):
+    from mcls.train import TrainingFailed
+    s = tiny_settings(synth_root, joint__lr=1e4, joint__epochs=2, joint__full_epochs=2)
+    table = training_table(s, progress=False)
+    dest = synth_root / 'models' / 'x'
+    with pytest.raises(TrainingFailed, match='diverged.*lower the peak rate'):
+        train_task(table, s, 'joint', None if full else 0, export_dir=dest, progress=False)
+    run = next((synth_root / 'runs').iterdir())
+    assert json.loads((run / 'run.json').read_text())['status'] == 'failed' and not dest.exists()
+
+
+def test_a_learner_with_non_finite_weights_writes_no_submission(trained, tmp_path):
+    import shutil
+    from safetensors.torch import load_file, save_file
+    from mcls.errors import DataError
+    from mcls.predict import predict_eval
+    d = tmp_path / 'nan'
+    shutil.copytree(trained['models'], d)
+    w = load_file(d / 'age.safetensors')
+    name = next(k for k, v in w.items() if v.is_floating_point() and v.ndim == 2)    # the head's weights
+    w[name][:] = float('nan')
+    save_file(w, d / 'age.safetensors')
+    with pytest.raises(DataError, match='age learner gives non-finite probabilities'):
+        predict_eval(trained['settings'], [d], tmp_path / 'sub.csv', tta=False, progress=False)
+    assert not (tmp_path / 'sub.csv').exists()
