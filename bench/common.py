@@ -18,7 +18,7 @@ from mcls.evaluate import score  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import LABEL_TASKS  # noqa: E402
 
-__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'GPU_BATCH', 'scaled_lr', 'scores', 'load_crop_fold', 'work_parser']
+__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'gpu_profile', 'scaled_lr', 'scores', 'load_crop_fold', 'work_parser']
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'
@@ -43,14 +43,16 @@ class Report:
     def save(self): write_text_atomic(self.path, json.dumps(self.data, indent=1, default=float))
 
 
-GPU_BATCH = 128     # photos per step at 224 px: keeps an H100/H200 busy with lite0/lite2 (gpu_check, gpu_full, gpu_scale)
+def gpu_profile(learner: str = 'joint'):
+    "The GPU profile's settings of one learner (configs/gpu.ini over the packaged recipe)."
+    from mcls.settings import GPU_PROFILE, load_settings
+    return load_settings(ROOT / GPU_PROFILE, cwd=ROOT).tasks[learner]
 
 
 def scaled_lr(batch: int, ranks: int = 1, learner: str = 'joint') -> float:
-    """docs/scaling.md's rule for carrying the recipe's peak rate to another effective batch (batch per step x
+    """docs/scaling.md's rule for carrying the GPU profile's peak rate to another effective batch (batch per step x
     ranks): linearly with it (Goyal et al. 2017; one-cycle's warm-up is the warm-up they pair it with)."""
-    from mcls.settings import load_settings
-    ts = load_settings(cwd=ROOT).tasks[learner]
+    ts = gpu_profile(learner)
     return ts.lr * batch * ranks / ts.batch
 
 

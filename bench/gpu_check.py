@@ -1,8 +1,8 @@
 """The first-GPU check: one call on a GPU machine, with what ../shared/tools/device-prep.sh stages, that runs each step
 a first user would and writes its JSON after every step (a step that fails is recorded and the next one runs):
 import, `mcls crop` of the whole build on the detector's device with the centre-crop fallback share, the
-full-scale default (`mcls train joint --full`, every training person) at 224 px with batch and peak rate scaled by
-docs/scaling.md's rule, `mcls predict` scored on the eval answers, `--engine onnx` where onnxruntime has the
+GPU profile (configs/gpu.ini: `mcls train joint --full`, every training person, with the offline lite0 weights in
+place of the hub's B3), `mcls predict` scored on the eval answers, `--engine onnx` where onnxruntime has the
 provider for this device, and the README's test command. docs/scaling.md gives the device command.
 
     python -m bench.gpu_check --data /tmp/maskfaces --weights-dir .dev/weights --out $OUT/gpu_check.json
@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import GPU_BATCH, RESULTS, ROOT, SHARED, Report, scaled_lr
+from bench.common import RESULTS, ROOT, SHARED, Report, scaled_lr
 
 __all__ = ['main']
 
@@ -59,8 +59,8 @@ def main(argv=None) -> dict:
     ap.add_argument('--data', type=Path, help='the whole maskfaces build (with eval/answers.csv)')
     ap.add_argument('--weights-dir', type=Path, default=SHARED / 'weights', help='where tf_efficientnet_lite0 lies')
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'gpu_check')
-    ap.add_argument('--size', type=int, default=224)
-    ap.add_argument('--batch', type=int, default=GPU_BATCH)
+    ap.add_argument('--size', type=int, help="default: the GPU profile's")
+    ap.add_argument('--batch', type=int, help="default: the GPU profile's (its peak rate scaled by the linear rule)")
     ap.add_argument('--tests', default='-q', help="pytest's arguments, one string (default: the README's test command)")
     ap.add_argument('--limit', type=float, default=420, help='seconds any one step may take')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the script runs')
@@ -85,22 +85,22 @@ def main(argv=None) -> dict:
     def settings():
         "The run's settings file: the full-scale default at --size and --batch, with the rate for that batch."
         from mcls.demo import tiny_overrides
-        from mcls.settings import load_settings
+        from mcls.settings import GPU_PROFILE, load_settings
         if a.quick:
             from mcls.synth import make_dataset
             data = work / 'data'
             if not (data / 'eval' / 'answers.csv').exists(): make_dataset(data, persons=15, eval_persons=3, seed=5)
             ov = tiny_overrides(work, 1, **{'split.folds': 3, 'train.workers': 0})
-        else:
+        else:     # the GPU profile, with the backbone whose weights work offline in place of the hub's
             data = a.data
-            lr = scaled_lr(a.batch)
-            ov = {'train.arch': 'tf_efficientnet_lite0', 'train.pretrained': 'true', 'train.workers': 'auto',
-                  'train.weights': str(a.weights_dir / 'tf_efficientnet_lite0.in1k.safetensors'),
-                  'train.size': str(a.size), 'train.batch': str(a.batch), 'joint.lr': f'{lr:g}'}
+            ov = {'train.arch': 'tf_efficientnet_lite0', 'train.pretrained': 'true',
+                  'train.weights': str(a.weights_dir / 'tf_efficientnet_lite0.in1k.safetensors')}
+            if a.size: ov['train.size'] = str(a.size)
+            if a.batch: ov.update({'train.batch': str(a.batch), 'joint.lr': f'{scaled_lr(a.batch):g}'})
         ov.update({'paths.data': str(data), 'paths.cache': str(work / 'crops'), 'paths.runs': str(work / 'runs'),
                    'paths.models': str(work / 'models'), 'paths.reports': str(work / 'reports'),
                    'predict.out': str(work / 'submission.csv')})
-        s = load_settings(overrides=ov)
+        s = load_settings(None if a.quick else ROOT / GPU_PROFILE, overrides=ov)
         work.mkdir(parents=True, exist_ok=True)
         (work / 'check.ini').write_text(s.to_ini())
         state['data'] = data

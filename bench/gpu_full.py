@@ -6,7 +6,7 @@ training images/s and eval F1 in one JSON. Each row is one learning-curve point 
     python -m bench.gpu_full --quick                 # tiny settings on the CPU: checks the script runs
 
 Weights: .dev/weights where ../shared/tools/device-prep.sh staged them (a GPU machine has no ../shared), else
-../shared/weights. Batch 128 takes the peak rate docs/scaling.md's rule gives it (bench.common.scaled_lr). The JSON
+../shared/weights. Every row is the GPU profile (configs/gpu.ini) with that backbone in place of the hub's. The JSON
 is rewritten after every row, so a failing row keeps the rows before it.
 """
 from __future__ import annotations
@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 
 from bench import curve
-from bench.common import GPU_BATCH, RESULTS, ROOT, SHARED, scaled_lr
+from bench.common import RESULTS, ROOT, SHARED
 from mcls.atomic import write_text_atomic
+from mcls.settings import GPU_PROFILE
 
 __all__ = ['ROWS', 'main']
 
-GPU = ['train.size=224', f'train.batch={GPU_BATCH}', f'joint.lr={scaled_lr(GPU_BATCH):g}', 'train.workers=auto']
-# name -> (arch, --set overrides)
+# name -> (arch, --set overrides of the GPU profile, configs/gpu.ini)
 ROWS = {
-    'default224': ('tf_efficientnet_lite0', GPU),
-    'lite2_224': ('tf_efficientnet_lite2', GPU),
-    'epochs10_224': ('tf_efficientnet_lite0', [*GPU, 'joint.full_epochs=10']),
+    'default224': ('tf_efficientnet_lite0', []),
+    'lite2_224': ('tf_efficientnet_lite2', []),
+    'epochs10_224': ('tf_efficientnet_lite0', ['joint.full_epochs=10']),
 }
 STAGED = ROOT / '.dev' / 'weights'      # device-prep.sh's copies
 
@@ -58,7 +58,8 @@ def main(argv=None) -> dict:
                 '--work', str(a.work / name)]
         if a.quick: args.append('--quick')
         else:
-            args += ['--weights', str(a.weights_dir / f'{arch}.in1k.safetensors'), '--set', f'train.arch={arch}',
+            args += ['--config', str(ROOT / GPU_PROFILE), '--weights', str(a.weights_dir / f'{arch}.in1k.safetensors'),
+                     '--set', f'train.arch={arch}',
                      *(x for kv in sets for x in ('--set', kv))]
         if a.data: args += ['--data', str(a.data)]
         args += ['--cache', str(a.cache)]

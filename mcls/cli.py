@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,10 +18,29 @@ from rich.table import Table
 
 from .errors import RANKS_DIR, USER_ERRORS, UserError
 from .terminal import interactive
-from .settings import CHOICES, LEARNERS, TASKS, Settings, SettingsError, learners_for, load_settings, parse_overrides
+from .settings import (CHOICES, LEARNERS, TASKS, Settings, SettingsError, cpu_recipe_on_gpu, learners_for, load_settings,
+                       parse_overrides)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+class _Plain:
+    "Help pages without Python types: none beside --help (typer shows `<bool>`) or a list argument (`<list[Path]>`)."
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None: opt.metavar = ''
+        return opt
+
+    def format_help(self, ctx, formatter):
+        for p in self.params:
+            if isinstance(p, typer.core.TyperArgument) and p.nargs != 1: p.display_type_rich = lambda ctx: None
+        return super().format_help(ctx, formatter)
+
+
+class Command(_Plain, typer.core.TyperCommand): pass
+class Group(_Plain, typer.core.TyperGroup): pass
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, cls=Group,
                   help='Face photos -> mask state x gender x age group, with fastai. Settings: settings.ini.')
+command = partial(app.command, cls=Command)
 console = Console() if interactive() else Console(width=160)   # logs: no truncated tables
 
 
@@ -68,13 +88,13 @@ def _renamed(new, old):
 # One meaning per option name across commands: --out a file the command writes, --out-dir a folder, --plot a PNG,
 # --train-persons / --eval-persons counts of synthetic persons, --persons predict's mode, --models model folder(s).
 # panels of the option lists; metavars in typer's <kind> style; flags show none
-DATA, MODEL, SCHEDULE, OUTPUT, RANKS = 'Data', 'Model', 'Schedule', 'Output', 'Distributed'
+SETTINGS, DATA, MODEL, SCHEDULE, OUTPUT, RANKS = 'Settings', 'Data', 'Model', 'Schedule', 'Output', 'Distributed'
 FLAG = ''
 LR_FIND_MIN_IT = 25    # fastai's slide suggestion needs 16 rates after lr_find drops the first tenth and the last 5
 ConfigOpt = Annotated[Optional[Path], typer.Option('--config', '-c', help='settings file layered over ./settings.ini',
-                                                   metavar='<path>', rich_help_panel=DATA)]
+                                                   metavar='<path>', rich_help_panel=SETTINGS)]
 SetOpt = Annotated[Optional[list[str]], typer.Option('--set', '-s', help='override any setting: section.key=value',
-                                                     metavar='<section.key=value>', rich_help_panel=DATA)]
+                                                     metavar='<section.key=value>', rich_help_panel=SETTINGS)]
 DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help=f'competition layout root{_now("paths.data")}',
                                                  metavar='<path>', rich_help_panel=DATA)]
 FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner that did not train on it)',
@@ -128,14 +148,23 @@ def _table(title: str, columns, rows) -> Table:
     return t
 
 
+def _version(show: bool):
+    if show:
+        from . import __version__
+        console.print(f'mcls {__version__}')
+        raise typer.Exit()
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option('--verbose', '-v', help='log every skipped file and step',
-                                               metavar=FLAG)] = False):
+                                               metavar=FLAG)] = False,
+         version: Annotated[bool, typer.Option('--version', help='print the version and exit', metavar=FLAG,
+                                               callback=_version, is_eager=True)] = False):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format='%(message)s',
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
 
 
-@app.command()
+@command()
 def config(config: ConfigOpt = None, set: SetOpt = None):
     "Print the resolved settings and where each value came from."
     s = _settings(config, set)
@@ -148,7 +177,7 @@ def config(config: ConfigOpt = None, set: SetOpt = None):
                   f"--set mask.lr=1e-4 or a task flag.[/]")
 
 
-@app.command()
+@command()
 def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')],
           train_persons: Annotated[int, typer.Option(min=1, help='training persons (7 photos each)')] = 40,
           eval_persons: Annotated[int, typer.Option(min=1, help='eval persons (7 photos each)')] = 10,
@@ -179,7 +208,7 @@ def _load_summary(report) -> Table:
     return _table('data', ('item', 'count'), rows)
 
 
-@app.command()
+@command()
 def eda(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
         out_dir: Annotated[Optional[Path], typer.Option(help='plot folder (default: paths.reports/eda)',
                                                         metavar='<path>', rich_help_panel=OUTPUT)] = None,
@@ -208,7 +237,7 @@ def crop_summary(stats) -> Table:
     return _table('crop', ('item', 'count'), rows)
 
 
-@app.command()
+@command()
 def crop(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
          split: Annotated[Split, typer.Option(help='which photos')] = Split.all):
     "Crop faces (MTCNN, centre-crop fallback) of train and eval photos into the cache; reruns do nothing."
@@ -264,9 +293,10 @@ def _results_table(results) -> Table:
                    'exported to'), rows)
 
 
-@app.command()
+@command()
 def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
-          fold: Annotated[str, typer.Option(help='validation fold, or all for every fold', rich_help_panel=DATA)] = '0',
+          fold: Annotated[str, typer.Option(help='validation fold, or all for every fold', metavar='<k|all>',
+                                            rich_help_panel=DATA)] = '0',
           full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs', metavar=FLAG,
                                              rich_help_panel=DATA)] = False,
           arch: Annotated[Optional[str], typer.Option(help=f'timm architecture{_now("arch")}', rich_help_panel=MODEL)] = None,
@@ -284,11 +314,11 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
           batch: Annotated[Optional[int], typer.Option(help=f'photos per training batch{_now("batch")}',
                                                        rich_help_panel=SCHEDULE)] = None,
           pipeline: Annotated[Optional[str], typer.Option(
-              help='augmentation: a name from mcls.augment.PIPELINES (none, light, light_real, mask_real, ...) or an '
-                   f'albumentations JSON/YAML file{_now("pipeline")}', rich_help_panel=MODEL)] = None,
+              help='augmentation: a pipeline name (light_real, none, ...: docs/settings.md lists them) or an albumentations '
+                   f'JSON/YAML file{_now("pipeline")}', rich_help_panel=MODEL)] = None,
           loss: Annotated[Optional[LossName], typer.Option(help=f'ce, or focal (age; the joint learner\'s age head)'
                                                                 f'{_now("loss")}', rich_help_panel=MODEL)] = None,
-          boundary: Annotated[Optional[int], typer.Option(help=f'age training boundary (58 is the seed trick)'
+          boundary: Annotated[Optional[int], typer.Option(help=f'age training-target boundary of the 60+ group (58 helped on data whose ages stop at 60)'
                                                                f'{_now("age.boundary")}', rich_help_panel=MODEL)] = None,
           resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run", metavar=FLAG,
                                                rich_help_panel=OUTPUT)] = False,
@@ -335,6 +365,8 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     from .learner import check_task_settings
     from .train import train_learners
     for t in tasks: check_task_settings(s.tasks[t], full)     # every learner (timm, pipelines), before any work
+    import torch
+    if hint := cpu_recipe_on_gpu(s, tasks, torch.cuda.is_available()): console.print(hint)
     table = _train_table(s)
     if processes > 1: return _launch(processes)
     if pseudo is not None:
@@ -404,7 +436,7 @@ def _resume(s: Settings, learners: list[str], run_dir: Path | None, export_dir, 
     return results
 
 
-@app.command('lr-find')
+@command('lr-find')
 def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config: ConfigOpt = None,
             set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
             plot: Annotated[Optional[Path], typer.Option(help='PNG (default paths.reports/lr_find_<task>.png)',
@@ -424,7 +456,7 @@ def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config
     console.print(f'wrote {out}')
 
 
-@app.command()
+@command()
 def runs(config: ConfigOpt = None, set: SetOpt = None,
          task: Annotated[Optional[Learner], typer.Option(help='only runs of this learner')] = None,
          last: Annotated[int, typer.Option(min=1, help='rows shown')] = 30):
@@ -455,7 +487,7 @@ def _model_dirs(s: Settings, models) -> list[Path]:
     return folds
 
 
-@app.command()
+@command()
 def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, models: ModelsOpt = None,
             tta: Annotated[Optional[bool], typer.Option('--tta/--no-tta', help=f'fastai TTA{_now("predict.tta")}',
                                                         metavar=FLAG, rich_help_panel=MODEL)] = None,
@@ -501,7 +533,7 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')
 
 
-@app.command('export-onnx')
+@command('export-onnx')
 def export_onnx(models: Annotated[Path, typer.Argument(help='a model folder `mcls train` exported')],
                 config: ConfigOpt = None, set: SetOpt = None):
     """Write each learner of a model folder as <task>.onnx beside it (fp32, any batch size; input size and
@@ -518,7 +550,7 @@ def print_scores(scores, title='scores'):
                                                       *[(f'{t} macro F1', v) for t, v in scores.task_f1.items()]]))
 
 
-@app.command()
+@command()
 def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to score')],
              answers: Annotated[Path, typer.Argument(help='ImageID,ans CSV of the true classes')],
              plot: Annotated[Optional[Path], typer.Option(
@@ -543,9 +575,11 @@ def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to
     console.print(f'wrote {dest}')
 
 
-@app.command()
-def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or run/model folder(s), comma-separated')],
-            b: Annotated[str, typer.Argument(help='side B, as A (several: runs of one recipe with other seeds)')],
+@command()
+def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or run/model folder(s), comma-separated',
+                                             metavar='<A>')],
+            b: Annotated[str, typer.Argument(help='side B, as A (several: runs of one recipe with other seeds)',
+                                             metavar='<B>')],
             answers: Annotated[Optional[Path], typer.Option(help='ImageID,ans CSV that submissions are scored against')] = None,
             persons_map: Annotated[Optional[Path], typer.Option(
                 help='file,id CSV naming each eval photo\'s person (build_meta.csv) so persons are resampled; '
@@ -577,7 +611,7 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
         console.print(f'wrote {json_out}')
 
 
-@app.command()
+@command()
 def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
             out: Annotated[Optional[Path], typer.Option(help='CSV (default: paths.reports/persons.csv)')] = None,
             top: Annotated[int, typer.Option(min=1, help='groups of each kind on the contact sheet')] = 8):
@@ -604,7 +638,7 @@ def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
     console.print(f'wrote {out} and {sheet}')
 
 
-@app.command('tune')
+@command('tune')
 def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
                  '--models', '-m', metavar='<folder>', help='fold model folders (default: every models/fold*); their validation photos '
                                         'are pooled, each photo once')] = None,
@@ -627,7 +661,7 @@ def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
     console.print(f'wrote tuning.json to {", ".join(map(str, dirs))}; `mcls predict` applies it (--no-tune to skip)')
 
 
-@app.command()
+@command()
 def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, fold: FoldOpt = 0,
               models: Annotated[Optional[Path], typer.Option('--models', '-m', help='one model folder (default '
                                                              'paths.models/fold{k})', metavar='<folder>')] = None,
@@ -647,7 +681,7 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
         console.print(f'wrote {p}')
 
 
-@app.command()
+@command()
 def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')] = TaskOrAll.all,
              config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
              models: Annotated[Optional[list[Path]], typer.Option(
@@ -661,7 +695,8 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
     tasks = list(TASKS) if task.value == 'all' else [task.value]
     s = _settings(config, set, data)
     if accept is not None and s.paths.corrections is None:
-        raise UserError('--accept needs a corrections file: --set paths.corrections=data/corrections.csv')
+        raise UserError('--accept needs a corrections file: add `corrections = data/corrections.csv` under [paths] '
+                        'in ./settings.ini, so that every later command applies the fixes')
     output_dir(s.paths.reports, 'the reports folder (paths.reports)')       # before training any fold
     if accept is not None: output_file(s.paths.corrections, 'the corrections file (paths.corrections)')
     from .suspects import accept_suspects, contact_sheet, oof_models, oof_probs, suspect_table
@@ -681,10 +716,15 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
         console.print(_table(f'top suspects: {t}', ('key', 'given', 'suggested', 'value', 'score'),
                              sus.head(10)[['key', 'given', 'suggested', 'value', 'score']].itertuples(index=False)))
     console.print(_table('suspects', ('task', 'items', 'disagreeing', 'csv', 'contact sheet', 'accepted'), rows))
-    if accept is not None: console.print(f'wrote {corrections}; the next `mcls train` applies it')
+    if accept is not None:
+        src = s.sources.get('paths.corrections', '')
+        console.print(f'wrote {corrections}; ' + (
+            f'paths.corrections came from the {src} for this command alone: set it in ./settings.ini so that '
+            f'`mcls train` applies the fixes' if src == 'command line' else
+            f'`mcls train` applies it (paths.corrections from {src})'))
 
 
-@app.command('predict-image')
+@command('predict-image')
 def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg or .png photos', metavar='<photo>...')],
                   config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
                   tta: Annotated[bool, typer.Option('--tta/--no-tta', help='with \\[predict] TTA', metavar=FLAG)] = False,
@@ -708,7 +748,7 @@ def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg
     console.print(_table('prediction', ('photo', *LABEL_TASKS, 'class'), rows))
 
 
-@app.command()
+@command()
 def demo(out_dir: Annotated[Path, typer.Option(help='working folder (replaced)', metavar='<path>')] = Path('data/demo'),
          train_persons: Annotated[int, typer.Option(min=1, help='synthetic training persons')] = 100,
          epochs: Annotated[int, typer.Option(min=1, help='per task; one epoch of a tiny model from scratch is chance level')] = 8,

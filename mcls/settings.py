@@ -11,12 +11,13 @@ from pathlib import Path
 
 from .labels import LABEL_TASKS
 
-__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'parse_photos_per_person', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
+__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'GPU_PROFILE', 'cpu_recipe_on_gpu', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'parse_photos_per_person', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
            'PredictSettings', 'Settings', 'load_settings', 'parse_overrides', 'learners_for']
 
 TASKS = LABEL_TASKS                        # what is scored: the 18-class layout's tasks, in its order
 LEARNERS = (*TASKS, 'joint')               # what can be trained: one task, or one backbone with three heads
 PACKAGED = Path(__file__).with_name('settings.ini')
+GPU_PROFILE = 'configs/gpu.ini'            # the GPU profile, in a checkout of mcls
 
 
 class SettingsError(ValueError):
@@ -188,6 +189,15 @@ class Settings:
     def threads(self) -> int | None:
         "[train] threads, for commands that train nothing (predict)."
         return _workers(self.raw['train'].get('threads', 'auto'))
+
+
+def cpu_recipe_on_gpu(s: Settings, learners: list[str], cuda: bool) -> str | None:
+    "One line for a user who trains on a CUDA GPU with the CPU recipe's size and batch, naming the switch; else None."
+    if not cuda or any('packaged defaults' not in s.sources.get(f'{t}.{k}', '') for t in learners for k in ('size', 'batch')):
+        return None
+    ts = s.tasks[learners[0]]
+    return (f'a CUDA GPU is here but the CPU recipe is in force ({ts.size} px, batch {ts.batch}): add '
+            f'`--config {GPU_PROFILE}` for the GPU profile (docs/scaling.md)')
 
 
 def learners_for(task: str, s: Settings) -> list[str]:
