@@ -179,7 +179,7 @@ def fold0_persons(table: pd.DataFrame, s, model_dir: Path) -> tuple[dict, dict]:
 
 def persons_decisions(preds: list[dict], draws: int = 2000) -> dict:
     """Per task: per person (B) against per photo (A) on fold 0, both seeds pooled, by `mcls compare` over persons.
-    The rule (issue 22): decide a task per person where B's mean is higher and the interval's upper end >= 0."""
+    The rule: decide a task per person where B's mean is higher and the interval's upper end >= 0."""
     from mcls.compare import compare
     units = (np.array([str(Path(f).parent) for f in preds[0]['photo'].keys]), 'persons (train.csv folders)')
     out = {}

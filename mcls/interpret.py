@@ -18,6 +18,7 @@ from .learner import task_dls
 from .plots import pyplot, save_figure
 from .settings import load_settings
 from .suspects import VALUE_NAMES, contact_sheet
+from .terminal import bars_for_people
 
 __all__ = ['interpret_task']
 
@@ -28,7 +29,7 @@ def _interpret_joint_head(table: pd.DataFrame, task: str, model_dir: Path, fold:
     ts = load_settings(Path(model_dir) / 'joint.settings.ini', standalone=True).tasks['joint']
     learn = load_task_learner(model_dir, 'joint', pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
-    probs, targs = learn.get_preds(ds_idx=1)
+    with bars_for_people(learn): probs, targs = learn.get_preds(ds_idx=1)
     p = split_probs(probs.float().numpy())[task]
     y = task_labels(targs.long() % N_CLASSES, task).numpy()
     names = VALUE_NAMES[task]
@@ -52,7 +53,7 @@ def interpret_task(table: pd.DataFrame, task: str, model_dir: Path, fold: int, o
     ts = load_settings(Path(model_dir) / f'{task}.settings.ini', standalone=True).tasks[task]   # the settings it was trained with
     learn = load_task_learner(model_dir, task, pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
-    interp = ClassificationInterpretation.from_learner(learn)
+    with bars_for_people(learn): interp = ClassificationInterpretation.from_learner(learn)
     out_dir = Path(out_dir)
     written = []
     for name, draw, kwargs in (('confusion', interp.plot_confusion_matrix, {}),

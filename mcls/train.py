@@ -29,7 +29,7 @@ from .joint import split_probs
 from .errors import ConfigError, DataError, UserError
 from .learner import build_learner, check_task_settings, epoch_photos, task_dls
 from .plots import pyplot, save_figure
-from .terminal import interactive
+from .terminal import bars_for_people, interactive
 from .precision import describe, precision_cbs, resolve_precision
 from .progressive import ProgressiveResize
 from .modeldirs import check_export_dir, export_dir_for
@@ -128,7 +128,8 @@ class EpochPrinter(Callback):
     def after_epoch(self):
         names, vals = self.recorder.metric_names[1:-1], self.recorder.log[1:-1]
         best = getattr(getattr(self.learn, 'best_model', None), 'new_best', False)   # fastai: a callback by its name
-        figures = '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, vals))
+        figures = '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, vals)
+                            if v is not None)     # --full: no validation, so only what was measured
         side = getattr(self.learn, 'progressive_resize', None)
         side = side and side.size_at(self.epoch)
         print(f'{self.learn.path.name}: epoch {self.epoch}{f" ({side} px)" if side else ""}  {figures}'
@@ -491,7 +492,8 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
     learn = build_learner(task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers), ts,
                           path=Path(out_png).parent)
     pyplot()     # lr_find draws into the current figure: no display needed
-    sugg = learn.lr_find(num_it=num_it, suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
+    with bars_for_people(learn):
+        sugg = learn.lr_find(num_it=num_it, suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
     save_figure(pyplot().gcf(), out_png)
     return {k: float(v) for k, v in sugg._asdict().items()}
 

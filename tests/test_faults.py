@@ -1,5 +1,4 @@
-"""The second fault pass (issue 20): one test per numbered defect, and tests that drive several members of each
-class: inputs validated where they are read, paths kept inside their folders, outputs whole and unambiguous, runs
+"""Fault injection and bad input, with tests that drive several members of each class of defect: inputs validated where they are read, paths kept inside their folders, outputs whole and unambiguous, runs
 that end in a state `mcls runs` tells truly. Full disks and size limits are faked by patching the writer."""
 import errno
 import json

@@ -1,5 +1,4 @@
-"""The third fault pass (issue 27): one test per numbered defect and minor item, and tests that drive several members
-of each class: launched jobs die with their launcher, files are checked before use, statistics refuse what they
+"""Fault injection and bad input, with tests that drive several members of each class of defect: launched jobs die with their launcher, files are checked before use, statistics refuse what they
 cannot resample, outputs are checked writable before the work, bookkeeping never stops the work."""
 import logging
 import os

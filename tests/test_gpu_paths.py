@@ -1,5 +1,5 @@
-"""What a first run on a GPU meets (issue 26), checked on the CPU where the logic can be reached without one: ranks
-against GPUs, face detection failing on the device, the precision prediction runs in, workers and threads per rank,
+"""What a first run on a GPU meets, checked on the CPU where the logic can be reached without one: ranks against
+GPUs, face detection failing on the device, workers and threads per rank,
 cuDNN's autotuner, and the first-GPU check script in its tiny form."""
 import json
 import logging

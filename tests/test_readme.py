@@ -68,6 +68,8 @@ def test_every_readme_command_runs_on_tiny_data(tmp_path):
             r = subprocess.run(['bash', '-c', prelude + line], cwd=tmp_path, capture_output=True, text=True, env=env,
                                timeout=600)
             assert r.returncode == 0, f'README command failed: {line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}'
+            # off a terminal: lines a log can hold, no redrawn progress bars
+            assert '\r' not in r.stdout + r.stderr and '\u2588' not in r.stdout + r.stderr, (line, r.stdout[-500:])
             ran.append((line.split('#')[0].strip(), r.stdout))
     assert len(ran) >= 15
     assert (tmp_path / 'submission.csv').exists() and (tmp_path / 'models' / 'b' / 'fold0').is_dir()

@@ -1,5 +1,4 @@
-"""Faults and hostile input: each test reproduces one defect of the fault-injection pass (issue 11) or one of
-README's six guarantees (a-f): kills are simulated by raising inside a writer, short writes by `ulimit -f`."""
+"""Faults and hostile input: each test holds one guarantee of docs/reliability.md: kills are simulated by raising inside a writer, short writes by `ulimit -f`."""
 import errno
 import hashlib
 import json

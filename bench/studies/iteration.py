@@ -5,7 +5,7 @@ the code of a base commit (from a git worktree) against this checkout, with and 
     python -m bench.studies.iteration --quick          # tiny synthetic data and model (checks the script runs)
 
 Each iteration runs in its own process on the same data, crop cache and fixed protocol settings (lite0, offline
-weights, fold 0). The base commit trains the recipe of configs/prev.ini (three learners, what issue 8 measured);
+weights, fold 0). The base commit trains the recipe of configs/prev.ini (three learners, the recipe of 2026-11-26);
 this checkout trains it too ("tasks"), then its default recipe from settings.ini ("default").
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def iteration(code: Path, overrides: dict, config: Path | None, work: Path) -> d
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--base', default='5769d23', help='the base commit (default: the base of issue 10)')
+    ap.add_argument('--base', default='5769d23', help='the base commit (default: the code of 2026-11-26)')
     ap.add_argument('--data', type=Path, default=ROOT / 'data' / 'mf600')
     ap.add_argument('--cache', type=Path, help='crop cache shared by every iteration (default: a temporary one)')
     ap.add_argument('--quick', action='store_true', help='tiny synthetic data and model')
