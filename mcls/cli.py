@@ -459,10 +459,19 @@ def lr_find(task: Annotated[Learner, typer.Argument(help='the learner')], config
 @command()
 def runs(config: ConfigOpt = None, set: SetOpt = None,
          task: Annotated[Optional[Learner], typer.Option(help='only runs of this learner')] = None,
-         last: Annotated[int, typer.Option(min=1, help='rows shown')] = 30):
-    "Past training runs with their validation scores, best first."
-    from .runs import list_runs
+         last: Annotated[int, typer.Option(min=1, help='rows shown')] = 30,
+         diff: Annotated[Optional[tuple[Path, Path]], typer.Option(
+             help='two run folders (or run names under paths.runs): the settings that differ between them',
+             metavar='<run A> <run B>')] = None):
+    "Past training runs with their validation scores, best first; --diff A B: what changed between two runs."
+    from .runs import diff_runs, list_runs
     s = _settings(config, set)
+    if diff:
+        a, b = (d if d.is_dir() else Path(s.paths.runs) / d for d in diff)
+        rows = diff_runs(a, b)
+        console.print(_table(f'settings that differ: A = {a.name}, B = {b.name}', ('setting', 'A', 'B'), rows)
+                      if rows else f'{a.name} and {b.name} ran with the same settings')
+        return
     df = list_runs(s.paths.runs)
     if task: df = df[df.task == task.value]
     console.print(_table(f'runs in {s.paths.runs}', list(df.columns),

@@ -13,11 +13,11 @@ from .evaluate import plot_confusion
 from .export import load_task_learner
 from .modeldirs import learners_in
 from .joint import split_probs
-from .labels import N_CLASSES, task_labels
+from .labels import N_CLASSES, VALUE_NAMES, task_labels
 from .learner import task_dls
 from .plots import pyplot, save_figure
 from .settings import load_settings
-from .suspects import VALUE_NAMES, contact_sheet
+from .suspects import contact_sheet
 from .terminal import bars_for_people
 
 __all__ = ['interpret_task']

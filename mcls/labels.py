@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ['MASK_STEMS', 'MASK_NAMES', 'GENDERS', 'AGE_NAMES', 'SCORE_BOUNDARY', 'N_CLASSES', 'LABEL_TASKS',
-           'TASK_CLASSES', 'TASK_SLICES', 'age_group', 'encode', 'decode', 'task_labels', 'split_tasks', 'class_name']
+           'VALUE_NAMES', 'TASK_CLASSES', 'TASK_SLICES', 'age_group', 'encode', 'decode', 'task_labels', 'split_tasks', 'class_name']
 
 # photo stem -> mask state: wear 0, incorrect 1, not wear 2
 MASK_STEMS = {'mask1': 0, 'mask2': 0, 'mask3': 0, 'mask4': 0, 'mask5': 0, 'incorrect_mask': 1, 'normal': 2}
@@ -16,7 +16,8 @@ N_CLASSES = 18
 # The 18-class layout, defined here alone: the tasks in the order of encode()'s arguments and decode()'s results,
 # with their class counts; per-task probabilities side by side (a joint learner's heads) follow the same order.
 LABEL_TASKS = ('mask', 'gender', 'age')
-TASK_CLASSES = {'mask': len(MASK_NAMES), 'gender': len(GENDERS), 'age': len(AGE_NAMES)}
+VALUE_NAMES = {'mask': MASK_NAMES, 'gender': GENDERS, 'age': AGE_NAMES}     # each task's class names, in order
+TASK_CLASSES = {t: len(names) for t, names in VALUE_NAMES.items()}
 TASK_SLICES = {t: slice(sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i]), sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i + 1]))
                for i, t in enumerate(LABEL_TASKS)}
 

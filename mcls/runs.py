@@ -12,7 +12,7 @@ import pandas as pd
 from .atomic import process_alive, process_start, write_text_atomic
 
 __all__ = ['RUN_FILE', 'read_run', 'update_run', 'process_fields', 'data_fingerprint', 'latest_run', 'run_status',
-           'list_runs']
+           'list_runs', 'diff_runs']
 
 RUN_FILE = 'run.json'
 
@@ -97,3 +97,20 @@ def list_runs(runs: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=['run', 'task', 'fold', 'status', 'valid_f1', 'valid_acc', 'epochs', 'arch',
                                      'images_per_s', 'reason'])
     return df.sort_values(['valid_f1', 'run'], ascending=[False, False], na_position='last').reset_index(drop=True)
+
+
+def diff_runs(a: Path, b: Path) -> list[tuple[str, str, str]]:
+    """(setting, value in A, value in B) for every resolved setting that differs between two run folders (their
+    saved settings.ini files; paths left out: every run has its own)."""
+    from .errors import UserError
+    from .settings import SettingsError, load_settings
+    raws = []
+    for d in (Path(a), Path(b)):
+        try:
+            raws.append(load_settings(d / 'settings.ini', standalone=True).raw)
+        except SettingsError as e:
+            raise UserError(f'{d}: not a run folder with a readable settings.ini ({e})') from None
+    keys = sorted({(sec, k) for raw in raws for sec, kv in raw.items() if sec != 'paths' for k in kv})
+    return [(f'{sec}.{k}', raws[0].get(sec, {}).get(k, '-'), raws[1].get(sec, {}).get(k, '-')) for sec, k in keys
+            if raws[0].get(sec, {}).get(k) != raws[1].get(sec, {}).get(k)]
+

@@ -55,6 +55,7 @@ CHOICES = {
     'predict.persons': ('auto', 'off'),
     'predict.engine': ('torch', 'onnx'),
     'predict.persons_tasks': LABEL_TASKS,
+    'train.track': ('tensorboard', 'wandb'),
 }
 POS, NONNEG, ONE_UP, UNIT = Range(0, lo_open=True), Range(0), Range(1), Range(0, 1)
 LIMITS = {
@@ -148,6 +149,7 @@ class TaskSettings:
     photos_per_person: str = 'all'  # all, or k: each epoch draws k photos of every training person (mcls.sampling)
     ema: float = 0.0          # per-step decay of a weight average (timm ModelEmaV3) that validates and exports; 0 off
     early_sizes: tuple[int, ...] | None = None   # progressive resizing: the first epochs' sizes; the rest at size
+    track: tuple[str, ...] = ()    # experiment trackers of the fit: tensorboard, wandb (mcls.tracking)
 
 
 @dataclass
@@ -253,7 +255,7 @@ def _table_key(section: str, name: str) -> str:
 def check_value(section: str, name: str, value):
     "Raise ValueError when `value` of `[section] name` is not allowed by CHOICES / LIMITS (tuples: each element)."
     key = _table_key(section, name)
-    if key in CHOICES:
+    if key in CHOICES and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):
             if v not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
     if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')

@@ -11,14 +11,13 @@ from .atomic import write_csv_atomic
 from .dataset import read_corrections
 from .modeldirs import export_dir_for, learners_in
 from .errors import DataError
-from .labels import AGE_NAMES, GENDERS, MASK_NAMES, SCORE_BOUNDARY
+from .labels import SCORE_BOUNDARY, VALUE_NAMES
 from .probfiles import read_folds
 from .pseudo import GROUP_YEARS
 
-__all__ = ['SUSPECT_COLUMNS', 'VALUE_NAMES', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
+__all__ = ['SUSPECT_COLUMNS', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
 
 SUSPECT_COLUMNS = ['key', 'field', 'given', 'suggested', 'value', 'score', 'crop']
-VALUE_NAMES = {'mask': MASK_NAMES, 'gender': GENDERS, 'age': AGE_NAMES}
 
 
 def oof_models(s, folds: int = 3, progress: bool = True) -> list[Path]:

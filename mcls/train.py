@@ -30,6 +30,8 @@ from .errors import ConfigError, DataError, UserError
 from .learner import build_learner, check_task_settings, epoch_photos, task_dls
 from .plots import pyplot, save_figure
 from .terminal import bars_for_people, interactive
+from .report import write_run_report
+from .tracking import tracking_cbs
 from .precision import describe, precision_cbs, resolve_precision
 from .progressive import ProgressiveResize
 from .modeldirs import check_export_dir, export_dir_for
@@ -220,13 +222,7 @@ def _fit_cbs(run_dir: Path, validate: bool, resume_state: dict | None, ts, preci
     if not distributed.is_main(): return cbs
     cbs.append(CSVLogger(fname='history.csv', append=resume_state is not None))
     cbs.append(SaveLastCallback(run_dir))
-    try:
-        from fastai.callback.tensorboard import TensorBoardCallback
-        import tensorboard  # noqa: F401 - the optional extra
-        cbs.append(TensorBoardCallback(log_dir=str(run_dir / 'tensorboard'), trace_model=False))
-    except ImportError:
-        pass
-    return cbs
+    return [*cbs, *tracking_cbs(ts.track, run_dir, dataclasses.asdict(ts))]
 
 
 def _fit(learn, ts, epochs: int, cbs, start_epoch: int = 0):
@@ -411,6 +407,10 @@ def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path 
                seconds=f.seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
                epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=None if f.full else f.valid_counts or None,
                export=str(result.export_dir) if result.export_dir else None)
+    try:      # what a person looks at; a run that trained and exported stays done without it
+        write_run_report(f.run_dir, s, task)
+    except Exception as e:  # noqa: BLE001 - bookkeeping never undoes the work
+        log.warning('%s: could not draw the run report (%s: %s)', f.run_dir, type(e).__name__, e)
     return result
 
 
