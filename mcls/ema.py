@@ -15,12 +15,19 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed
 from .atomic import storage_errors
 
-__all__ = ['EmaWeights', 'ema_file']
+__all__ = ['EmaWeights', 'ema_file', 'read_ema']
 
 
 def ema_file(run_dir: Path, epoch: int) -> Path:
     "The average's state after `epoch`, beside the run's `last-<epoch>.pth`."
     return Path(run_dir) / f'ema-{epoch}.pth'
+
+
+def read_ema(run_dir: Path, epoch: int) -> dict:
+    "The average's saved state after `epoch`; any error (missing, cut off, foreign) is the caller's to handle."
+    state = torch.load(ema_file(run_dir, epoch), map_location='cpu', weights_only=True)
+    if not isinstance(state, dict) or not {'model', 'step'} <= set(state): raise ValueError('not an average\'s state')
+    return state
 
 
 class EmaWeights(Callback):
@@ -51,14 +58,10 @@ class EmaWeights(Callback):
 
     def before_fit(self):
         self.ema, self.step = ModelEmaV3(self._net(), decay=self.decay, use_warmup=True), 0
-        if self.resume_epoch is not None:
-            f = ema_file(self.run_dir, self.resume_epoch)
-            if f.exists():
-                state = torch.load(f, map_location='cpu', weights_only=True)
-                self.ema.module.load_state_dict(state['model'])
-                self.step = int(state['step'])
-            else:    # a run saved before the average was asked for: it starts from the resumed weights
-                self.ema.module.load_state_dict(self._net().state_dict())
+        if self.resume_epoch is not None:     # read_ema checked it when the resume began
+            state = read_ema(self.run_dir, self.resume_epoch)
+            self.ema.module.load_state_dict(state['model'])
+            self.step = int(state['step'])
 
     def before_train(self):
         if self.swapped: self._swap()

@@ -36,7 +36,12 @@ def _tensorboard(log_dir: Path) -> Callback:
     from fastai.callback.tensorboard import TensorBoardCallback
 
     class TensorBoard(TensorBoardCallback):
-        "Per training batch the loss and the numeric hyper-parameters (torch's AdamW also holds None and flags)."
+        """Per training batch the loss and the numeric hyper-parameters (torch's AdamW also holds None and flags),
+        per epoch what was measured (--full measures no validation: None)."""
+        def after_epoch(self):
+            for n, v in zip(self.recorder.metric_names[2:-1], self.recorder.log[2:-1]):
+                if v is not None: self.writer.add_scalar(n, v, self.train_iter)
+
         def after_batch(self):
             if not self.training: return
             self.writer.add_scalar('train_loss', self.smooth_loss, self.train_iter)

@@ -35,7 +35,7 @@ from .tracking import tracking_cbs
 from .precision import describe, precision_cbs, resolve_precision
 from .progressive import ProgressiveResize
 from .modeldirs import check_export_dir, export_dir_for
-from .ema import EmaWeights, ema_file
+from .ema import EmaWeights, ema_file, read_ema
 from .sampling import DrawEpoch
 from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
@@ -342,9 +342,11 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
     if resume_state is not None:
         try:       # fastai's learn.load: weights-only, its own allowlist; the checkpoint is read once
             learn.load(resume_state.get('file', 'last'), with_opt=True)
+            if ts.ema: read_ema(run_dir, resume_state['epoch'])    # the average continues only from its own state
             start = resume_state['epoch'] + 1
         except Exception:  # noqa: BLE001 - missing, cut off or unreadable: no usable epoch, so restart
-            log.warning('%s: the last saved epoch cannot be loaded; restarting the run from its first epoch', run_dir)
+            log.warning('%s: the last saved epoch%s cannot be loaded; restarting the run from its first epoch', run_dir,
+                        ' or its weight average' if ts.ema else '')
             if distributed.is_main(): _restart(run_dir)
             resume_state, (df, learn) = None, fresh()
     timer = TrainTimer()

@@ -2,6 +2,7 @@
 train on; a resumed run averages on from its saved state."""
 import json
 
+import pytest
 import torch
 from fastai.vision.all import Callback
 
@@ -77,3 +78,19 @@ def test_a_resumed_run_averages_on_from_its_saved_state(synth_root, monkeypatch)
     assert loaded['step'] == after0['step'] > 0 and _same(loaded['model'], after0['model'])
     final = torch.load(ema_file(run, 2), weights_only=True)
     assert final['step'] == 3 * after0['step'] and not ema_file(run, 0).exists()
+
+
+@pytest.mark.parametrize('damage', ['cut', 'missing'])
+def test_a_damaged_or_missing_average_restarts_the_run_with_a_warning(synth_root, monkeypatch, caplog, damage):
+    "the average cannot continue from nothing: the run restarts, as with a damaged checkpoint, and says so"
+    s = tiny_settings(synth_root, train__ema='0.9', mask__full_epochs=2)
+    table = training_table(s, progress=False)
+    kill_after_first_epoch(monkeypatch, table, s, 'mask', None)
+    run = next((synth_root / 'runs').iterdir())
+    f = ema_file(run, 0)
+    if damage == 'cut': f.write_bytes(f.read_bytes()[:100])
+    else: f.unlink()
+    r = resume_task(run, progress=False)
+    assert 'restarting the run from its first epoch' in caplog.text and 'weight average' in caplog.text
+    assert json.loads((run / 'run.json').read_text())['status'] == 'done' and r.epochs == 2
+    assert torch.load(ema_file(run, 1), weights_only=True)['step'] > 0

@@ -21,6 +21,15 @@ def test_tensorboard_records_every_epoch_of_the_run(synth_root):
     assert acc.Scalars('f1_score')[-1].value == pytest.approx(hist.f1_score.iloc[-1], abs=1e-6)
 
 
+def test_tensorboard_records_a_full_run_without_validation(synth_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    s = tiny_settings(synth_root, train__track='tensorboard', gender__full_epochs=2)
+    r = train_task(training_table(s, progress=False), s, 'gender', None, progress=False)
+    acc = EventAccumulator(str(r.run_dir / 'tensorboard'))
+    acc.Reload()
+    assert 'train_loss' in acc.Tags()['scalars'] and 'valid_loss' not in acc.Tags()['scalars']
+
+
 def test_no_tracker_writes_nothing(synth_root):
     s = tiny_settings(synth_root, train__track='')
     r = train_task(training_table(s, progress=False), s, 'gender', None, progress=False)
