@@ -39,7 +39,7 @@ from mcls.labels import LABEL_TASKS
 from mcls.settings import load_settings
 from mcls.tune import TUNING_FILE
 
-__all__ = ['SIZES', 'stratified_persons', 'point', 'collect', 'screen']
+__all__ = ['SIZES', 'stratified_persons', 'by_mask_state', 'point', 'collect', 'screen']
 
 SIZES = (180, 360, 900, 2700)
 WORK = ROOT / 'runs' / 'curve'
@@ -66,6 +66,25 @@ def _settings(a, work: Path, data: Path):
     ov.update({**IDENTITY, 'paths.data': str(data), 'paths.cache': str(a.cache or WORK / 'crops'),
                'paths.runs': str(work / 'runs'), 'paths.models': str(work / 'models')})
     return load_settings(a.config, {**ov, **dict(kv.split('=', 1) for kv in a.set or [])})
+
+
+def by_mask_state(sub: Path, answers: Path, eval_df: pd.DataFrame) -> dict:
+    """Per true mask state of the eval photos: photos, age and gender macro F1 of a submission, and the share of
+    photos whose crop is the centre-crop fallback (no face found): a cue that is not a face if the shares differ."""
+    from sklearn.metrics import f1_score
+    from mcls.crop import CENTRE
+    from mcls.labels import MASK_NAMES, decode
+    truth = read_labels(answers).set_index('ImageID').ans
+    pred = read_labels(sub).set_index('ImageID').ans.reindex(truth.index)
+    (tm, tg, ta), (_, pg, pa) = decode(truth.to_numpy()), decode(pred.to_numpy())
+    centre = eval_df.set_index('image_id').crop.reindex(truth.index).str.endswith(f'.{CENTRE}.jpg').to_numpy()
+    out = {}
+    for m, name in enumerate(MASK_NAMES):
+        sel = tm == m
+        out[name] = {'photos': int(sel.sum()), 'fallback_share': float(centre[sel].mean()),
+                     'age_f1': float(f1_score(ta[sel], pa[sel], average='macro')),
+                     'gender_f1': float(f1_score(tg[sel], pg[sel], average='macro'))}
+    return out
 
 
 def point(a) -> dict:
@@ -108,6 +127,7 @@ def point(a) -> dict:
            'models': str(model_dir), 'tta': a.tta, 'set': a.set or [], 'offsets': offsets,
            'train_photos': int(rows.sum()), 'eval_photos': len(eval_df), 'default': ev,
            'probe': fl, 'probe_floor': fl and fl[fl['floor']]['eval'],
+           'by_mask_state': by_mask_state(sub, data / 'eval' / 'answers.csv', eval_df),
            'seconds': {'load_and_crop': load_s, 'train': train_s or earlier.get('train', 0.0),
                        'fold0_train': fold0_s or earlier.get('fold0_train', 0.0),
                        'predict': earlier.get('predict', predict_s) if predicted else predict_s,

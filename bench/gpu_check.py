@@ -67,8 +67,13 @@ def main(argv=None) -> dict:
     ap.add_argument('--out', type=Path)
     a = ap.parse_args(argv)
     work = a.work
+    from mcls.errors import WriteError
     report = Report(a.out or RESULTS / f'gpu-check-{datetime.now():%Y-%m-%d}.json',
-                    date=datetime.now().isoformat(timespec='seconds'), host=platform.node(), quick=a.quick)
+                    date=datetime.now().isoformat(timespec='seconds'), host=platform.node(), quick=a.quick, ok=False)
+    try:       # the JSON is where every step's result goes: a path that cannot take it stops the check before any
+        report.save()
+    except (WriteError, OSError) as e:
+        raise SystemExit(f'--out {report.path}: cannot be written ({e}); give a file path in a writable folder')
     state: dict = {}
 
     def imports():
@@ -160,8 +165,10 @@ def main(argv=None) -> dict:
             _step(report, 'predict', predict('torch'))
             _step(report, 'predict_onnx', predict('onnx'))
     _step(report, 'tests', tests)
+    report.data['ok'] = all(st['ok'] for st in report.data['stages'].values())
+    report.save()
     return report.data
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(0 if main()['ok'] else 1)      # a scripted device check reads a failed step as a failure

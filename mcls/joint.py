@@ -14,8 +14,8 @@ from sklearn.metrics import f1_score
 
 from .labels import LABEL_TASKS, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, decode, encode, split_tasks, task_labels
 
-__all__ = ['AGE_THRESHOLDS', 'AGE_YEARS', 'AGE_SIGMA', 'HEADS', 'n_logits', 'encode_target', 'decode_target', 'group_probs', 'JointTarget',
-           'JointLoss', 'joint_f1', 'joint_metrics', 'split_probs']
+__all__ = ['AGE_THRESHOLDS', 'AGE_YEARS', 'AGE_SIGMA', 'HEADS', 'YEARS_SPAN', 'n_logits', 'encode_target', 'decode_target',
+           'target_persons', 'consistency_term', 'group_probs', 'JointTarget', 'JointLoss', 'joint_f1', 'joint_metrics', 'split_probs']
 
 AGE_THRESHOLDS = tuple(range(18, 76, 2))   # ordinal head: one logit for "age >= t" per threshold (30 and 60 included)
 AGE_YEARS = tuple(range(18, 76))           # dist head: one logit per year; ages outside are clipped (groups kept)
@@ -35,14 +35,37 @@ def year_targets(years: torch.Tensor, sigma: float = AGE_SIGMA) -> torch.Tensor:
     return F.softmax(-0.5 * ((grid[None] - y) / sigma) ** 2, 1)
 
 
-def encode_target(mask, gender, age_grp, years):
-    "One integer per photo: 18-class label (age group as trained) + 18 x exact age. Works on arrays."
-    return np.asarray(years) * 18 + encode(mask, gender, age_grp)
+YEARS_SPAN = 128     # encoded years are below this; a person's index, where encoded, sits above them
+
+
+def encode_target(mask, gender, age_grp, years, person=None):
+    """One integer per photo: 18-class label (age group as trained) + 18 x exact age (+ 18 x 128 x the person's index
+    within the table, for person-consistent training). Works on arrays."""
+    t = np.asarray(years) * N_CLASSES + encode(mask, gender, age_grp)
+    return t if person is None else t + np.asarray(person) * N_CLASSES * YEARS_SPAN
 
 
 def decode_target(t: torch.Tensor):
     "Encoded target tensor -> (mask, gender, age group, years)."
-    return (*decode(t % N_CLASSES), t // N_CLASSES)
+    return (*decode(t % N_CLASSES), (t // N_CLASSES) % YEARS_SPAN)
+
+
+def target_persons(t: torch.Tensor) -> torch.Tensor:
+    "The person index an encoded target carries (0 where none was encoded)."
+    return t // (N_CLASSES * YEARS_SPAN)
+
+
+def consistency_term(log_probs: list[torch.Tensor], persons: torch.Tensor) -> torch.Tensor:
+    """Per photo, KL(person mean || photo) of the gender and age-group distributions, where the mean is over the
+    photo's person's photos in the batch and held fixed: age and gender do not change with the mask, so each photo is
+    pulled towards what the person's photos say together. Photos alone in the batch with their person add 0."""
+    _, inverse, counts = torch.unique(persons, return_inverse=True, return_counts=True)
+    out = torch.zeros(len(persons), device=persons.device)
+    for log_p in log_probs:       # one (photos, classes) tensor of log-probabilities per task
+        mean = torch.zeros(len(counts), log_p.shape[1], device=log_p.device).index_add_(0, inverse, log_p.exp())
+        target = (mean / counts[:, None]).detach()[inverse]
+        out = out + (target * (target.clamp_min(1e-8).log() - log_p)).sum(1)
+    return out * (counts[inverse] > 1)
 
 
 def group_probs(age_logits: torch.Tensor, age_head: str, boundary: int = SCORE_BOUNDARY) -> torch.Tensor:
@@ -78,8 +101,10 @@ class JointLoss:
                  label_smoothing: float = 0.0,
                  age_weights=None,               # per-group weights of the age loss (groups head)
                  boundary: int = SCORE_BOUNDARY, # the >= group read from the ordinal and dist heads
-                 reduction: str = 'mean'):
+                 reduction: str = 'mean',
+                 consistency: float = 0.0):      # weight of consistency_term (targets must carry persons)
         self.task_weights, self.age_head, self.age_loss, self.gamma = tuple(task_weights), age_head, age_loss, gamma
+        self.consistency = consistency
         self.label_smoothing, self.boundary, self.reduction = label_smoothing, boundary, reduction
         self.age_weights = None if age_weights is None else torch.as_tensor(age_weights, dtype=torch.float)
         self.thresholds = torch.tensor(AGE_THRESHOLDS)
@@ -103,6 +128,10 @@ class JointLoss:
         loss = (wm * F.cross_entropy(out[:, HEADS['mask']], m, reduction='none', label_smoothing=ls)
                 + wg * F.cross_entropy(out[:, HEADS['gender']], g, reduction='none', label_smoothing=ls)
                 + wa * self._age(out[:, HEADS['age']], a, years))
+        if getattr(self, 'consistency', 0):        # learners exported before the term existed have no attribute
+            age = group_probs(out[:, HEADS['age']], self.age_head, self.boundary).clamp_min(1e-8).log()
+            gender = F.log_softmax(out[:, HEADS['gender']], -1)
+            loss = loss + self.consistency * consistency_term([gender, age], target_persons(targ.long()))
         red = kwargs.get('reduction', self.reduction)
         return loss.mean() if red == 'mean' else loss.sum() if red == 'sum' else loss
 

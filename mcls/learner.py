@@ -47,7 +47,9 @@ def task_targets(df: pd.DataFrame, ts: TaskSettings) -> pd.DataFrame:
     train_groups = age_group(df.age.to_numpy(), ts.boundary)
     valid = df.is_valid.to_numpy(bool) if 'is_valid' in df else np.zeros(len(df), bool)
     df = df.assign(age_target=np.where(valid, df.age_group.to_numpy(), train_groups))
-    if ts.task == 'joint': df['joint_y'] = encode_target(df['mask'], df.gender, df.age_target, df.age)
+    if ts.task == 'joint':
+        person = pd.factorize(df.person)[0] if ts.consistency else None    # the consistency term groups by person
+        df['joint_y'] = encode_target(df['mask'], df.gender, df.age_target, df.age, person)
     return df
 
 
@@ -109,14 +111,16 @@ def person_draw(train: pd.DataFrame, ts: TaskSettings) -> dict | None:
     k = parse_photos_per_person(ts.photos_per_person)
     if k is None: return None
     repeats = np.where(train.age_group.to_numpy() == 2, max(1, round(ts.old_weight)), 1)
-    return dict(persons=train.person.to_numpy(), states=train['mask'].to_numpy(), k=k, seed=ts.seed, repeats=repeats)
+    return dict(persons=train.person.to_numpy(), states=train['mask'].to_numpy(), k=k, seed=ts.seed, repeats=repeats,
+                together=ts.consistency > 0)
 
 
 def epoch_photos(train: pd.DataFrame, ts: TaskSettings) -> int:
     "Photos one training epoch draws from the training rows `train` (all ranks together): what the loader draws."
     draw = person_draw(train, ts)
     if draw is None: return len(train)          # plain or weighted (fastai's WeightedDL draws as many as it has)
-    return len(person_draws(draw['persons'], draw['states'], draw['k'], np.random.default_rng(0), draw['repeats']))
+    return len(person_draws(draw['persons'], draw['states'], draw['k'], np.random.default_rng(0), draw['repeats'],
+                            draw['together']))
 
 
 def sample_weights(df: pd.DataFrame, old_weight: float) -> np.ndarray:
@@ -130,7 +134,7 @@ def make_loss(ts: TaskSettings):
     w = torch.tensor(ts.class_weights, dtype=torch.float) if ts.class_weights else None
     if ts.task == 'joint':
         return JointLoss(ts.task_weights or (1.0, 1.0, 1.0), ts.age_head, ts.loss, ts.gamma, ts.label_smoothing,
-                         age_weights=w, boundary=ts.boundary)
+                         age_weights=w, boundary=ts.boundary, consistency=ts.consistency)
     if ts.loss == 'focal': return FocalLossFlat(gamma=ts.gamma, weight=w)
     return CrossEntropyLossFlat(weight=w, label_smoothing=ts.label_smoothing)
 
@@ -185,6 +189,10 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
         raise ConfigError(f'{t} early_sizes = {",".join(map(str, ts.early_sizes))}: give fewer sizes than {name} '
                           f'({epochs}), each at most size ({ts.size}), so the last epochs train at the size the '
                           f'learner validates and predicts at')
+    if ts.consistency and (ts.task != 'joint' or (parse_photos_per_person(ts.photos_per_person) or 1) < 2
+                           or ts.mix != 'none'):
+        raise ConfigError(f'{t} consistency = {ts.consistency} needs the joint learner, photos_per_person = 2-7 (a '
+                          f'person\'s photos drawn together) and mix = none')
     if ts.age_head != 'groups' and ts.task != 'joint':
         raise ConfigError(f'{t} age_head = {ts.age_head} needs the joint learner (`mcls train joint`)')
     if ts.task == 'joint' and ts.age_head == 'ordinal' and ts.boundary not in AGE_THRESHOLDS:

@@ -14,11 +14,12 @@ WORN, INCORRECT, NORMAL = 0, 1, 2     # mask states (mcls.labels.MASK_STEMS)
 
 
 def person_draws(persons: np.ndarray, states: np.ndarray, k: int, rng: np.random.Generator,
-                 repeats: np.ndarray | None = None) -> np.ndarray:
+                 repeats: np.ndarray | None = None, together: bool = False) -> np.ndarray:
     """Row indices of one epoch, in a random order: for each person, `repeats` (default 1) independent draws of `k`
     of their photos. k >= 3: the incorrect and the normal photo once each and k - 2 worn photos (no photo twice
     within a draw); k = 1 or 2: photos of the person's at random, so the mask states keep their 5:1:1 share on
-    average. A person lacking a state or photos gets what they have."""
+    average. A person lacking a state or photos gets what they have. `together`: each draw's photos stay next to
+    each other (the draws in a random order), so they share a batch unless a batch ends among them."""
     out = []
     repeats = np.ones(len(persons), int) if repeats is None else np.asarray(repeats)
     for rows in _rows_by_person(persons):
@@ -32,8 +33,9 @@ def person_draws(persons: np.ndarray, states: np.ndarray, k: int, rng: np.random
             else:
                 chosen = rng.permutation(rows)[:k]
             out.append(chosen)
-    idx = np.concatenate(out) if out else np.zeros(0, int)
-    return rng.permutation(idx)
+    if not out: return np.zeros(0, int)
+    if together: return np.concatenate([out[i] for i in rng.permutation(len(out))])
+    return rng.permutation(np.concatenate(out))
 
 
 def _rows_by_person(persons: np.ndarray) -> list[np.ndarray]:
@@ -47,20 +49,21 @@ class PersonDL(TfmdDL):
     """A training DataLoader whose every epoch is `person_draws` of its rows: k photos a person (60+ persons
     `repeats` times, from old_weight), drawn from (seed, epoch). `epoch` is set by the DrawEpoch callback."""
     def __init__(self, dataset=None, bs=None, persons=None, states=None, k: int = 3, seed: int = 0, repeats=None,
-                 **kwargs):
+                 together: bool = False, **kwargs):
         super().__init__(dataset=dataset, bs=bs, **kwargs)
         self.persons, self.states, self.k, self.seed = np.asarray(persons), np.asarray(states), k, seed
-        self.repeats, self.epoch = repeats, 0
+        self.repeats, self.together, self.epoch = repeats, together, 0
         self.drawn = len(self._draw(0))          # photos an epoch: the same every epoch
 
     def _draw(self, epoch: int) -> np.ndarray:
-        return person_draws(self.persons, self.states, self.k, np.random.default_rng([self.seed, epoch]), self.repeats)
+        return person_draws(self.persons, self.states, self.k, np.random.default_rng([self.seed, epoch]), self.repeats,
+                            self.together)
 
     def new(self, dataset=None, cls=None, **kwargs):
         "A copy over the same photos draws as this one; over other photos (export's empty copy, test photos) plain."
         if dataset is None or len(dataset) == len(self.persons):
             kwargs = dict(persons=self.persons, states=self.states, k=self.k, seed=self.seed, repeats=self.repeats,
-                          **kwargs)
+                          together=self.together, **kwargs)
         else:
             cls = cls or TfmdDL
         return super().new(dataset, cls, **kwargs)

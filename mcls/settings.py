@@ -68,7 +68,7 @@ LIMITS = {
     'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG,
     # a 60+ photo's sampling weight; under photos_per_person its repeat count a 60+ person is drawn, so bounded
     'train.old_weight': Range(1, 10),
-    'train.ema': Range(0, 1, hi_open=True), 'train.early_sizes': Range(16),
+    'train.ema': Range(0, 1, hi_open=True), 'train.early_sizes': Range(16), 'train.consistency': NONNEG,
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
 }
 DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|mps')     # [crop] device
@@ -150,6 +150,7 @@ class TaskSettings:
     ema: float = 0.0          # per-step decay of a weight average (timm ModelEmaV3) that validates and exports; 0 off
     early_sizes: tuple[int, ...] | None = None   # progressive resizing: the first epochs' sizes; the rest at size
     track: tuple[str, ...] = ()    # experiment trackers of the fit: tensorboard, wandb (mcls.tracking)
+    consistency: float = 0.0       # joint: weight of the person-consistency term on age and gender (mcls.joint)
 
 
 @dataclass

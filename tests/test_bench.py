@@ -9,6 +9,8 @@ from bench.copies import jitter_copy
 from bench.studies import persons_oracle, seed_ensemble, workers
 from mcls.synth import make_dataset
 
+ROOT = Path(__file__).parents[1]
+
 pytestmark = pytest.mark.bench
 
 
@@ -140,6 +142,10 @@ def test_learning_curve_points_and_collect(tmp_path):
     assert first['probe'] is None and again['probe_floor'] is not None and first['default'] == again['default']
     assert again['seconds']['train'] == first['seconds']['train'] > 0
     assert again['seconds']['predict'] == first['seconds']['predict']
+    states = first['by_mask_state']
+    assert list(states) == ['wear', 'incorrect', 'not_wear'] and states == again['by_mask_state']
+    assert states['wear']['photos'] == 5 * states['not_wear']['photos'] > 0          # 5 worn photos a person
+    assert all(0 <= v['fallback_share'] <= 1 and 0 <= v['age_f1'] <= 1 for v in states.values())
     curve.main(['point', *common, '--persons', '12'])
     c0 = tmp_path / 'c0.json'
     curve.main(['collect', '--name', 'old', '--work', str(tmp_path / 'w'), '--out', str(c0), '--png', str(tmp_path / 'c0.png')])
@@ -234,6 +240,7 @@ def test_gpu_check_runs_every_step_on_the_cpu_with_tiny_settings(tmp_path):
     assert st['predict_onnx']['provider'] == 'CPUExecutionProvider'
     assert abs(st['predict_onnx']['f1_18'] - st['predict']['f1_18']) < 1e-9     # the same submission on the CPU
     assert ' passed' in st['tests']['summary'] and 'failed' not in st['tests']['summary']
+    assert r['ok'] is True and json.loads(out.read_text())['ok'] is True
 
 
 def test_gpu_check_records_a_failed_step_and_goes_on(tmp_path, monkeypatch):
@@ -246,3 +253,17 @@ def test_gpu_check_records_a_failed_step_and_goes_on(tmp_path, monkeypatch):
     st = json.loads(out.read_text())['stages']
     assert list(st) == ['import', 'settings', 'crop', 'tests'] and st['tests']['ok']
     assert not st['crop']['ok'] and st['crop']['error'] == 'exit 3' and 'no GPU left' in st['crop']['output']
+    assert json.loads(out.read_text())['ok'] is False
+
+
+def test_gpu_check_exits_non_zero_when_a_step_failed_and_refuses_an_unwritable_out(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / 'file').write_text('')
+    r = subprocess.run([sys.executable, '-m', 'bench.gpu_check', '--quick', '--out', str(tmp_path / 'file' / 'c.json')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and 'cannot be written' in r.stderr and 'Traceback' not in r.stderr
+    r = subprocess.run([sys.executable, '-m', 'bench.gpu_check', '--quick', '--work', str(tmp_path / 'w'), '--out',
+                        str(tmp_path / 'c.json'), '--tests=-q tests/no_such_test_file.py'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and json.loads((tmp_path / 'c.json').read_text())['stages']['tests']['ok'] is False

@@ -247,3 +247,39 @@ def test_interpret_reads_a_joint_learners_head(joint_run, task, tmp_path):
     paths = interpret_task(joint_run['table'], task, joint_run['models'], 0, tmp_path, k=6)
     assert [p.name for p in paths] == [f'{task}_fold0_confusion.png', f'{task}_fold0_top_losses.png']
     assert all(Image.open(p).size[0] > 100 for p in paths)
+
+
+# --- person-consistent training ---
+
+def test_targets_carry_the_person_without_changing_what_they_decode_to():
+    from mcls.joint import target_persons
+    m, g, a, years = [0, 2, 1], [1, 0, 1], [2, 0, 1], [75, 18, 45]
+    plain = torch.as_tensor(encode_target(m, g, a, years))
+    tagged = torch.as_tensor(encode_target(m, g, a, years, person=[0, 7, 1234]))
+    assert all(torch.equal(x, y) for x, y in zip(decode_target(plain), decode_target(tagged)))
+    assert target_persons(tagged).tolist() == [0, 7, 1234] and target_persons(plain).tolist() == [0, 0, 0]
+
+
+def test_the_consistency_term_pulls_each_photo_towards_its_persons_mean():
+    from mcls.joint import consistency_term
+    persons = torch.tensor([0, 0, 1, 1, 2])
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 0.0], [3.0, -3.0]], requires_grad=True)
+    term = consistency_term([torch.log_softmax(logits, -1)], persons)
+    assert term[0] > 0 and term[1] > 0                     # person 0's photos disagree
+    assert term[2:].abs().max() < 1e-6                     # person 1 agrees; person 2 is alone in the batch
+    term.sum().backward()
+    g = logits.grad
+    assert g[0, 0] > 0 and g[1, 1] > 0                     # descending lowers each photo's own favourite ...
+    assert g[0, 1] < 0 and g[1, 0] < 0                     # ... and raises the other photo's: towards the mean
+    assert g[2:].abs().max() < 1e-6
+
+
+def test_joint_loss_adds_the_term_only_when_asked():
+    from mcls.joint import encode_target
+    m, gen, a, years = [0, 0], [0, 0], [0, 2], [20, 70]
+    t = torch.as_tensor(encode_target(m, gen, a, years, person=[3, 3]))
+    out = torch.tensor([[2.0, 0, 0, 1, 0, 2, 0, 0], [2.0, 0, 0, 0, 1, 0, 0, 2]])
+    base = JointLoss(age_loss='ce')(out, t, reduction='none')
+    pulled = JointLoss(age_loss='ce', consistency=0.5)(out, t, reduction='none')
+    assert (pulled > base).all()
+    assert torch.allclose(JointLoss(age_loss='ce', consistency=0.5)(out[:1], t[:1], reduction='none'), base[:1])

@@ -166,3 +166,35 @@ def test_a_resumed_run_draws_what_an_uninterrupted_one_draws(synth_root, monkeyp
 def dataclasses_replace_runs(s, runs):
     import dataclasses
     return dataclasses.replace(s, paths=dataclasses.replace(s.paths, runs=runs))
+
+
+def test_drawn_together_a_persons_photos_are_next_to_each_other():
+    from mcls.sampling import person_draws
+    persons = np.repeat(np.arange(20), 7)
+    states = np.tile([0, 0, 0, 0, 0, 1, 2], 20)
+    idx = person_draws(persons, states, 3, np.random.default_rng(0), together=True)
+    runs = persons[idx].reshape(-1, 3)
+    assert (runs == runs[:, :1]).all() and sorted(runs[:, 0]) == list(range(20))     # each person's 3 in a row
+    assert runs[:, 0].tolist() != sorted(runs[:, 0])                                  # persons in a random order
+
+
+def test_a_consistency_batch_holds_whole_persons(synth_root):
+    from mcls.joint import target_persons
+    from mcls.learner import task_dls
+    from mcls.train import training_table
+    from tests.conftest import tiny_settings
+    s = tiny_settings(synth_root, joint__consistency='0.5', joint__photos_per_person='3', joint__batch='9')
+    table = training_table(s, progress=False).assign(is_valid=lambda d: d.fold == 0)
+    dls = task_dls(table, s.tasks['joint'], workers=0)
+    for _, y in list(dls.train)[:3]:
+        _, counts = np.unique(target_persons(y.long()).numpy(), return_counts=True)
+        assert (counts == 3).all()                     # 3 persons x their 3 drawn photos in each batch of 9
+
+
+def test_person_consistent_training_trains_exports_and_predicts(synth_root):
+    from mcls.train import train_task, training_table
+    from tests.conftest import tiny_settings
+    s = tiny_settings(synth_root, joint__consistency='0.5', joint__photos_per_person='3', joint__batch='9')
+    table = training_table(s, progress=False)
+    r = train_task(table, s, 'joint', 0, export_dir=synth_root / 'models' / 'fold0', progress=False)
+    assert r.valid_f1 is not None and (synth_root / 'models' / 'fold0' / 'joint.safetensors').exists()
