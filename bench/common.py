@@ -18,7 +18,8 @@ from mcls.evaluate import score  # noqa: E402
 from mcls.folds import assign_folds  # noqa: E402
 from mcls.labels import LABEL_TASKS  # noqa: E402
 
-__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'gpu_profile', 'scaled_lr', 'scores', 'load_crop_fold', 'work_parser']
+__all__ = ['ROOT', 'SHARED', 'WEIGHTS', 'IDENTITY', 'RESULTS', 'Report', 'gpu_profile', 'scaled_lr', 'scores',
+           'load_crop_fold', 'work_parser']
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / 'shared'

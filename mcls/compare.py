@@ -15,7 +15,8 @@ from .labels import LABEL_TASKS, N_CLASSES, TASK_CLASSES, encode, task_labels
 from .probfiles import read_valid
 from .submission import probs_path, read_submission_probs
 
-__all__ = ['Predictions', 'METRICS', 'MIN_DRAWS', 'MAX_DRAWS', 'check_draws', 'read_side', 'compare', 'plot_differences']
+__all__ = ['Predictions', 'METRICS', 'MIN_DRAWS', 'MAX_DRAWS', 'check_draws', 'read_side', 'compare',
+           'plot_differences']
 
 N_OUT = {'f1_18': N_CLASSES, **TASK_CLASSES}      # classes of each F1
 METRICS = ('f1_18', *LABEL_TASKS)        # macro F1; log-loss of each task is added where probabilities exist

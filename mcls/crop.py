@@ -24,8 +24,8 @@ except Exception as e:  # noqa: BLE001 - any failure here means the same fix
     raise ImportError(f'facenet-pytorch does not import ({type(e).__name__}: {e}). Install it with '
                       f'`pip install --no-deps facenet-pytorch==2.6.0` (setup.sh does this).') from e
 
-__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'detector', 'landmarks_file', 'save_landmarks', 'crop_images',
-           'attach_crops']
+__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'detector', 'landmarks_file', 'save_landmarks',
+           'crop_images', 'attach_crops']
 
 log = logging.getLogger(__name__)
 FACE, CENTRE = 'face', 'centre'

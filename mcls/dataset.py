@@ -14,8 +14,7 @@ from .images import IMAGE_EXTS, is_hidden
 from .labels import GENDERS, MASK_STEMS, age_group, encode
 
 __all__ = ['DataError', 'LoadReport', 'TRAIN_COLUMNS', 'inside', 'load_train', 'load_eval', 'load_images', 'train_rows',
-           'read_corrections',
-           'apply_corrections']
+           'read_corrections', 'apply_corrections']
 
 log = logging.getLogger(__name__)
 TRAIN_COLUMNS = ('id', 'gender', 'race', 'age', 'path')

@@ -28,9 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from .errors import RANKS_DIR, UserError
 from .threads import cores
 
-__all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'check_gpus', 'SLOW_WAIT', 'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier',
-           'main_first', 'broadcast_object', 'shard', 'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run',
-           'rank_args', 'launch', 'write_error']
+__all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'check_gpus', 'SLOW_WAIT',
+           'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier', 'main_first', 'broadcast_object', 'shard',
+           'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run', 'rank_args', 'launch', 'write_error']
 
 FAIL_RANK = 'MCLS_TEST_FAIL_RANK'   # tests: RANK[:EPOCH], that rank raises when that epoch (default 0) starts
 LAUNCHER = 'MCLS_LAUNCHER_PID'      # set by `launch`: a rank lives only as long as the process that started it

@@ -9,13 +9,15 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastai.vision.all import AccumMetric, DisplayedTransform, TensorCategory
+from fastai.vision.all import AccumMetric, DisplayedTransform, TensorCategory, TitledStr
 from sklearn.metrics import f1_score
 
-from .labels import LABEL_TASKS, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, decode, encode, split_tasks, task_labels
+from .labels import (LABEL_TASKS, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, class_name, decode, encode,
+                     split_tasks, task_labels)
 
-__all__ = ['AGE_THRESHOLDS', 'AGE_YEARS', 'AGE_SIGMA', 'HEADS', 'YEARS_SPAN', 'n_logits', 'encode_target', 'decode_target',
-           'target_persons', 'consistency_term', 'group_probs', 'JointTarget', 'JointLoss', 'joint_f1', 'joint_metrics', 'split_probs']
+__all__ = ['AGE_THRESHOLDS', 'AGE_YEARS', 'AGE_SIGMA', 'HEADS', 'YEARS_SPAN', 'n_logits', 'encode_target',
+           'decode_target', 'target_persons', 'consistency_term', 'group_probs', 'JointTarget', 'JointLoss', 'joint_f1',
+           'joint_metrics', 'split_probs']
 
 AGE_THRESHOLDS = tuple(range(18, 76, 2))   # ordinal head: one logit for "age >= t" per threshold (30 and 60 included)
 AGE_YEARS = tuple(range(18, 76))           # dist head: one logit per year; ages outside are clipped (groups kept)
@@ -83,8 +85,9 @@ def group_probs(age_logits: torch.Tensor, age_head: str, boundary: int = SCORE_B
 
 
 class JointTarget(DisplayedTransform):
-    "The encoded integer target as a tensor (no vocab: the loss and metrics decode it)."
+    "The encoded integer target as a tensor (no vocab: the loss and metrics decode it); shown as its class name."
     def encodes(self, o) -> TensorCategory: return TensorCategory(int(o))
+    def decodes(self, o) -> TitledStr: return TitledStr(class_name(int(o) % N_CLASSES))
 
 
 class JointLoss:

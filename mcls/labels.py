@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ['MASK_STEMS', 'MASK_NAMES', 'GENDERS', 'AGE_NAMES', 'SCORE_BOUNDARY', 'N_CLASSES', 'LABEL_TASKS',
-           'VALUE_NAMES', 'TASK_CLASSES', 'TASK_SLICES', 'age_group', 'encode', 'decode', 'task_labels', 'split_tasks', 'class_name']
+           'VALUE_NAMES', 'TASK_CLASSES', 'TASK_SLICES', 'age_group', 'encode', 'decode', 'task_labels', 'split_tasks',
+           'class_name']
 
 # photo stem -> mask state: wear 0, incorrect 1, not wear 2
 MASK_STEMS = {'mask1': 0, 'mask2': 0, 'mask3': 0, 'mask4': 0, 'mask5': 0, 'incorrect_mask': 1, 'normal': 2}

@@ -29,9 +29,9 @@ from .sampling import PersonDL, person_draws
 from .settings import TaskSettings, check_value, parse_photos_per_person
 from . import threads
 
-__all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms',
-           'task_datablock', 'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner',
-           'check_task_settings', 'resolve_workers', 'sample_weights', 'person_draw', 'epoch_photos']
+__all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item_tfms', 'batch_tfms', 'task_datablock',
+           'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner', 'check_task_settings',
+           'resolve_workers', 'sample_weights', 'person_draw', 'epoch_photos']
 
 TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target', 'joint': 'joint_y'}   # the column each learner learns
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from .labels import LABEL_TASKS
 
-__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'GPU_PROFILE', 'cpu_recipe_on_gpu', 'CHOICES', 'LIMITS', 'Range', 'check_value', 'did_you_mean', 'parse_photos_per_person', 'SettingsError', 'Paths', 'CropSettings', 'SplitSettings', 'TaskSettings',
-           'PredictSettings', 'Settings', 'load_settings', 'parse_overrides', 'learners_for']
+__all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'GPU_PROFILE', 'cpu_recipe_on_gpu', 'CHOICES', 'LIMITS', 'Range',
+           'check_value', 'did_you_mean', 'parse_photos_per_person', 'SettingsError', 'Paths', 'CropSettings',
+           'SplitSettings', 'TaskSettings', 'PredictSettings', 'Settings', 'load_settings', 'parse_overrides',
+           'learners_for']
 
 TASKS = LABEL_TASKS                        # what is scored: the 18-class layout's tasks, in its order
 LEARNERS = (*TASKS, 'joint')               # what can be trained: one task, or one backbone with three heads

@@ -15,7 +15,8 @@ from .labels import SCORE_BOUNDARY, VALUE_NAMES
 from .probfiles import read_folds
 from .pseudo import GROUP_YEARS
 
-__all__ = ['SUSPECT_COLUMNS', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet', 'accept_suspects']
+__all__ = ['SUSPECT_COLUMNS', 'oof_models', 'oof_probs', 'rank_suspects', 'suspect_table', 'contact_sheet',
+           'accept_suspects']
 
 SUSPECT_COLUMNS = ['key', 'field', 'given', 'suggested', 'value', 'score', 'crop']
 

@@ -16,7 +16,8 @@ import torch
 from fastai.vision.all import Callback
 from filelock import FileLock, Timeout
 
-__all__ = ['REGISTRY', 'cores', 'rank_cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads', 'ThreadShare']
+__all__ = ['REGISTRY', 'cores', 'rank_cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads',
+           'ThreadShare']
 
 REGISTRY = Path(tempfile.gettempdir()) / f'mcls-jobs-{os.getuid()}'
 _LONE = torch.get_num_threads()     # torch's own choice for a lone process (OMP_NUM_THREADS where set)
