@@ -35,7 +35,8 @@ def seconds(tree: Path, args: list[str], repeats: int) -> float:
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, '-m', 'mcls', *args], cwd=tree, capture_output=True, text=True)
         times.append(time.perf_counter() - t0)
-        if r.returncode != 2: raise SystemExit(f'{tree}: mcls {" ".join(args)} exited {r.returncode}: {r.stderr[-300:]}')
+        if r.returncode != 2:
+            raise SystemExit(f'{tree}: mcls {" ".join(args)} exited {r.returncode}: {r.stderr[-300:]}')
     return statistics.median(times)
 
 

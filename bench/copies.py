@@ -35,7 +35,8 @@ def _copy(src: Path, dest: Path, photo):
     (dest / 'eval' / 'images').mkdir(parents=True, exist_ok=True)
     for name in ('info.csv', 'answers.csv'): shutil.copy(src / 'eval' / name, dest / 'eval' / name)
     if (src / 'build_meta.csv').exists(): shutil.copy(src / 'build_meta.csv', dest / 'build_meta.csv')
-    if not (dest / 'train').exists() and (src / 'train').exists(): (dest / 'train').symlink_to((src / 'train').resolve())
+    if not (dest / 'train').exists() and (src / 'train').exists():
+        (dest / 'train').symlink_to((src / 'train').resolve())
     for f in sorted((src / 'eval' / 'images').iterdir()):
         with Image.open(f) as im: (dest / 'eval' / 'images' / f.name).write_bytes(photo(im))
 

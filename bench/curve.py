@@ -4,14 +4,15 @@ subsets stratified by gender and age group (and nested), all scored on the same 
 seed) per invocation, so none runs for hours and each survives being stopped (--keep reuses what is done).
 
     python -m bench.curve point --persons 180 --seed 777 --data data/maskfaces --cache data/crops-full
-    python -m bench.curve collect --name full       # bench/results/quality-full-full-<date>.json + docs/learning_curve.png
+    python -m bench.curve collect --name full   # bench/results/quality-full-full-<date>.json, docs/learning_curve.png
 
 A screen of recipe changes: each row a --work folder of points made with --set (and --no-floor), or with
 --models (another folder's learners) and --tta or --offsets (decision offsets fitted on a fold-0 learner's
 validation photos): prediction rows. Rows are judged against a baseline folder by `mcls compare` over the eval
 persons, both seeds pooled:
 
-    python -m bench.curve point --persons 900 --seed 777 --no-floor --set train.age_head=ordinal --work runs/screen/ordinal ...
+    python -m bench.curve point --persons 900 --seed 777 --no-floor --set train.age_head=ordinal \
+        --work runs/screen/ordinal ...
     python -m bench.curve screen --baseline runs/screen/default --persons 900 --name screen900 runs/screen/ordinal ...
 
 `collect` writes `summary.learning_curve`: `persons` (ints) and, per size, per-seed lists of the submission
@@ -146,7 +147,8 @@ def collect(a) -> dict:
                     key=lambda p: (p['persons'], p['seed']))
     if not points: raise SystemExit(f'{a.work}: no points; run `python -m bench.curve point ...` first')
     if a.floor_from:  # the floor depends on neither the recipe nor the training seed, only on the persons
-        earlier = {p['persons']: p['probe_floor'] for p in json.loads(a.floor_from.read_text())['points'] if p['probe_floor']}
+        earlier = {p['persons']: p['probe_floor'] for p in json.loads(a.floor_from.read_text())['points']
+                   if p['probe_floor']}
         for p in points:
             if not p['probe_floor'] and p['persons'] in earlier:
                 p['probe_floor'], p['probe_from'] = earlier[p['persons']], a.floor_from.name
@@ -272,13 +274,17 @@ def main(argv=None):
     p.add_argument('--config', type=Path)
     p.add_argument('--set', action='append', help='section.key=value override of the recipe (repeatable)')
     p.add_argument('--weights', type=Path, default=WEIGHTS)
-    p.add_argument('--keep', action='store_true', help='reuse the learner and prediction of an earlier run of this point')
-    p.add_argument('--models', type=Path, help="predict with another --work folder's learners of this point (no training)")
+    p.add_argument('--keep', action='store_true',
+                   help='reuse the learner and prediction of an earlier run of this point')
+    p.add_argument('--models', type=Path,
+                   help="predict with another --work folder's learners of this point (no training)")
     p.add_argument('--tta', action='store_true', help="predict with the recipe's TTA")
     p.add_argument('--offsets', action='store_true',
-                   help='predict with decision offsets fitted on the validation photos of a fold-0 learner of these persons')
+                   help='predict with decision offsets fitted on the validation photos of a fold-0 learner of these '
+                        'persons')
     p.add_argument('--no-floor', dest='floor', action='store_false',
-                   help='skip the frozen-feature floor (screens of a recipe change; collect needs the floor or --floor-from)')
+                   help='skip the frozen-feature floor (screens of a recipe change; collect needs the floor or '
+                        '--floor-from)')
     p.add_argument('--quick', action='store_true', help='tiny synthetic data and model: checks the code runs')
     p.add_argument('--work', type=Path, default=WORK)
     c = sub.add_parser('collect', help='every point into one result JSON and the PNG')

@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
                 'device': s.crop.device}
 
     def train():
-        _checked(_mcls('train', 'joint', '--full', '--config', work / 'check.ini', '--export-dir', work / 'models' / 'full',
+        _checked(_mcls('train', 'joint', '--full', '--config', work / 'check.ini', '--export-dir',
+                       work / 'models' / 'full',
                        timeout=a.limit))
         import json
         run = max((work / 'runs').glob('*-joint-*/run.json'), key=lambda p: p.stat().st_mtime)
@@ -142,7 +143,8 @@ def main(argv=None) -> dict:
                     provider = providers()[0]
                 except UserError as e:           # a GPU without onnxruntime's CUDA provider: not this machine's step
                     return {'skipped': str(e)}
-                _checked(_mcls('export-onnx', work / 'models' / 'full', '--config', work / 'check.ini', timeout=a.limit))
+                _checked(_mcls('export-onnx', work / 'models' / 'full', '--config', work / 'check.ini',
+                               timeout=a.limit))
             out = work / f'submission-{engine}.csv'
             t0 = time.perf_counter()
             _checked(_mcls('predict', '--config', work / 'check.ini', '--models', work / 'models' / 'full', '--engine',
@@ -154,7 +156,8 @@ def main(argv=None) -> dict:
         return go
 
     def tests():
-        r = subprocess.run([sys.executable, '-m', 'pytest', *shlex.split(a.tests)], cwd=ROOT, capture_output=True, text=True,
+        r = subprocess.run([sys.executable, '-m', 'pytest', *shlex.split(a.tests)], cwd=ROOT, capture_output=True,
+                           text=True,
                            timeout=a.limit, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
         last = (r.stdout.strip().splitlines() or [''])[-1]
         if r.returncode: raise subprocess.CalledProcessError(r.returncode, r.args, r.stdout, r.stderr)

@@ -58,7 +58,8 @@ def main(argv=None) -> dict:
     ap.add_argument('--weights', type=Path, default=WEIGHTS)
     ap.add_argument('--epochs', type=int, default=3, help='the first is not counted (warm-up)')
     ap.add_argument('--size', type=int, default=gpu_profile().size)
-    ap.add_argument('--batch', type=int, default=gpu_profile().batch, help='per rank: the effective batch is N times this')
+    ap.add_argument('--batch', type=int, default=gpu_profile().batch,
+                    help='per rank: the effective batch is N times this')
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'gpu_scale')
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--out', type=Path)

@@ -77,7 +77,8 @@ def main(argv=None):
             t = time.perf_counter(); ensemble_probs([d], df, ps, tta=False)
             whole[engine] = len(df) / (time.perf_counter() - t)
     result = {'models': str(a.models), 'learner': task, 'photos': n, 'batch': a.batch, 'rounds': a.rounds,
-              'threads': torch.get_num_threads(), 'export_seconds': round(export_s, 1), 'max_abs_logit_diff': diff, 'max_abs_prob_diff': prob_diff,
+              'threads': torch.get_num_threads(), 'export_seconds': round(export_s, 1), 'max_abs_logit_diff': diff,
+              'max_abs_prob_diff': prob_diff,
               'forward_images_per_s': ips, 'forward_ratio': ips['onnxruntime'] / ips['torch'],
               'forward_seconds': times, 'predict_images_per_s': whole, 'predict_ratio': whole['onnx'] / whole['torch']}
     write_text_atomic(a.out, json.dumps(result, indent=1))

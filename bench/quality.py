@@ -80,7 +80,8 @@ def features(files: list[str], arch: str, weights: Path | None, size: int, batch
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm_stats(arch))
     out = []
     for i in range(0, len(files), batch):
-        ims = [np.asarray(Image.open(f).convert('RGB').resize((size, size), Image.BILINEAR)) for f in files[i:i + batch]]
+        ims = [np.asarray(Image.open(f).convert('RGB').resize((size, size),
+                                                              Image.BILINEAR)) for f in files[i:i + batch]]
         x = (torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255 - mean) / std
         out.append(model(x.contiguous(memory_format=torch.channels_last)).float().numpy())
     return np.concatenate(out)
@@ -100,14 +101,16 @@ def probe(table: pd.DataFrame, eval_df: pd.DataFrame, truth: np.ndarray, arch: s
         f = cache / f'probe_{view}_{size}.npz'
         if f.exists(): z = np.load(f); X, E = z['X'], z['E']
         else:
-            X, E = features(table[col].tolist(), arch, weights, size), features(eval_df[col].tolist(), arch, weights, size)
+            X, E = features(table[col].tolist(), arch, weights, size), features(eval_df[col].tolist(), arch, weights,
+                                                                                size)
             np.savez(f, X=X, E=E)
         X = X[rows]
         pred_valid, pred_eval, chosen = {}, {}, {}
         for t, y in ys.items():
             best = None
             for c, w in PROBE_GRID:
-                m = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight=w, max_iter=3000)).fit(X[tr], y[tr])
+                m = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight=w, max_iter=3000)).fit(X[tr],
+                                                                                                                y[tr])
                 pv = m.predict(X[va])
                 f1 = f1_score(y[va], pv, average='macro')
                 if best is None or f1 > best[0]: best = (f1, c, w, m, pv)
@@ -272,7 +275,8 @@ def predict_scores(s, data: Path, model_dir: Path, out: Path, tta: bool, persons
 
 
 # every prediction of a seed's learners: (name, which eval copy, TTA, persons)
-PREDICTIONS = [('eval', 'eval', False, 'off'), ('eval_tta', 'eval', True, 'off'), ('eval_persons', 'eval', False, 'auto'),
+PREDICTIONS = [('eval', 'eval', False, 'off'), ('eval_tta', 'eval', True, 'off'), ('eval_persons', 'eval', False,
+                                                                                   'auto'),
                ('degraded', 'degraded', False, 'off'), ('degraded_tta', 'degraded', True, 'off'),
                ('jittered', 'jittered', False, 'off'), ('jittered_persons', 'jittered', False, 'auto')]
 
@@ -302,7 +306,8 @@ def _setup(a):
     weights = None if a.quick else Path(a.weights)
     # --quick: the recipe's own shape (fit, heads, pipelines) on the tiny model, two epochs
     ov = tiny_overrides(work, 2, **{'split.folds': 3}) if a.quick else {**FIXED, 'train.weights': str(weights)}
-    ov.update({**IDENTITY, 'paths.data': str(data), 'paths.cache': str(a.cache or work / 'crops'), 'paths.runs': str(work / 'runs'),
+    ov.update({**IDENTITY, 'paths.data': str(data), 'paths.cache': str(a.cache or work / 'crops'),
+               'paths.runs': str(work / 'runs'),
                'paths.models': str(work / 'models'), 'paths.reports': str(work / 'reports')})
     extra = dict(kv.split('=', 1) for kv in a.set or [])
     s = load_settings(a.config, {**ov, **extra})
@@ -374,7 +379,8 @@ def _summary(a, d: dict) -> dict:
     "The per-seed lists the protocol reports, from every seed's figures."
     runs = [d['seeds'][str(sd)] for sd in a.seeds]
     summ = {f'default_{k}f1_18': [r[key]['f1_18'] for r in runs]
-            for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_', 'degraded_tta'))}
+            for k, key in (('', 'eval'), ('tta_', 'eval_tta'), ('degraded_', 'degraded'), ('degraded_tta_',
+                                                                                           'degraded_tta'))}
     summ['default_tuned_f1_18'] = [r['eval_tuned']['f1_18'] for r in runs]
     summ['persons_f1_18'] = [r['eval_persons']['f1_18'] for r in runs]
     summ['persons_tuned_f1_18'] = [r['eval_persons_tuned']['f1_18'] for r in runs]
@@ -389,7 +395,8 @@ def _summary(a, d: dict) -> dict:
         for key in ('plain', 'crossfit_tuned', 'eval_tuned', 'degraded_tuned', 'jittered_tuned'):
             summ[f'oof_{key}_f1_18'] = [r['oof'][key]['f1_18'] for r in runs]
     if a.full:
-        for copy in ('eval', 'degraded', 'jittered'): summ[f'full_{copy}_f1_18'] = [r[f'full_{copy}']['f1_18'] for r in runs]
+        for copy in ('eval', 'degraded',
+                     'jittered'): summ[f'full_{copy}_f1_18'] = [r[f'full_{copy}']['f1_18'] for r in runs]
         summ['valid_less_f1_18'] = [r['valid_less']['f1_18'] for r in runs]
         summ['valid_less_mean_task_f1'] = [r['valid_less']['mean_task'] for r in runs]
     if a.pseudo: summ['persons_pseudo_f1_18'] = [r['eval_persons_pseudo']['f1_18'] for r in runs]
@@ -415,7 +422,8 @@ def run(a) -> dict:
     t0 = time.perf_counter()
     table, eval_df = load_crop_fold(s, data)
     truth = read_labels(data / 'eval' / 'answers.csv').set_index('ImageID').loc[eval_df.image_id, 'ans'].to_numpy()
-    rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()), 'eval': len(eval_df)}
+    rep.data['rows'] = {'train': int((table.fold != 0).sum()), 'valid': int((table.fold == 0).sum()),
+                        'eval': len(eval_df)}
     rep.stage('load_and_crop', time.perf_counter() - t0)
     roots = copies(data, work, rep)
     if a.probe:

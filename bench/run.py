@@ -45,16 +45,19 @@ from mcls.train import train_task, with_seed
 
 # epochs: mcls per task; plain_epochs: the reference loop (its per-epoch speed and scores are what is compared).
 # lr: mcls's one-cycle peak per task. cpu: chosen on the validation fold of a 300-person build (lite0, 128 px,
-# 3 epochs; bench/studies/lr_sweep.py, docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates (3e-4 / 1e-4 / 1e-4).
+# 3 epochs; bench/studies/lr_sweep.py, docs/benchmarks.md); the plain loop keeps the seed's constant Adam rates
+# (3e-4 / 1e-4 / 1e-4).
 # gpu: 1e-3 everywhere, the middle of that sweep; not yet measured on a GPU.
 PRESETS = {
     'cpu': dict(arch='tf_efficientnet_lite0', size=128, batch=32, epochs=dict(mask=5, age=5, gender=5), plain_epochs=2,
                 lr=dict(mask=3e-3, age=1e-3, gender=1e-3), tta_passes=2, ceiling_seconds=30.0, ceiling_min_steps=5,
                 input_seconds=20.0, pretrained=True),
-    'gpu': dict(arch='tf_efficientnet_lite0', size=224, batch=64, epochs=dict(mask=10, age=4, gender=10), plain_epochs=3,
+    'gpu': dict(arch='tf_efficientnet_lite0', size=224, batch=64, epochs=dict(mask=10, age=4, gender=10),
+                plain_epochs=3,
                 lr=dict(mask=1e-3, age=1e-3, gender=1e-3), tta_passes=4, ceiling_seconds=30.0, ceiling_min_steps=100,
                 input_seconds=20.0, pretrained=True),
-    'tiny': dict(arch=TINY['train.arch'], size=int(TINY['train.size']), batch=int(TINY['train.batch']), epochs=dict(mask=1, age=1, gender=1), plain_epochs=1,
+    'tiny': dict(arch=TINY['train.arch'], size=int(TINY['train.size']), batch=int(TINY['train.batch']),
+                 epochs=dict(mask=1, age=1, gender=1), plain_epochs=1,
                  lr=dict(mask=3e-3, age=3e-3, gender=3e-3), tta_passes=2, ceiling_seconds=2.0, ceiling_min_steps=3,
                  input_seconds=2.0, pretrained=False),
 }
@@ -201,7 +204,8 @@ def startup(reps: int = 3) -> dict:
     mcls = str(Path(sys.executable).with_name('mcls'))
     out = {'import_typer_s': best([sys.executable, '-c', 'import typer']), 'help_s': best([mcls, '--help']),
            'config_s': best([mcls, 'config']), 'python_m_help_s': best([sys.executable, '-m', 'mcls', '--help'])}
-    out.update({f'{k[:-2]}_over_typer': out[k] / out['import_typer_s'] for k in ('help_s', 'config_s', 'python_m_help_s')})
+    out.update({f'{k[:-2]}_over_typer': out[k] / out['import_typer_s'] for k in ('help_s', 'config_s',
+                                                                                 'python_m_help_s')})
     return out
 
 
@@ -228,8 +232,10 @@ def _setup(data: Path, preset: str, weights: Path | None, out: Path | None, work
     p = PRESETS[preset]
     if work.exists(): shutil.rmtree(work)
     work.mkdir(parents=True)
-    ov = {'paths.data': data, 'paths.cache': work / 'crops', 'paths.runs': work / 'runs', 'paths.models': work / 'models',
-          'paths.reports': work / 'reports', 'train.arch': p['arch'], 'train.size': p['size'], 'train.batch': p['batch'],
+    ov = {'paths.data': data, 'paths.cache': work / 'crops', 'paths.runs': work / 'runs',
+          'paths.models': work / 'models',
+          'paths.reports': work / 'reports', 'train.arch': p['arch'], 'train.size': p['size'],
+          'train.batch': p['batch'],
           'train.pretrained': str(p['pretrained'] and weights is not None).lower(), 'train.weights': weights or '',
           'predict.tta_passes': p['tta_passes']}
     if workers is not None: ov['train.workers'] = workers
@@ -238,8 +244,10 @@ def _setup(data: Path, preset: str, weights: Path | None, out: Path | None, work
     s = load_settings(overrides={k: str(v) for k, v in ov.items()})
     n_workers = resolve_workers(s.tasks['mask'].workers if workers is None else workers)
     out = out or RESULTS / f'{datetime.now():%Y-%m-%d}-{device_name()}-{preset}.json'
-    rep = Report(out, extra=lambda: {'memory': {'host_peak_mb': round(host_peak_mb(), 1), 'gpu_peak_mb': gpu_peak_mb()}},
-                 tasks={t: {} for t in TASKS}, preset=preset, device=device_name(), torch=torch.__version__, python=platform.python_version(),
+    rep = Report(out, extra=lambda: {'memory': {'host_peak_mb': round(host_peak_mb(), 1),
+                                                'gpu_peak_mb': gpu_peak_mb()}},
+                 tasks={t: {} for t in TASKS}, preset=preset, device=device_name(), torch=torch.__version__,
+                 python=platform.python_version(),
                  date=datetime.now().isoformat(timespec='seconds'), data=str(data),
                  command=' '.join(['python', '-m', 'bench.run', *sys.argv[1:]]),
                  settings={'arch': p['arch'], 'size': p['size'], 'batch': p['batch'], 'epochs': p['epochs'],
@@ -403,10 +411,12 @@ def print_table(r: dict):
     for key, label in (('eval', 'eval'), ('eval_degraded', 'degraded eval')):
         for mode in ('plain', 'tta'):
             e = r[key][mode]
-            t.add_row(f'{label} F1 {mode}', *[f(e['task_f1'][k]) for k in TASKS], f"{e['f1']:.3f} (acc {e['accuracy']:.3f})")
+            t.add_row(f'{label} F1 {mode}', *[f(e['task_f1'][k]) for k in TASKS],
+                      f"{e['f1']:.3f} (acc {e['accuracy']:.3f})")
     t.add_row('train images/s, mcls task learners (warm epochs)', *[f(T[k]['train_images_per_s']) for k in TASKS],
               f(r['speed']['tasks_images_per_s']))
-    t.add_row('train images/s, mcls default (joint) learner (warm epoch)', '', '', '', f(r['speed']['mcls_images_per_s']))
+    t.add_row('train images/s, mcls default (joint) learner (warm epoch)', '', '', '',
+              f(r['speed']['mcls_images_per_s']))
     t.add_row('train images/s, plain loop', *[f(T[k]['plain']['warm_images_per_s']) for k in TASKS],
               f(r['speed']['plain_images_per_s']))
     for name, c in r['ceiling']['configs'].items():
@@ -421,14 +431,18 @@ def print_table(r: dict):
     t.add_row('decode + resize / training time per photo', '', '', '', f"{r['speed']['decode_share_of_step']:.3f}")
     su = r['startup']
     t.add_row('start-up s: mcls --help / config (x import typer)', '', '', '',
-              f"{su['help_s']:.2f} / {su['config_s']:.2f} ({su['help_over_typer']:.1f}x / {su['config_over_typer']:.1f}x)")
+              f"{su['help_s']:.2f} / {su['config_s']:.2f} ({su['help_over_typer']:.1f}x / "
+              f"{su['config_over_typer']:.1f}x)")
     t.add_row('default learner / ceiling (median round); task learners / ceiling, / plain', '', '', '',
-              f"{r['speed']['mcls_over_ceiling']:.2f}; {r['speed']['tasks_over_ceiling']:.2f}, {r['speed']['tasks_over_plain']:.2f}")
-    t.add_row('first / later epoch s (mcls)', *[f"{f(T[k]['first_epoch_s'])} / {f(T[k]['later_epoch_s'])}" for k in TASKS], '')
+              f"{r['speed']['mcls_over_ceiling']:.2f}; {r['speed']['tasks_over_ceiling']:.2f}, "
+              f"{r['speed']['tasks_over_plain']:.2f}")
+    t.add_row('first / later epoch s (mcls)',
+              *[f"{f(T[k]['first_epoch_s'])} / {f(T[k]['later_epoch_s'])}" for k in TASKS], '')
     for name, st in r['stages'].items():
         if not name.startswith('train_'): t.add_row(f'wall s: {name}', '', '', '', f"{st['seconds']:.1f}")
     t.add_row('wall s: whole run', '', '', '', f"{r['wall_s']:.0f}")
-    t.add_row('peak memory MB (host / GPU)', '', '', '', f"{r['memory']['host_peak_mb']:.0f} / {f(r['memory']['gpu_peak_mb'])}")
+    t.add_row('peak memory MB (host / GPU)', '', '', '',
+              f"{r['memory']['host_peak_mb']:.0f} / {f(r['memory']['gpu_peak_mb'])}")
     Console(width=140).print(t)
 
 
@@ -440,7 +454,8 @@ def main(argv=None):
     ap.add_argument('--out', type=Path, help='result JSON (default bench/results/<date>-<device>-<preset>.json)')
     ap.add_argument('--work', type=Path, default=ROOT / 'runs' / 'bench', help='scratch folder (replaced)')
     ap.add_argument('--seeds', type=int, nargs='+', default=[777])
-    ap.add_argument('--workers', type=int, help='DataLoader workers (default: settings; auto = mcls.learner.resolve_workers)')
+    ap.add_argument('--workers', type=int,
+                    help='DataLoader workers (default: settings; auto = mcls.learner.resolve_workers)')
     a = ap.parse_args(argv)
     if not (a.data / 'eval' / 'answers.csv').exists():
         ap.error(f'{a.data}/eval/answers.csv not found: build the data with ../shared/tools/make_maskfaces.py')

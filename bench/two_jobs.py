@@ -74,7 +74,8 @@ def main(argv=None):
     result = {'cores': cores, 'epochs': a.epochs, 'data': str(a.data), 'ways': {},
               'command': ' '.join(['python -m bench.two_jobs', *(argv if argv is not None else sys.argv[1:])])}
     shutil.rmtree(a.work, ignore_errors=True)
-    subprocess.run(job(a, a.work, 9, None)[:4] + ['--help'], stdout=subprocess.DEVNULL)     # imports warm in the page cache
+    subprocess.run(job(a, a.work, 9, None)[:4] + ['--help'],
+                   stdout=subprocess.DEVNULL)     # imports warm in the page cache
     for name, (together, threads) in ways.items():
         shutil.rmtree(a.work, ignore_errors=True)
         r = run_jobs([job(a, a.work, i, threads) for i in (1, 2)], together, a.limit)

@@ -16,9 +16,10 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import RANKS_DIR, USER_ERRORS, UserError
+from .errors import RANKS_DIR, FixableError, UserError
 from .terminal import interactive
-from .settings import (CHOICES, LEARNERS, TASKS, Settings, SettingsError, cpu_recipe_on_gpu, learners_for, load_settings,
+from .settings import (CHOICES, LEARNERS, TASKS, Settings, SettingsError, cpu_recipe_on_gpu, learners_for,
+                       load_settings,
                        parse_overrides)
 
 class _Plain:
@@ -99,8 +100,10 @@ DataOpt = Annotated[Optional[Path], typer.Option('--data', '-d', help=f'competit
                                                  metavar='<path>', rich_help_panel=DATA)]
 FoldOpt = Annotated[int, typer.Option(help='the validation fold (the learner that did not train on it)',
                                       rich_help_panel=DATA)]
-WorkersOpt = Annotated[Optional[int], typer.Option(help=f'DataLoader workers{_now("workers")}', rich_help_panel=SCHEDULE)]
-ProcessesOpt = Annotated[int, typer.Option(min=1, help='ranks on this machine, one job (DistributedDataParallel: gloo on '
+WorkersOpt = Annotated[Optional[int], typer.Option(help=f'DataLoader workers{_now("workers")}',
+                                                   rich_help_panel=SCHEDULE)]
+ProcessesOpt = Annotated[int, typer.Option(min=1,
+                                           help='ranks on this machine, one job (DistributedDataParallel: gloo on '
                                                         'CPU, NCCL with one GPU each); see docs/scaling.md',
                                            rich_help_panel=RANKS)]
 PredictProcessesOpt = Annotated[int, typer.Option('--processes', min=1, help='ranks on this machine, each predicting a '
@@ -143,7 +146,8 @@ PickleOpt = Annotated[bool, typer.Option('--pickle', help="load fastai's .pkl (r
 
 def _table(title: str, columns, rows) -> Table:
     t = Table(title=title, title_justify='left')
-    for c in columns: t.add_column(c, justify='right' if c[:1].islower() and c not in ('setting', 'source', 'value') else 'left')
+    for c in columns: t.add_column(c, justify='right' if c[:1].islower() and c not in ('setting', 'source',
+                                                                                       'value') else 'left')
     for r in rows: t.add_row(*[f'{v:.4f}' if isinstance(v, float) else escape(str(v)) for v in r])
     return t
 
@@ -188,7 +192,8 @@ def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')
     "Write a small synthetic data set in the competition layout (drawn faces; no downloads)."
     from .synth import make_dataset
     info = make_dataset(out, _renamed(train_persons, persons), eval_persons, seed=seed, awkward=awkward)
-    console.print(f'{info.root}: {info.persons} persons, {info.train_images} training and {info.eval_images} eval photos')
+    console.print(f'{info.root}: {info.persons} persons, {info.train_images} training and {info.eval_images} eval '
+                  f'photos')
 
 
 def _load(s: Settings, with_eval=True):
@@ -201,7 +206,8 @@ def _load(s: Settings, with_eval=True):
 def _load_summary(report) -> Table:
     rows = [('persons', report.persons), ('training photos', report.images), ('eval photos', report.eval_images),
             ('label fixes applied (corrections rows)', report.correction_rows),
-            ('photos changed by the fixes', report.corrections), ('persons without 7 photos', report.incomplete_persons)]
+            ('photos changed by the fixes', report.corrections), ('persons without 7 photos',
+                                                                  report.incomplete_persons)]
     if report.crops: rows.append(('centre-crop fallbacks (no face found)',
                                   f'{report.crop_fallbacks} ({report.crop_fallbacks / report.crops:.1%})'))
     rows += [(f'skipped: {k}', v) for k, v in sorted(report.skipped.items())]
@@ -299,39 +305,46 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
                                             rich_help_panel=DATA)] = '0',
           full: Annotated[bool, typer.Option('--full', help='train on every photo for full_epochs', metavar=FLAG,
                                              rich_help_panel=DATA)] = False,
-          arch: Annotated[Optional[str], typer.Option(help=f'timm architecture{_now("arch")}', rich_help_panel=MODEL)] = None,
-          weights: Annotated[Optional[Path], typer.Option(help=f'local ImageNet weights (.safetensors){_now("weights")}',
+          arch: Annotated[Optional[str], typer.Option(help=f'timm architecture{_now("arch")}',
+                                                      rich_help_panel=MODEL)] = None,
+          weights: Annotated[Optional[Path],
+                             typer.Option(help=f'local ImageNet weights (.safetensors){_now("weights")}',
                                                           metavar='<path>', rich_help_panel=MODEL)] = None,
           pretrained: Annotated[Optional[bool], typer.Option(
               '--pretrained/--no-pretrained', metavar=FLAG, rich_help_panel=MODEL,
               help=f'start from ImageNet weights (hub, or --weights) or from scratch{_now("pretrained")}')] = None,
           epochs: Annotated[Optional[int], typer.Option(help=f'epochs{_now("epochs")}; with --full: full_epochs'
-                                                             f'{_now("full_epochs")}', rich_help_panel=SCHEDULE)] = None,
-          lr: Annotated[Optional[float], typer.Option(help=f'peak learning rate (one-cycle; see mcls lr-find){_now("lr")}',
+                                                             f'{_now("full_epochs")}',
+                                                             rich_help_panel=SCHEDULE)] = None,
+          lr: Annotated[Optional[float],
+                        typer.Option(help=f'peak learning rate (one-cycle; see mcls lr-find){_now("lr")}',
                                                       rich_help_panel=SCHEDULE)] = None,
           size: Annotated[Optional[int], typer.Option(help=f'input side in px the crops are resized to{_now("size")}',
                                                       rich_help_panel=MODEL)] = None,
           batch: Annotated[Optional[int], typer.Option(help=f'photos per training batch{_now("batch")}',
                                                        rich_help_panel=SCHEDULE)] = None,
           pipeline: Annotated[Optional[str], typer.Option(
-              help='augmentation: a pipeline name (light_real, none, ...: docs/settings.md lists them) or an albumentations '
-                   f'JSON/YAML file{_now("pipeline")}', rich_help_panel=MODEL)] = None,
+              help='augmentation: a pipeline name (light_real, none, ...: docs/settings.md lists them) or an '
+                   f'albumentations JSON/YAML file{_now("pipeline")}', rich_help_panel=MODEL)] = None,
           loss: Annotated[Optional[LossName], typer.Option(help=f'ce, or focal (age; the joint learner\'s age head)'
                                                                 f'{_now("loss")}', rich_help_panel=MODEL)] = None,
-          boundary: Annotated[Optional[int], typer.Option(help=f'age training-target boundary of the 60+ group (58 helped on data whose ages stop at 60)'
-                                                               f'{_now("age.boundary")}', rich_help_panel=MODEL)] = None,
+          boundary: Annotated[Optional[int], typer.Option(
+              help='age training-target boundary of the 60+ group (58 helped on data whose ages stop at 60)'
+                   f'{_now("age.boundary")}', rich_help_panel=MODEL)] = None,
           resume: Annotated[bool, typer.Option('--resume', help="continue the task's latest run", metavar=FLAG,
                                                rich_help_panel=OUTPUT)] = False,
           run_dir: Annotated[Optional[Path], typer.Option('--run', help='run folder to --resume', metavar='<path>',
                                                           rich_help_panel=OUTPUT)] = None,
           export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full under '
-                                                                  f'paths.models{_now("paths.models")}', metavar='<path>',
+                                                                  f'paths.models{_now("paths.models")}',
+                                                                  metavar='<path>',
                                                              rich_help_panel=OUTPUT)] = None,
           workers: WorkersOpt = None,
           pseudo: Annotated[Optional[Path], typer.Option(
               help='a predict .probs.npz: add its confident eval photos to training (transductive)', metavar='<path>',
               rich_help_panel=DATA)] = None,
-          min_prob: Annotated[float, typer.Option(min=0.0, max=1.0, help='with --pseudo: every task\'s top probability at least',
+          min_prob: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                                  help='with --pseudo: every task\'s top probability at least',
                                                   rich_help_panel=DATA)] = 0.9,
           processes: ProcessesOpt = 1):
     "Train one task, the joint learner, or all, on a person-aware fold (or on all data with --full); export."
@@ -340,7 +353,8 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
     tasks = learners_for(task.value, s)
     if resume:
         training_keys = [kv for kv in set or [] if kv.partition('.')[0] in ('train', *LEARNERS)]
-        given = {'--set ' + ' '.join(training_keys): training_keys, '--arch': arch, '--weights': weights, '--pretrained': pretrained,
+        given = {'--set ' + ' '.join(training_keys): training_keys, '--arch': arch, '--weights': weights,
+                 '--pretrained': pretrained,
                  '--epochs': epochs, '--lr': lr, '--size': size, '--batch': batch, '--pipeline': pipeline,
                  '--loss': loss, '--boundary': boundary, '--pseudo': pseudo, '--full': full or None}
         if dropped := [k for k, v in given.items() if v]:
@@ -349,7 +363,8 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
         if processes > 1: _resumable(s, tasks, run_dir)      # found here, before the ranks start
     else:      # every settings, usage and path error before torch is imported
         named = dict(arch=arch, weights=weights, pretrained=pretrained, lr=lr, size=size, batch=batch,
-                     pipeline=pipeline, loss=loss.value if loss else None, **{'full_epochs' if full else 'epochs': epochs})
+                     pipeline=pipeline, loss=loss.value if loss else None,
+                     **{'full_epochs' if full else 'epochs': epochs})
         overrides = _task_overrides(tasks, **named)
         if boundary is not None: overrides.update({f'{t}.boundary': str(boundary) for t in ('age', 'joint')})
         s = _settings(config, [*(set or []), *(f'{k}={v}' for k, v in overrides.items())], data)
@@ -418,7 +433,8 @@ def _resumable(s: Settings, learners: list[str], run_dir: Path | None):
     "What `_resume` would find to resume, or the UserError it would raise: checked before ranks start."
     from .runs import RUN_FILE
     if run_dir is not None:
-        if not (Path(run_dir) / RUN_FILE).exists(): raise UserError(f'{run_dir}: no {RUN_FILE}: not a run folder to --resume')
+        if not (Path(run_dir) / RUN_FILE).exists():
+            raise UserError(f'{run_dir}: no {RUN_FILE}: not a run folder to --resume')
     elif not any(_latest_runs(s, learners).values()):
         raise UserError(f'no run of {", ".join(learners)} under {s.paths.runs}: nothing to resume')
 
@@ -555,7 +571,8 @@ def export_onnx(models: Annotated[Path, typer.Argument(help='a model folder `mcl
 
 
 def print_scores(scores, title='scores'):
-    console.print(_table(title, ('metric', 'value'), [('macro F1 (18 classes)', scores.f1), ('accuracy', scores.accuracy),
+    console.print(_table(title, ('metric', 'value'), [('macro F1 (18 classes)', scores.f1), ('accuracy',
+                                                                                             scores.accuracy),
                                                       *[(f'{t} macro F1', v) for t, v in scores.task_f1.items()]]))
 
 
@@ -566,13 +583,15 @@ def evaluate(submission: Annotated[Path, typer.Argument(help='ImageID,ans CSV to
                  help='confusion-matrix PNG (default paths.reports/confusion_<submission>.png)', metavar='<path>',
                  rich_help_panel=OUTPUT)] = None,
              persons_map: Annotated[Optional[Path], typer.Option(
-                 help='file,id CSV naming each eval photo\'s person (build_meta.csv): scores the person groups')] = None,
+                 help='file,id CSV naming each eval photo\'s person (build_meta.csv): scores the person '
+                      'groups')] = None,
              config: ConfigOpt = None, set: SetOpt = None, out: OldOut = None):
     "Score a submission against answers (both ImageID,ans): F1, accuracy, per task, per class, confusion matrix."
     from .atomic import output_file
     from .evaluate import evaluate_files, grouping_quality, plot_confusion
     s = _settings(config, set)
-    out = output_file(_renamed(plot, out) or Path(s.paths.reports) / f'confusion_{Path(submission).stem}.png', 'the plot')
+    out = output_file(_renamed(plot, out) or Path(s.paths.reports) / f'confusion_{Path(submission).stem}.png',
+                      'the plot')
     sc = evaluate_files(submission, answers)
     console.print(_table('per class', ('class', 'name', 'precision', 'recall', 'f1', 'support'),
                          sc.per_class.itertuples(index=False)))
@@ -589,14 +608,17 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
                                              metavar='<A>')],
             b: Annotated[str, typer.Argument(help='side B, as A (several: runs of one recipe with other seeds)',
                                              metavar='<B>')],
-            answers: Annotated[Optional[Path], typer.Option(help='ImageID,ans CSV that submissions are scored against')] = None,
+            answers: Annotated[Optional[Path],
+                               typer.Option(help='ImageID,ans CSV that submissions are scored against')] = None,
             persons_map: Annotated[Optional[Path], typer.Option(
                 help='file,id CSV naming each eval photo\'s person (build_meta.csv) so persons are resampled; '
                      'validation folders use their train.csv person folders')] = None,
             draws: Annotated[int, typer.Option(min=1, help='bootstrap draws (at most 100,000)')] = 2000,
             seed: Annotated[int, typer.Option(min=0, help='seed of the draws')] = 0,
-            json_out: Annotated[Optional[Path], typer.Option('--json', help='write the figures as JSON, keyed by metric')] = None,
-            plot: Annotated[Optional[Path], typer.Option(help='PNG of the differences (default paths.reports/compare.png)')] = None,
+            json_out: Annotated[Optional[Path], typer.Option('--json',
+                                                             help='write the figures as JSON, keyed by metric')] = None,
+            plot: Annotated[Optional[Path],
+                            typer.Option(help='PNG of the differences (default paths.reports/compare.png)')] = None,
             config: ConfigOpt = None, set: SetOpt = None):
     "Is B better than A? Paired bootstrap over persons: macro F1 (18 classes, each task), log-loss, 95% intervals."
     import json
@@ -624,7 +646,8 @@ def compare(a: Annotated[str, typer.Argument(help='side A: submission CSV(s) or 
 def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
             out: Annotated[Optional[Path], typer.Option(help='CSV (default: paths.reports/persons.csv)')] = None,
             top: Annotated[int, typer.Option(min=1, help='groups of each kind on the contact sheet')] = 8):
-    "Group the eval photos into persons by face identity (SFace): persons.csv + a contact sheet of the largest and least certain groups."
+    """Group the eval photos into persons by face identity (SFace): persons.csv + a contact sheet of the largest and
+    least certain groups."""
     from .atomic import output_file, write_csv_atomic
     from .crop import attach_crops
     from .dataset import load_eval
@@ -649,7 +672,8 @@ def persons(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
 
 @command('tune')
 def tune_cmd(models: Annotated[Optional[list[Path]], typer.Option(
-                 '--models', '-m', metavar='<folder>', help='fold model folders (default: every models/fold*); their validation photos '
+                 '--models', '-m', metavar='<folder>',
+                 help='fold model folders (default: every models/fold*); their validation photos '
                                         'are pooled, each photo once')] = None,
              config: ConfigOpt = None, set: SetOpt = None):
     "Fit per-task class offsets for macro F1 on the validation probabilities saved with fold models."
@@ -694,11 +718,13 @@ def interpret(task: TaskArg, config: ConfigOpt = None, set: SetOpt = None, data:
 def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')] = TaskOrAll.all,
              config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
              models: Annotated[Optional[list[Path]], typer.Option(
-                 '--models', '-m', metavar='<folder>', help='fold folders whose validation files cover every photo (default: train '
+                 '--models', '-m', metavar='<folder>',
+                 help='fold folders whose validation files cover every photo (default: train '
                                         '--folds new ones into models/oof)')] = None,
              folds: Annotated[int, typer.Option(min=2, help='folds to train when no --models')] = 3,
              top: Annotated[int, typer.Option(min=1, help='suspects on the contact sheet')] = 24,
-             accept: Annotated[Optional[int], typer.Option(min=1, help='write the top N of each task into paths.corrections')] = None):
+             accept: Annotated[Optional[int], typer.Option(
+                 min=1, help='write the top N of each task into paths.corrections')] = None):
     "Likely label errors from out-of-fold predictions (cleanlab): CSV + contact sheet per task; --accept N fixes them."
     from .atomic import output_dir, output_file, write_csv_atomic
     tasks = list(TASKS) if task.value == 'all' else [task.value]
@@ -734,9 +760,11 @@ def suspects(task: Annotated[TaskOrAll, typer.Argument(help='the task, or all')]
 
 
 @command('predict-image')
-def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg or .png photos', metavar='<photo>...')],
+def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg or .png photos',
+                                                               metavar='<photo>...')],
                   config: ConfigOpt = None, set: SetOpt = None, models: ModelsOpt = None,
-                  tta: Annotated[bool, typer.Option('--tta/--no-tta', help='with \\[predict] TTA', metavar=FLAG)] = False,
+                  tta: Annotated[bool, typer.Option('--tta/--no-tta', help='with \\[predict] TTA',
+                                                    metavar=FLAG)] = False,
                   pickle: PickleOpt = False):
     "Mask, gender and age group of single photos, with probabilities (face crop included)."
     import pandas as pd
@@ -760,9 +788,11 @@ def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg
 @command()
 def demo(out_dir: Annotated[Path, typer.Option(help='working folder (replaced)', metavar='<path>')] = Path('data/demo'),
          train_persons: Annotated[int, typer.Option(min=1, help='synthetic training persons')] = 100,
-         epochs: Annotated[int, typer.Option(min=1, help='per task; one epoch of a tiny model from scratch is chance level')] = 8,
+         epochs: Annotated[int, typer.Option(
+             min=1, help='per task; one epoch of a tiny model from scratch is chance level')] = 8,
          out: OldOut = None, persons: OldPersons = None):
-    "No downloads, no data: synthetic faces -> crop -> train what `train all` trains (tiny model) -> predict --tta -> evaluate."
+    """No downloads, no data: synthetic faces -> crop -> train what `train all` trains (tiny model) -> predict --tta
+    -> evaluate."""
     from .demo import run_demo
     scores = run_demo(_renamed(out_dir, out), persons=_renamed(train_persons, persons), epochs=epochs, console=console)
     print_scores(scores, 'demo scores (drawn faces)')     # the title fits the table: 80 columns
@@ -787,7 +817,7 @@ def run():
     except (typer.Abort, KeyboardInterrupt):
         _one_line('interrupted')
         sys.exit(130)
-    except (*USER_ERRORS, SettingsError) as e:
+    except FixableError as e:
         _one_line(str(e))
         sys.exit(2)
     except Exception as e:

@@ -169,8 +169,9 @@ def compare(a: list[Predictions], b: list[Predictions], persons_map: Path | None
             seed: int = 0, units: tuple[np.ndarray, str] | None = None) -> dict:
     """Paired bootstrap of B - A: each draw resamples units (persons) with replacement, the same units for both
     sides, and each side's runs with replacement (runs of one recipe with other seeds are pooled); `units` (an id
-    per photo of a[0], and their name) overrides how units are found. Returns, per metric: a, b (means over runs on all photos), diff = b - a, its 95% percentile interval (low, high) and
-    p_b_better, the share of draws where B is better (higher F1, lower log-loss); plus `draws` of the differences.
+    per photo of a[0], and their name) overrides how units are found. Returns, per metric: a, b (means over runs on
+    all photos), diff = b - a, its 95% percentile interval (low, high) and p_b_better, the share of draws where B is
+    better (higher F1, lower log-loss); plus `draws` of the differences.
     Draws are made in chunks, so memory grows with the units, not with the draws."""
     keys = a[0].keys
     a, b = ([_aligned(p, a[0]) for p in side] for side in (a, b))
@@ -179,7 +180,8 @@ def compare(a: list[Predictions], b: list[Predictions], persons_map: Path | None
     check_draws(draws)
     _check_resampling(len(keys), len(names), unit_name)
     metrics = [*METRICS, *(f'{LOWER_IS_BETTER}{t}' for t in LABEL_TASKS if all(t in p.probs for p in (*a, *b)))]
-    tables = {m: ([_unit_table(p, unit_idx, len(names), m) for p in a], [_unit_table(p, unit_idx, len(names), m) for p in b])
+    tables = {m: ([_unit_table(p, unit_idx, len(names), m) for p in a], [_unit_table(p, unit_idx, len(names),
+                                                                                     m) for p in b])
               for m in metrics}
     rng = np.random.default_rng(seed)
     diffs = {m: [] for m in metrics}

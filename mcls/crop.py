@@ -226,7 +226,8 @@ def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: 
             batch, by_size[size] = by_size[size], []
             for (f, key, im), (b, p, pts) in zip(batch, _detect(mtcnn, [im for _, _, im in batch], stats)):
                 found = b is not None and p[0] is not None and p[0] >= cs.min_prob
-                box = tuple(round(v) for v in (face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size, cs)))
+                box = tuple(round(v) for v in (face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size,
+                                                                                                            cs)))
                 dest = _cache_file(cache, key, FACE if found else CENTRE)
                 _commit(im.crop(box).resize((cs.size, cs.size), Image.BICUBIC), dest, cs.size)
                 if found and pts is not None:    # for face-identity alignment (mcls.identity), in crop pixels
@@ -249,7 +250,8 @@ def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: 
             if by_size[size]: flush(size)
 
 
-def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool = True) -> tuple[pd.DataFrame, CropStats]:
+def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool = True) -> tuple[pd.DataFrame,
+                                                                                                  CropStats]:
     """Crop every photo of an image table (train and/or eval) and add a `crop` column. Unreadable training photos
     are dropped (counted in the stats); an unreadable eval photo is an error, since a submission needs every row."""
     stats = CropStats()

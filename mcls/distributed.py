@@ -34,7 +34,8 @@ __all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follo
 
 FAIL_RANK = 'MCLS_TEST_FAIL_RANK'   # tests: RANK[:EPOCH], that rank raises when that epoch (default 0) starts
 LAUNCHER = 'MCLS_LAUNCHER_PID'      # set by `launch`: a rank lives only as long as the process that started it
-SLOW_WAIT = timedelta(hours=6)      # the longest rank 0 may take over main_first's block (cropping 31,500 photos: 12 min on 2 CPU cores)
+# the longest rank 0 may take over main_first's block (cropping 31,500 photos: 12 min on 2 CPU cores)
+SLOW_WAIT = timedelta(hours=6)
 _slow = None                        # the gloo group main_first waits on
 
 
@@ -244,8 +245,9 @@ def _free_port() -> int:
 
 def launch(args: list[str], processes: int, stop_after: float = 10.0):
     """Run `mcls ARGS` as `processes` ranks on this machine (the CLI checks `check_gpus` before any work) and wait.
-    Each rank gets its share of the cores (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank fails the others are stopped, the run
-    rank 0 was training is marked failed, and RankFailed names the rank and its error (its full output is kept)."""
+    Each rank gets its share of the cores (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank
+    fails the others are stopped, the run rank 0 was training is marked failed, and RankFailed names the rank and its
+    error (its full output is kept)."""
     tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))
     env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()), 'WORLD_SIZE': str(processes),
            'LOCAL_WORLD_SIZE': str(processes), RANKS_DIR: str(tmp), LAUNCHER: str(os.getpid())}

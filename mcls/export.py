@@ -44,7 +44,8 @@ def export_learner(learn, ts, dest_dir: Path, s: Settings, valid_f1: float | Non
         meta = {'task': task, 'arch': ts.arch, 'size': ts.size,
                 'boundary': ts.boundary if task in ('age', 'joint') else None, 'age_head': ts.age_head,
                 'precision': precision, 'channels_last': ts.channels_last, 'pipeline': ts.pipeline,
-                'norm': norm_stats(ts.arch), 'valid_f1': valid_f1, 'created': datetime.now().isoformat(timespec='seconds')}
+                'norm': norm_stats(ts.arch), 'valid_f1': valid_f1,
+                'created': datetime.now().isoformat(timespec='seconds')}
         (d / f'{task}.json').write_text(json.dumps(meta, indent=1))
         for f in extra: shutil.copy(f, d / Path(f).name)
     return Path(dest_dir)

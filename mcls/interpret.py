@@ -50,7 +50,8 @@ def interpret_task(table: pd.DataFrame, task: str, model_dir: Path, fold: int, o
     (which must be the fold the learner did not train on). `pickle`: load fastai's pickle, not the weights."""
     if learners_in(model_dir) == ('joint',):
         return _interpret_joint_head(table, task, model_dir, fold, out_dir, k, workers, pickle)
-    ts = load_settings(Path(model_dir) / f'{task}.settings.ini', standalone=True).tasks[task]   # the settings it was trained with
+    ts = load_settings(Path(model_dir) / f'{task}.settings.ini',
+                       standalone=True).tasks[task]   # the settings it was trained with
     learn = load_task_learner(model_dir, task, pickle)
     learn.dls = task_dls(table.assign(is_valid=table.fold == fold), ts, workers=workers)
     with bars_for_people(learn): interp = ClassificationInterpretation.from_learner(learn)

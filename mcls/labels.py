@@ -19,7 +19,8 @@ N_CLASSES = 18
 LABEL_TASKS = ('mask', 'gender', 'age')
 VALUE_NAMES = {'mask': MASK_NAMES, 'gender': GENDERS, 'age': AGE_NAMES}     # each task's class names, in order
 TASK_CLASSES = {t: len(names) for t, names in VALUE_NAMES.items()}
-TASK_SLICES = {t: slice(sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i]), sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i + 1]))
+TASK_SLICES = {t: slice(sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i]),
+                        sum(TASK_CLASSES[u] for u in LABEL_TASKS[:i + 1]))
                for i, t in enumerate(LABEL_TASKS)}
 
 

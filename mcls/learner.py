@@ -33,7 +33,8 @@ __all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item
            'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner', 'check_task_settings',
            'resolve_workers', 'sample_weights', 'person_draw', 'epoch_photos']
 
-TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target', 'joint': 'joint_y'}   # the column each learner learns
+TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target',
+          'joint': 'joint_y'}   # the column each learner learns
 
 
 def n_out(ts: TaskSettings) -> int:
@@ -75,7 +76,8 @@ def batch_tfms(arch: str):
 def task_datablock(ts: TaskSettings, pipeline: str | None = 'train') -> DataBlock:
     """Cached crops (decoded at the training size with `decode_at_size`) -> CategoryBlock of the task's target
     (joint: one encoded integer); `is_valid` column splits (person-aware)."""
-    y_block = TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else CategoryBlock(vocab=list(range(TASK_CLASSES[ts.task])))
+    y_block = (TransformBlock(type_tfms=JointTarget()) if ts.task == 'joint' else
+               CategoryBlock(vocab=list(range(TASK_CLASSES[ts.task]))))
     return DataBlock(blocks=(CropBlock(ts.size if ts.decode_at_size else None), y_block),
                      get_x=ColReader('crop'), get_y=ColReader(TARGET[ts.task]), splitter=ColSplitter('is_valid'),
                      item_tfms=item_tfms(ts.size, ts.pipeline if pipeline == 'train' else pipeline),
@@ -227,7 +229,8 @@ def _check_weights(arch: str, weights: Path, mtime: float, partial: bool = False
         own = {k: v for k, v in own.items() if not k.endswith('num_batches_tracked')}
         hit = sum(k in sd and tuple(sd[k].shape) == tuple(v.shape) for k, v in own.items())
     except Exception as e:  # noqa: BLE001 - unreadable or not weights: one fix
-        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} (timm cannot read it: {type(e).__name__}: '
+        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} (timm cannot read it: '
+                          f'{type(e).__name__}: '
                           f'{str(e).splitlines()[0][:160]}); give the file made for {arch} (--weights)') from None
     if hit == 0 or (hit < len(own) and not partial):
         raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch}: only {hit} of its {len(own)} tensors '

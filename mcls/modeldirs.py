@@ -46,7 +46,8 @@ def check_model_dir(model_dir: Path) -> tuple[str, ...]:
     if not d.is_dir(): raise UserError(f'{d}: no such model folder; give --models a folder that `mcls train` exported')
     held = learners_in(d)
     if not held:
-        raise UserError(f'{d}: holds no learner (no joint.json or task .json files); train into it with `mcls train all '
+        raise UserError(f'{d}: holds no learner (no joint.json or task .json files); train into it with `mcls train '
+                        f'all '
                         f'--export-dir {d}` or give another --models')
     return held if held == ('joint',) else TASKS
 
@@ -59,7 +60,8 @@ def check_export_dir(dest: Path, learner: str) -> Path:
     kind = 'joint' if learner == 'joint' else 'task'
     other = [t for t in LEARNERS if (t == 'joint') != (kind == 'joint') and (recover_dir(dest) / f'{t}.json').exists()]
     if other:
-        raise UserError(f'{dest} holds {"a joint learner" if kind == "task" else "task learners (" + ", ".join(other) + ")"}; '
+        raise UserError(f'{dest} holds '
+                        f'{"a joint learner" if kind == "task" else "task learners (" + ", ".join(other) + ")"}; '
                         f'a {learner} learner cannot share the folder (predict would use one kind and ignore the '
                         f'other): give --export-dir another folder, or delete {dest}')
     return dest

@@ -58,7 +58,8 @@ def export_onnx(model_dir: Path) -> list[Path]:
 
 
 def graph_sha1(model) -> str:
-    "Digest of an ONNX model's graph (nodes and weights; the metadata that records it aside): a changed byte changes it."
+    """Digest of an ONNX model's graph (nodes and weights; the metadata that records it aside): a changed byte
+    changes it."""
     return hashlib.sha1(model.graph.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -73,8 +74,8 @@ def load_checked(model_dir: Path, task: str):
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as e:      # noqa: BLE001 - protobuf's DecodeError, the checker's errors: a damaged file
-        raise DataError(f'{path}: not a whole ONNX graph ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else "cut off"}); '
-                        f'{again}') from None
+        why = str(e).splitlines()[0][:100] if str(e) else 'cut off'
+        raise DataError(f'{path}: not a whole ONNX graph ({type(e).__name__}: {why}); {again}') from None
     props = {p.key: p.value for p in model.metadata_props}
     if props.get('graph_sha1') != graph_sha1(model):
         raise DataError(f'{path}: changed since `mcls export-onnx` wrote it (its graph digest differs, or it was '

@@ -72,7 +72,8 @@ def choose_threshold(emb: np.ndarray, persons: np.ndarray, beta: float = 0.5,
     for t in THRESHOLDS:
         p, r = pair_scores(group_photos(emb, float(t)), persons)
         f = (1 + beta ** 2) * p * r / (beta ** 2 * p + r) if p + r else 0.0
-        if p >= min_precision and f > best['f']: best = {'threshold': float(t), 'f': float(f), 'precision': p, 'recall': r}
+        if p >= min_precision and f > best['f']: best = {'threshold': float(t), 'f': float(f), 'precision': p,
+                                                         'recall': r}
     return {**best, 'photos': int(len(emb)), 'beta': beta, 'min_precision': min_precision}
 
 
@@ -200,7 +201,8 @@ def persons_table(image_ids, groups: np.ndarray, emb: np.ndarray) -> pd.DataFram
             s = emb[idx] @ emb[idx].T
             sim[idx] = (s.sum(1) - 1) / (len(idx) - 1)
     sizes = np.bincount(groups)
-    return pd.DataFrame({'ImageID': list(image_ids), 'group': groups, 'size': sizes[groups], 'similarity': sim.round(4)})
+    return pd.DataFrame({'ImageID': list(image_ids), 'group': groups, 'size': sizes[groups],
+                         'similarity': sim.round(4)})
 
 
 def group_sheet(table: pd.DataFrame, crops: list[str], dest: Path, n: int = 8) -> Path:

@@ -69,7 +69,8 @@ def precision_cbs(precision: str, channels_last: bool) -> list[Callback]:
     "Callbacks for the fit call (not exported) for a resolved precision."
     cbs: list[Callback] = [ChannelsLast()] if channels_last else []
     if precision == 'fp16': cbs.append(MixedPrecision())                 # fastai's default: fp16 and a GradScaler
-    elif precision == 'bf16': cbs.append(MixedPrecision(amp_mode='bf16') if torch.cuda.is_available() else CPUAutocast())
+    elif precision == 'bf16':
+        cbs.append(MixedPrecision(amp_mode='bf16') if torch.cuda.is_available() else CPUAutocast())
     return cbs
 
 

@@ -39,7 +39,8 @@ def check_labels(labels: np.ndarray, source: str, n: int | None = None) -> np.nd
     if not np.issubdtype(y.dtype, np.integer): raise DataError(f'{source}: labels are not integers ({y.dtype})')
     bad = y[(y < 0) | (y >= N_CLASSES)]
     if len(bad):
-        raise DataError(f'{source}: label {bad[0]} is not a class 0-{N_CLASSES - 1}; the file is damaged: make it again')
+        raise DataError(f'{source}: label {bad[0]} is not a class 0-{N_CLASSES - 1}; the file is damaged: make it '
+                        f'again')
     return y.astype(int)
 
 
@@ -61,7 +62,8 @@ def read_folds(folders, task: str, fix: str) -> list[dict[str, np.ndarray]]:
         twice = next((f for f in z['files'] if f in seen), None)
         if twice is not None:
             raise DataError(f'{twice} is in the validation of both {seen[twice]} and {d} (two model folders of one '
-                            f'fold, or of two trainings): give one per fold of one training, so that each photo counts once')
+                            f'fold, or of two trainings): give one per fold of one training, so that each photo '
+                            f'counts once')
         seen.update(dict.fromkeys(z['files'], d))
         out.append(z)
     return out

@@ -34,7 +34,8 @@ def pseudo_rows(probs_file: Path | str, min_prob: float, eval_ids=None) -> pd.Da
         if foreign or len(set(ids)) != len(listed):
             first = foreign[0] if foreign else sorted(listed - set(ids))[0]
             raise DataError(f'{path}: predicted for other eval photos than this data set\'s eval/info.csv '
-                            f'({len(foreign)} of its {len(ids)} ImageIDs are not listed there, {len(listed - set(ids))} '
+                            f'({len(foreign)} of its {len(ids)} ImageIDs are not listed there, '
+                            f'{len(listed - set(ids))} '
                             f'listed photos have no prediction; first {first!r}); give the .probs.npz that '
                             f'`mcls predict` wrote for this data')
     conf = np.min([z[t].max(1) for t in LABEL_TASKS], axis=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
@@ -67,7 +66,8 @@ def _per_class(run_dir: Path) -> tuple[list[str], Path | None]:
     if len(tasks) == len(LABEL_TASKS):      # every task: the 18 classes and their confusion matrix
         truth = valid[tasks[0]]['labels']
         sc = score(truth, encode(*(valid[t]['probs'].argmax(1) for t in LABEL_TASKS)))
-        lines += ['', f'18-class macro F1 {sc.f1:.4f} (the competition\'s: a class absent from the fold counts 0)', '', '| class | name | F1 | photos |', '|---|---|---|---|']
+        lines += ['', f'18-class macro F1 {sc.f1:.4f} (the competition\'s: a class absent from the fold counts 0)', '',
+                  '| class | name | F1 | photos |', '|---|---|---|---|']
         lines += [f'| {r.cls} | {r.name} | {r.f1:.4f} | {int(r.support)} |'
                   for r in sc.per_class.rename(columns={'class': 'cls'}).itertuples()]
         picture = plot_confusion(sc.confusion, Path(run_dir) / 'confusion.png', title='validation fold, 18 classes')

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .errors import SettingsError
 from .labels import LABEL_TASKS
 
 __all__ = ['TASKS', 'LEARNERS', 'PACKAGED', 'GPU_PROFILE', 'cpu_recipe_on_gpu', 'CHOICES', 'LIMITS', 'Range',
@@ -20,10 +21,6 @@ TASKS = LABEL_TASKS                        # what is scored: the 18-class layout
 LEARNERS = (*TASKS, 'joint')               # what can be trained: one task, or one backbone with three heads
 PACKAGED = Path(__file__).with_name('settings.ini')
 GPU_PROFILE = 'configs/gpu.ini'            # the GPU profile, in a checkout of mcls
-
-
-class SettingsError(ValueError):
-    "A setting that cannot be used; the message names the setting, where it came from and the fix."
 
 
 @dataclass(frozen=True)
@@ -64,8 +61,10 @@ LIMITS = {
     'crop.size': Range(16), 'crop.margin': Range(0, 5), 'crop.min_prob': UNIT, 'crop.batch': ONE_UP,
     'crop.fallback_crop': ONE_UP, 'crop.fallback_ref': ONE_UP,
     'split.folds': Range(2),
-    'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG, 'train.label_smoothing': Range(0, 1, hi_open=True),
-    'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP, 'train.lr': POS,
+    'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG, 'train.label_smoothing': Range(0, 1,
+                                                                                                       hi_open=True),
+    'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP,
+    'train.lr': POS,
     'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
     'train.freeze_epochs': NONNEG, 'train.lr_mult': ONE_UP, 'train.task_weights': NONNEG,
     # a 60+ photo's sampling weight; under photos_per_person its repeat count a 60+ person is drawn, so bounded
@@ -198,7 +197,8 @@ class Settings:
 
 def cpu_recipe_on_gpu(s: Settings, learners: list[str], cuda: bool) -> str | None:
     "One line for a user who trains on a CUDA GPU with the CPU recipe's size and batch, naming the switch; else None."
-    if not cuda or any('packaged defaults' not in s.sources.get(f'{t}.{k}', '') for t in learners for k in ('size', 'batch')):
+    if not cuda or any('packaged defaults' not in s.sources.get(f'{t}.{k}', '') for t in learners for k in ('size',
+                                                                                                            'batch')):
         return None
     ts = s.tasks[learners[0]]
     return (f'a CUDA GPU is here but the CPU recipe is in force ({ts.size} px, batch {ts.batch}): add '
@@ -236,7 +236,8 @@ def _workers(s: str): return None if s.strip().lower() == 'auto' else int(s)
 # how each typed field is parsed from its INI text
 _CONVERTERS = {
     int: int, float: float, str: str.strip, bool: _bool, Path: lambda s: Path(s.strip()),
-    'Path | None': _opt_path, 'tuple[int, int]': _tuple(int, 2), 'tuple[float, ...] | None': _tuple(float), 'tuple[str, ...]': _tuple(str.strip),
+    'Path | None': _opt_path, 'tuple[int, int]': _tuple(int, 2), 'tuple[float, ...] | None': _tuple(float),
+    'tuple[str, ...]': _tuple(str.strip),
     'tuple[int, ...] | None': _tuple(int),
     'int | None': _workers,
 }
@@ -260,13 +261,15 @@ def check_value(section: str, name: str, value):
     key = _table_key(section, name)
     if key in CHOICES and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v not in CHOICES[key]: raise ValueError(f'use one of {", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
+            if v not in CHOICES[key]: raise ValueError(f'use one of '
+                                                       f'{", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
     if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')
     if key == 'train.photos_per_person': parse_photos_per_person(value)
     lim = LIMITS.get(key)
     if lim is not None and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v not in lim: raise ValueError(f'must be {lim}' if math.isfinite(v) else f'must be a finite number, {lim}')
+            if v not in lim: raise ValueError(f'must be {lim}' if math.isfinite(v) else f'must be a finite number, '
+                                                                                        f'{lim}')
 
 
 def _convert(cls, section: str, values: dict[str, str], sources: dict[str, str], **extra):

@@ -42,8 +42,10 @@ def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
     import json
     for d in map(Path, model_dirs):
         meta = d / ('joint.json' if learners_in(d) == ('joint',) else 'age.json')
-        if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None, SCORE_BOUNDARY):
-            raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age groups; '
+        if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None,
+                                                                                                    SCORE_BOUNDARY):
+            raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age '
+                            f'groups; '
                             f'train the fold models with --boundary {SCORE_BOUNDARY}')
     folds = read_folds(model_dirs, task, 'train the folds with --fold all to make it')
     return pd.concat([pd.DataFrame({'file': z['files'], 'probs': list(z['probs'])}) for z in folds], ignore_index=True)
@@ -62,7 +64,8 @@ def suspect_table(table: pd.DataFrame, oof: pd.DataFrame, task: str) -> pd.DataF
     age (the mean of the person's photo probabilities: folds are by person), `folder/stem` for a photo's mask.
     `value` is what accepting writes: a name, or for age a year inside the suggested group."""
     df = table.merge(oof, on='file', how='inner')
-    if df.empty: raise DataError('no training photo has out-of-fold probabilities: were the models trained on this data?')
+    if df.empty: raise DataError('no training photo has out-of-fold probabilities: were the models trained on this '
+                                 'data?')
     col = {'mask': 'mask', 'gender': 'gender', 'age': 'age_group'}[task]
     if task == 'mask':
         items = df.assign(key=df.folder + '/' + df.stem)

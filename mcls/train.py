@@ -98,7 +98,8 @@ class ResumeGuard(Callback):
     order = 0
 
     def _muted(self):
-        return [cb for cb in self.learn.cbs if isinstance(cb, (Recorder, TrackerCallback, SaveLastCallback, EpochPrinter))]
+        return [cb for cb in self.learn.cbs if isinstance(cb, (Recorder, TrackerCallback, SaveLastCallback,
+                                                               EpochPrinter))]
 
     def before_epoch(self):
         for cb in self._muted(): cb.run = True
@@ -265,7 +266,8 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
     if per_rank < ts.batch:    # fastai drops the last partial batch: no step would run, and nan would be exported
         ranks = f' per rank ({distributed.world_size()} ranks)' if distributed.world_size() > 1 else ''
         raise ConfigError(f'[{task}] batch = {ts.batch} but an epoch draws only {per_rank} training photos{ranks} '
-                          f'(photos_per_person = {ts.photos_per_person}): lower --batch (at most {per_rank}), draw more '
+                          f'(photos_per_person = {ts.photos_per_person}): lower --batch (at most {per_rank}), draw '
+                          f'more '
                           f'photos per person, or add photos')
     if export_dir is not None: check_export_dir(Path(export_dir), task)
     locked = export_dir is not None and distributed.is_main()
@@ -367,8 +369,8 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
         elif ts.ema and ema_file(run_dir, epochs - 1).exists():   # the same, --full: the last epoch's average
             learn.model.load_state_dict(torch.load(ema_file(run_dir, epochs - 1), weights_only=True)['model'])
     ddp = next((cb for cb in cbs if isinstance(cb, distributed.DDPTrainer)), None)
-    return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0, timer.train_seconds,
-                   timer.train_photos, ddp.valid_counts if ddp else [])
+    return _Fitted(learn, df, ts, run_dir, full, precision, epochs, start, time.perf_counter() - t0,
+                   timer.train_seconds, timer.train_photos, ddp.valid_counts if ddp else [])
 
 
 def _ranks_note() -> str:
@@ -385,7 +387,8 @@ def _score_and_export(f: _Fitted, s: Settings, task: str, export_dir: Path | Non
         return _score_and_export_here(f, s, task, export_dir, pseudo_rows)
 
 
-def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path | None, pseudo_rows: int) -> TrainResult:
+def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path | None,
+                           pseudo_rows: int) -> TrainResult:
     learn, ts = f.learn, f.ts
     _check_trained(f, task)
     f1 = acc = None
@@ -408,7 +411,8 @@ def _score_and_export_here(f: _Fitted, s: Settings, task: str, export_dir: Path 
     update_run(f.run_dir, status='done', valid_f1=f1, valid_acc=acc, valid_scores=scores,
                precision=describe(f.precision, ts.channels_last), pseudo_rows=pseudo_rows, epochs=f.epochs,
                seconds=f.seconds, images_per_s=result.images_per_s, train_images_per_s=result.train_images_per_s,
-               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size, valid_photos=None if f.full else f.valid_counts or None,
+               epoch_seconds=result.epoch_seconds, arch=ts.arch, size=ts.size,
+               valid_photos=None if f.full else f.valid_counts or None,
                export=str(result.export_dir) if result.export_dir else None)
     try:      # what a person looks at; a run that trained and exported stays done without it
         write_run_report(f.run_dir, s, task)
@@ -522,7 +526,8 @@ def resume_task(run_dir: Path, export_dir: Path | None = None, workers: int | No
                         f'start a new run without --resume') from None
     if distributed.is_main():     # the other ranks read; rank 0 alone checks and tidies
         if run_status(run_dir) == 'training':
-            raise UserError(f'{run_dir}: still training (process {meta.get("pid")}); wait for it, or stop it and resume')
+            raise UserError(f'{run_dir}: still training (process {meta.get("pid")}); wait for it, or stop it and '
+                            f'resume')
         remove_stray(run_dir)
     try:       # the checkpoint it names is checked where it is loaded (train_task)
         state = json.loads((run_dir / 'last_epoch.json').read_text())

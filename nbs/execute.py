@@ -27,7 +27,8 @@ def execute(path: Path, root: Path):
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
     shipped = cell.source
-    cell.source = '\n'.join([shipped, *(f'{k} = {v!r}' for k, v in {'root': str(root), **PARAMS.get(path.name, {})}.items())])
+    params = {'root': str(root), **PARAMS.get(path.name, {})}
+    cell.source = '\n'.join([shipped, *(f'{k} = {v!r}' for k, v in params.items())])
     NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(root)}}).execute()
     cell.source, cell.outputs, cell.execution_count = shipped, [], None
     nbformat.write(nb, path)

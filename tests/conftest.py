@@ -52,7 +52,8 @@ def tiny_settings(root: Path, **extra):
     """Settings for a tiny randomly initialised model on a synthetic data set under `root`: one epoch, one-cycle,
     no workers, 3 folds; `extra` as section__key=value."""
     # fp32 on every device: tests compare engines, processes and devices to the byte (bf16 is tested on its own)
-    ov = {'train.workers': 0, 'split.folds': 3, 'train.precision': 'fp32', **{f'{t}.fit': 'one_cycle' for t in LEARNERS},
+    ov = {'train.workers': 0, 'split.folds': 3, 'train.precision': 'fp32',
+          **{f'{t}.fit': 'one_cycle' for t in LEARNERS},
           **{k.replace('__', '.'): v for k, v in extra.items()}}
     return load_settings(overrides=tiny_overrides(root, 1, **ov))
 

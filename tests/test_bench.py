@@ -40,7 +40,8 @@ def test_bench_reports_every_field(tmp_path):
     # the default learner trains in rounds between ceiling measurements; the median round's ratio is reported
     assert j['ceilings_images_per_s'][0] == configs[sp['ceiling_config']]['images_per_s'] and j['epochs'] == 2
     assert len(j['rounds_images_per_s']) + 1 == len(j['ceilings_images_per_s']) == len(j['rounds_over_ceiling']) + 1
-    assert sorted(j['rounds_over_ceiling'])[len(j['rounds_over_ceiling']) // 2] == j['rounds_over_ceiling'][j['median_round']]
+    rounds = j['rounds_over_ceiling']
+    assert sorted(rounds)[len(rounds) // 2] == rounds[j['median_round']]
     assert sp['mcls_images_per_s'] == j['rounds_images_per_s'][j['median_round']]
     assert sp['mcls_over_ceiling'] == pytest.approx(sp['mcls_images_per_s'] / sp['ceiling_images_per_s'])
     assert sp['mcls_over_ceiling'] == pytest.approx(j['rounds_over_ceiling'][j['median_round']])
@@ -71,7 +72,8 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     assert summ['probe_f1_18'] == [r['probe'][r['probe']['floor']]['eval']['f1_18']] * 2
     assert summ['persons_gender_f1'] == [r['seeds'][sd]['eval_persons']['gender'] for sd in ('1', '2')]
     dec = r['persons_decisions']      # fold 0, both seeds pooled, per task: the rule's verdict and its evidence
-    assert set(dec['chosen']) <= {'mask', 'gender', 'age'} and {'low', 'high', 'p_b_better'} <= set(dec['gender']['task_f1'])
+    assert set(dec['chosen']) <= {'mask', 'gender', 'age'} and {'low', 'high',
+                                                                'p_b_better'} <= set(dec['gender']['task_f1'])
     assert all(dec[t]['per_person'] == (t in dec['chosen']) for t in ('mask', 'gender', 'age'))
     assert set(r['probe']) == {'crops', 'photos', 'floor'} and r['mode'] in ('tasks', 'joint')
     assert {'load_and_crop', 'probe', 'train_seed1', 'train_seed2', 'predict_eval_tta_seed2'} <= set(r['stages'])
@@ -87,10 +89,12 @@ def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     for key in ('oof_plain_f1_18', 'oof_crossfit_tuned_f1_18', 'oof_eval_tuned_f1_18', 'oof_jittered_tuned_f1_18'):
         assert len(summ[key]) == 2 and all(0 <= v <= 1 for v in summ[key]), key
     again = quality.main(['--quick', '--work', str(tmp_path / 'work'), '--seeds', '1', '--oof', '--full',
-                          '--keep', '--no-probe', '--out', str(tmp_path / 'again.json'), '--baseline', str(tmp_path / 'work')])
+                          '--keep', '--no-probe', '--out', str(tmp_path / 'again.json'), '--baseline',
+                          str(tmp_path / 'work')])
     dec = again['decision']     # the recipe against itself: a difference of 0, so it does not become a default
-    assert dec['metrics']['f1_18']['diff'] == 0 and dec['becomes_default'] is False and dec['units'].startswith('persons')
-    assert again['stages']['train_seed1']['seconds'] == 0       # every learner kept: the same scores, nothing trained again
+    assert dec['metrics']['f1_18']['diff'] == 0 and dec['becomes_default'] is False
+    assert dec['units'].startswith('persons')
+    assert again['stages']['train_seed1']['seconds'] == 0       # every learner kept: nothing trained again
     for key in ('valid', 'eval', 'eval_tuned', 'jittered_persons', 'oof', 'full_eval', 'valid_less'):
         assert again['seeds']['1'][key] == r['seeds']['1'][key], key
     ens = seed_ensemble.main(['--work', str(tmp_path / 'work'), '--seeds', '1', '2',
@@ -148,7 +152,8 @@ def test_learning_curve_points_and_collect(tmp_path):
     assert all(0 <= v['fallback_share'] <= 1 and 0 <= v['age_f1'] <= 1 for v in states.values())
     curve.main(['point', *common, '--persons', '12'])
     c0 = tmp_path / 'c0.json'
-    curve.main(['collect', '--name', 'old', '--work', str(tmp_path / 'w'), '--out', str(c0), '--png', str(tmp_path / 'c0.png')])
+    curve.main(['collect', '--name', 'old', '--work', str(tmp_path / 'w'), '--out', str(c0), '--png',
+                str(tmp_path / 'c0.png')])
     screen = tmp_path / 'screen.json'
     screen.write_text(json.dumps({'decisions': [{**dict.fromkeys(curve.DECISION_KEYS, 0), 'row': 'r', 'metrics': {}}]}))
     r = curve.main(['collect', '--name', 'quick', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 'c.json'),
@@ -158,27 +163,34 @@ def test_learning_curve_points_and_collect(tmp_path):
     assert [len(v) for v in lc['default_f1_18']] == [1, 1] and all(0 <= v[0] <= 1 for v in lc['probe_f1_18'])
     assert [p['persons_used'] for p in r['points']] == [6, 12] and (tmp_path / 'c.png').stat().st_size > 0
     assert r['summary']['beside']['learning_curve'] == lc and r['summary']['beside']['file'] == 'c0.json'
-    assert [(d['source'], d['row']) for d in r['decisions']] == [('screen.json', 'r')] and 'metrics' not in r['decisions'][0]
+    assert [(d['source'], d['row']) for d in r['decisions']] == [('screen.json',
+                                                                  'r')] and 'metrics' not in r['decisions'][0]
     # a curve of points without a floor takes the floor at the same sizes from an earlier collection, or says why not
     curve.main(['point', *common, '--persons', '6', '--no-floor', '--work', str(tmp_path / 'new')])
     with pytest.raises(SystemExit, match=r'\(6, 1\)\] have no floor'):
-        curve.main(['collect', '--work', str(tmp_path / 'new'), '--out', str(tmp_path / 'n.json'), '--png', str(tmp_path / 'n.png')])
-    n = curve.main(['collect', '--work', str(tmp_path / 'new'), '--out', str(tmp_path / 'n.json'), '--png', str(tmp_path / 'n.png'),
+        curve.main(['collect', '--work', str(tmp_path / 'new'), '--out', str(tmp_path / 'n.json'), '--png',
+                    str(tmp_path / 'n.png')])
+    n = curve.main(['collect', '--work', str(tmp_path / 'new'), '--out', str(tmp_path / 'n.json'), '--png',
+                    str(tmp_path / 'n.png'),
                     '--floor-from', str(c0)])
-    assert n['summary']['learning_curve']['probe_f1_18'] == [lc['probe_f1_18'][0]] and n['points'][0]['probe_from'] == 'c0.json'
+    assert n['summary']['learning_curve']['probe_f1_18'] == [lc['probe_f1_18'][0]]
+    assert n['points'][0]['probe_from'] == 'c0.json'
 
 
 def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path, monkeypatch):
     "A prediction row (the baseline's learners with TTA) against the baseline, both seeds pooled."
     from bench import curve
-    common = ['--quick', '--persons', '12', '--no-floor', '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'crops')]
+    common = ['--quick', '--persons', '12', '--no-floor', '--data', str(tmp_path / 'data'), '--cache',
+              str(tmp_path / 'crops')]
     base = [curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / 'base')]) for sd in ('1', '2')]
     for sd in ('1', '2'):
         for row in ('tta', 'offsets'):
-            curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / row), '--models', str(tmp_path / 'base'),
+            curve.main(['point', *common, '--seed', sd, '--work', str(tmp_path / row), '--models',
+                        str(tmp_path / 'base'),
                         f'--{row}'])
     r = curve.main(['screen', str(tmp_path / 'tta'), str(tmp_path / 'offsets'), '--baseline', str(tmp_path / 'base'),
-                    '--persons', '12', '--data', str(tmp_path / 'data'), '--draws', '200', '--out', str(tmp_path / 's.json')])
+                    '--persons', '12', '--data', str(tmp_path / 'data'), '--draws', '200', '--out',
+                    str(tmp_path / 's.json')])
     d, o = r['decisions']
     assert d['row'] == 'tta' and d['seeds'] == [1, 2] and d['tta'] and d['train_seconds'] == [0.0, 0.0]
     tuned = [p for p in r['points'] if p['offsets']]
@@ -211,7 +223,8 @@ def test_stratified_subsets_keep_the_mix_and_nest():
 
 def test_gpu_full_script_runs_on_the_cpu_with_tiny_settings(tmp_path):
     from bench import gpu_full
-    r = gpu_full.main(['--quick', '--rows', 'default224', '--work', str(tmp_path / 'w'), '--out', str(tmp_path / 'g.json')])
+    r = gpu_full.main(['--quick', '--rows', 'default224', '--work', str(tmp_path / 'w'), '--out',
+                       str(tmp_path / 'g.json')])
     row = json.loads((tmp_path / 'g.json').read_text())['rows']['default224']
     import torch
     assert row['train_images_per_s'] > 0 and 0 <= row['eval']['f1_18'] <= 1

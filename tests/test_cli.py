@@ -110,7 +110,8 @@ def test_help_shows_values_in_force_panels_and_one_metavar_style(tmp_path):
     (tmp_path / 'settings.ini').write_text('[joint]\nepochs = 9\n')
     r = cli('train', '--help', cwd=tmp_path)
     text = ' '.join(r.stdout.split())
-    assert re.search(r'epochs \(now mask \d+, gender \d+, age \d+, joint 9 from (packaged defaults, )?settings.ini', text), text
+    assert re.search(r'epochs \(now mask \d+, gender \d+, age \d+, joint 9 from (packaged defaults, )?settings.ini',
+                     text), text
     for panel in ('Data', 'Model', 'Schedule', 'Output', 'Distributed'): assert f'─ {panel} ─' in r.stdout
     from mcls.cli import app
     cmd = typer.main.get_command(app)
@@ -180,7 +181,8 @@ def test_renamed_options_keep_their_old_spelling_out_of_the_help(tmp_path, new, 
     shown = {n: {o for p in c.params if not getattr(p, 'hidden', False) for o in getattr(p, 'opts', [])}
              for n, c in cmds.items()}
     assert '--persons' in shown['predict'] and not any('--persons' in shown[c] for c in ('synth', 'demo'))
-    assert {'--out-dir'} <= shown['eda'] & shown['demo'] and {'--plot'} <= shown['evaluate'] & shown['lr-find'] & shown['compare']
+    assert {'--out-dir'} <= shown['eda'] & shown['demo']
+    assert {'--plot'} <= shown['evaluate'] & shown['lr-find'] & shown['compare']
     assert not any('--out' in shown[c] for c in ('eda', 'demo', 'evaluate', 'lr-find'))
     assert '-m' in shown['interpret']
 
@@ -197,3 +199,23 @@ def test_command_line_numbers_and_resume_flags_are_checked_in_one_line(tmp_path,
     r = cli(*args, cwd=tmp_path)
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert re.search(match, r.stderr.replace('\n', ' ')), r.stderr
+
+
+def test_every_error_a_user_can_fix_is_one_class_the_cli_catches():
+    from mcls import errors
+    from mcls.settings import SettingsError
+    fixable = [getattr(errors, n) for n in errors.__all__ if isinstance(getattr(errors, n), type)]
+    assert SettingsError in fixable and all(issubclass(c, errors.FixableError) for c in fixable)
+    assert issubclass(errors.WriteError, OSError) and issubclass(errors.DataError, ValueError)
+
+
+def test_version_is_printed(tmp_path):
+    from mcls import __version__
+    r = cli('--version', cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f'mcls {__version__}'
+
+
+def test_help_pages_show_no_python_types(tmp_path):
+    for cmd in ('', 'train', 'predict', 'predict-image', 'compare', 'runs'):
+        out = cli(*cmd.split(), '--help', cwd=tmp_path).stdout
+        assert '<bool>' not in out and 'list[' not in out and 'mcls.' not in out, (cmd, out)

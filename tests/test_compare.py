@@ -67,7 +67,8 @@ def test_the_point_estimates_are_mcls_evaluate_scores():
     sa, sb = score(truth, pred), score(truth, fix_errors(truth, pred, 0.5))
     assert r['metrics']['f1_18']['a'] == pytest.approx(sa.f1) and r['metrics']['f1_18']['b'] == pytest.approx(sb.f1)
     for t in LABEL_TASKS:
-        assert r['metrics'][t]['a'] == pytest.approx(sa.task_f1[t]) and r['metrics'][t]['b'] == pytest.approx(sb.task_f1[t])
+        assert r['metrics'][t]['a'] == pytest.approx(sa.task_f1[t])
+        assert r['metrics'][t]['b'] == pytest.approx(sb.task_f1[t])
 
 
 def test_persons_are_the_unit_and_widen_the_interval_over_photos(tmp_path):
@@ -115,7 +116,8 @@ def test_log_loss_is_compared_where_probabilities_exist_and_lower_wins():
     r = compare([preds('a', ids, truth, pred, _probs_for(truth, 0.5, 1))],
                 [preds('b', ids, truth, pred, _probs_for(truth, 3.0, 2))], draws=300)
     assert r['metrics']['logloss_age']['diff'] < 0 and r['metrics']['logloss_age']['p_b_better'] > 0.99
-    assert 'logloss_mask' not in compare([preds('a', ids, truth, pred)], [preds('b', ids, truth, pred)], draws=100)['metrics']
+    assert 'logloss_mask' not in compare([preds('a', ids, truth, pred)], [preds('b', ids, truth, pred)],
+                                         draws=100)['metrics']
 
 
 def test_validation_folders_resample_train_csv_persons(tmp_path):

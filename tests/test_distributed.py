@@ -29,7 +29,8 @@ def tiny(tmp_path_factory):
     "A synthetic set and a settings file for a tiny model, two epochs, three folds."
     root = tmp_path_factory.mktemp('ranks')
     make_dataset(root / 'data', persons=15, eval_persons=3, seed=1)
-    ov = tiny_overrides(root, 2, **{'train.workers': 0, 'split.folds': 3, **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
+    ov = tiny_overrides(root, 2, **{'train.workers': 0, 'split.folds': 3,
+                                    **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
     (root / 'tiny.ini').write_text(load_settings(overrides=ov).to_ini())     # the settings a run folder keeps
     return root
 
@@ -89,7 +90,8 @@ def test_a_failing_rank_stops_the_launch_and_marks_the_run_failed_and_resume_fin
 
 
 def test_rank_args_drop_processes_only():
-    assert distributed.rank_args(['train', 'joint', '--processes', '2', '--fold', '1']) == ['train', 'joint', '--fold', '1']
+    assert distributed.rank_args(['train', 'joint', '--processes', '2', '--fold', '1']) == ['train', 'joint', '--fold',
+                                                                                            '1']
     assert distributed.rank_args(['predict', '--processes=3', '--tta']) == ['predict', '--tta']
 
 
@@ -120,7 +122,8 @@ def test_a_task_learner_on_another_fold_on_every_photo_or_fine_tuned(tiny, args)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = runs_of(tiny, runs)
     meta = json.loads((run / 'run.json').read_text())
-    assert (meta['world_size'], meta['status'], meta['fold']) == (2, 'done', {'--full': None, '--fold': 1}.get(args[1], 0))
+    assert (meta['world_size'], meta['status'], meta['fold']) == (2, 'done', {'--full': None, '--fold': 1}.get(args[1],
+                                                                                                               0))
     assert (tiny / f'models-{args[0]}' / f'{args[0]}.safetensors').exists()
 
 

@@ -1,5 +1,6 @@
-"""Fault injection and bad input, with tests that drive several members of each class of defect: inputs validated where they are read, paths kept inside their folders, outputs whole and unambiguous, runs
-that end in a state `mcls runs` tells truly. Full disks and size limits are faked by patching the writer."""
+"""Fault injection and bad input, with tests that drive several members of each class of defect: inputs validated
+where they are read, paths kept inside their folders, outputs whole and unambiguous, runs that end in a state
+`mcls runs` tells truly. Full disks and size limits are faked by patching the writer."""
 import errno
 import json
 import os
@@ -42,7 +43,8 @@ def test_1_a_duplicate_imageid_is_refused(synth_root):
     p = _info(synth_root)
     lines = p.read_text().splitlines()
     p.write_text('\n'.join([*lines, lines[1]]) + '\n')
-    with pytest.raises(DataError, match=f'row {len(lines) + 1}: ImageID .* listed twice'): load_eval(synth_root / 'data')
+    with pytest.raises(DataError,
+                       match=f'row {len(lines) + 1}: ImageID .* listed twice'): load_eval(synth_root / 'data')
 
 
 def test_2_an_imageid_climbing_out_of_eval_images_is_refused(synth_root):
@@ -160,25 +162,29 @@ def test_8_a_failed_write_leaves_the_old_pair(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic.os, 'replace', second_fails)
     with pytest.raises(WriteError, match='free disk space'): write_submission(_sub([2, 3]), _probs(0.2), out)
     monkeypatch.setattr(atomic.os, 'replace', real)
-    assert _digest(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ['sub.csv', 'sub.csv.probs.npz']
+    assert _digest(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ['sub.csv',
+                                                                                          'sub.csv.probs.npz']
     assert read_submission_probs(out, ('mask',), '')['mask'][0, 0] == 0.1
     assert probs_path(out).name == 'sub.csv.probs.npz'
 
 
 def test_8_a_failed_first_write_leaves_no_orphan(tmp_path, monkeypatch):
     from mcls.submission import write_submission
-    monkeypatch.setattr(Path, 'write_text', lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EFBIG, 'File too large')))
+    monkeypatch.setattr(Path, 'write_text', lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EFBIG,
+                                                                                          'File too large')))
     with pytest.raises(WriteError): write_submission(_sub([0, 1]), _probs(0.1), tmp_path / 'sub.csv')
     assert list(tmp_path.iterdir()) == []
 
 
 def test_8_parted_files_are_refused_where_they_are_read_together(tmp_path):
-    "a kill between the two renames (or a hand-edited CSV): the reader sees the CSV is not the one the npz was written with"
+    """a kill between the two renames (or a hand-edited CSV): the reader sees the CSV is not the one the npz was
+    written with"""
     from mcls.submission import read_submission_probs, write_submission
     write_submission(_sub([0, 1]), _probs(0.1), tmp_path / 'old.csv')
     write_submission(_sub([2, 3]), _probs(0.2), tmp_path / 'new.csv')
     shutil.copy(tmp_path / 'new.csv.probs.npz', tmp_path / 'old.csv.probs.npz')
-    with pytest.raises(DataError, match='written with another old.csv'): read_submission_probs(tmp_path / 'old.csv', (), '')
+    with pytest.raises(DataError, match='written with another old.csv'): read_submission_probs(tmp_path / 'old.csv',
+                                                                                               (), '')
 
 
 # --- 9, 10: checkpoints and exports on a full disk ---
@@ -317,7 +323,8 @@ def _read_any(name: str, root: Path, path: Path):
 
 
 @pytest.mark.parametrize('name', ['train.csv', 'info.csv', 'corrections', 'answers', 'persons map'])
-@pytest.mark.parametrize('damage,words', [('extra field', 'field'), ('bytes', 'not UTF-8'), ('no header', 'missing column')])
+@pytest.mark.parametrize('damage,words', [('extra field', 'field'), ('bytes', 'not UTF-8'), ('no header',
+                                                                                             'missing column')])
 def test_every_csv_is_validated_where_it_is_read(synth_root, name, damage, words):
     path = _csv_cases(synth_root)[name]
     lines = path.read_text().splitlines()
@@ -393,7 +400,8 @@ def test_runs_tell_training_done_failed_and_interrupted(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / 'run.json').write_text(json.dumps(meta))
     assert {n: run_status(tmp_path / n) for n in cases} == {'live': 'training', 'killed': 'interrupted',
-                                                           'reused pid': 'interrupted', 'failed': 'failed', 'done': 'done'}
+                                                           'reused pid': 'interrupted', 'failed': 'failed',
+                                                           'done': 'done'}
     df = list_runs(tmp_path).set_index('run')
     assert df.status.to_dict() == {n: run_status(tmp_path / n) for n in cases}
     assert df.reason['failed'].startswith('WriteError') and df.reason.isna().sum() == 4

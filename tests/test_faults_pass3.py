@@ -1,5 +1,6 @@
-"""Fault injection and bad input, with tests that drive several members of each class of defect: launched jobs die with their launcher, files are checked before use, statistics refuse what they
-cannot resample, outputs are checked writable before the work, bookkeeping never stops the work."""
+"""Fault injection and bad input, with tests that drive several members of each class of defect: launched jobs die
+with their launcher, files are checked before use, statistics refuse what they cannot resample, outputs are checked
+writable before the work, bookkeeping never stops the work."""
 import logging
 import os
 import signal
@@ -40,7 +41,8 @@ def _valid_folder(folder: Path, n: int = 12, persons: int = 4, seed: int = 0, **
 
 @pytest.mark.cli
 def test_1_a_checkpoint_write_under_a_file_size_limit_is_one_write_error(tmp_path):
-    "torch's zip writer under RLIMIT_FSIZE says 'unexpected pos N vs M' (from 'iostream error'): a WriteError, no temporary"
+    """torch's zip writer under RLIMIT_FSIZE says 'unexpected pos N vs M' (from 'iostream error'): a WriteError, no
+    temporary"""
     code = ('import resource, sys, torch\n'
             'from mcls.atomic import atomic_path\n'
             'from mcls.errors import WriteError\n'
@@ -118,7 +120,8 @@ def test_3_a_nan_probability_is_refused_before_any_table_or_plot(tmp_path):
 def test_3_probabilities_beside_a_submission_are_checked_too(tmp_path):
     from mcls.submission import read_submission_probs, write_submission
     sub = pd.DataFrame({'ImageID': ['a.jpg', 'b.jpg'], 'ans': [0, 1]})
-    write_submission(sub, {'mask': np.full((2, 3), 1 / 3), 'gender': np.full((2, 3), 1 / 3), 'age': np.full((2, 3), 1 / 3)},
+    write_submission(sub, {'mask': np.full((2, 3), 1 / 3), 'gender': np.full((2, 3), 1 / 3), 'age': np.full((2, 3),
+                                                                                                            1 / 3)},
                      tmp_path / 's.csv')
     with pytest.raises(DataError, match=r'gender probabilities of shape \(2, 3\)'):
         read_submission_probs(tmp_path / 's.csv', ('mask', 'gender', 'age'), '')
@@ -209,7 +212,8 @@ def tiny_ranks(tmp_path_factory):
     from mcls.synth import make_dataset
     root = tmp_path_factory.mktemp('launch')
     make_dataset(root / 'data', persons=15, eval_persons=3, seed=1)
-    ov = tiny_overrides(root, 30, **{'train.workers': 0, 'split.folds': 3, **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
+    ov = tiny_overrides(root, 30, **{'train.workers': 0, 'split.folds': 3,
+                                     **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
     (root / 'tiny.ini').write_text(load_settings(overrides=ov).to_ini())
     return root
 
@@ -220,7 +224,8 @@ def tiny_ranks(tmp_path_factory):
 def test_6_ranks_die_with_their_launcher_and_export_nothing(tiny_ranks, how):
     "7 too: a global option (-v) before the command, the documented form, starts the ranks"
     runs, models = f'runs-{how.name}', tiny_ranks / f'models-{how.name}'
-    p = subprocess.Popen([sys.executable, '-m', 'mcls', '-v', 'train', 'joint', '--config', 'tiny.ini', '--processes', '2',
+    p = subprocess.Popen([sys.executable, '-m', 'mcls', '-v', 'train', 'joint', '--config', 'tiny.ini', '--processes',
+                          '2',
                           '--set', f'paths.runs={runs}', '--export-dir', str(models)], cwd=tiny_ranks,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})      # gloo ranks on any machine
@@ -299,7 +304,8 @@ def test_9_a_graph_with_altered_weights_is_refused(onnx_folder, tmp_path):
     w.flat[0] += 0.5                                    # one weight changed, the metadata left as it was
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(m, str(onnx_path(d, 'gender')))
-    with pytest.raises(DataError, match=r'gender\.onnx: changed since `mcls export-onnx` wrote it'): OnnxModel(d, 'gender')
+    with pytest.raises(DataError, match=r'gender\.onnx: changed since `mcls export-onnx` wrote it'): OnnxModel(d,
+                                                                                                               'gender')
 
 
 # --- 10: persons auto that cannot group says so ---
@@ -339,7 +345,8 @@ def test_a_evaluate_against_answers_for_fewer_photos_is_refused(tmp_path):
     ids = [f'{i}.jpg' for i in range(14)]
     sub = _submission(tmp_path / 'sub.csv', ids, [0] * 14)
     ans = _submission(tmp_path / 'ans.csv', ids[:4], [0] * 4)
-    with pytest.raises(DataError, match=r'no answer for 10 ImageID\(s\) of .*sub.csv, first 4.jpg'): evaluate_files(sub, ans)
+    with pytest.raises(DataError,
+                       match=r'no answer for 10 ImageID\(s\) of .*sub.csv, first 4.jpg'): evaluate_files(sub, ans)
 
 
 @pytest.mark.cli

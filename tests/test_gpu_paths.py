@@ -1,9 +1,7 @@
 """What a first run on a GPU meets, checked on the CPU where the logic can be reached without one: ranks against
 GPUs, face detection failing on the device, workers and threads per rank,
 cuDNN's autotuner, and the first-GPU check script in its tiny form."""
-import json
 import logging
-import shutil
 
 import numpy as np
 import pytest

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from fastai.vision.all import Callback, MixUp
 from sklearn.metrics import f1_score
 
-from mcls.joint import (AGE_SIGMA, AGE_THRESHOLDS, AGE_YEARS, JointLoss, decode_target, encode_target, group_probs, joint_f1, n_logits,
+from mcls.joint import (AGE_SIGMA, AGE_THRESHOLDS, AGE_YEARS, JointLoss, decode_target, encode_target, group_probs,
+                        joint_f1, n_logits,
                         split_probs)
 from mcls.labels import decode, encode
 from mcls.learner import ConfigError, check_task_settings, timm_split
@@ -30,7 +31,8 @@ def test_target_encoding_round_trips():
     assert (dm == m).all() and (dg == g).all() and (da == a).all() and (dy == years).all()
 
 
-@pytest.mark.parametrize('age_loss,gamma,ls', [('ce', 0.0, 0.0), ('focal', 2.0, 0.0), ('focal', 2.0, 0.1), ('ce', 0, 0.2)])
+@pytest.mark.parametrize('age_loss,gamma,ls', [('ce', 0.0, 0.0), ('focal', 2.0, 0.0), ('focal', 2.0, 0.1), ('ce', 0,
+                                                                                                            0.2)])
 @pytest.mark.parametrize('w', [(1.0, 1.0, 1.0), (0.5, 2.0, 3.0)])
 def test_groups_loss_is_the_weighted_sum_of_the_task_losses(age_loss, gamma, ls, w):
     m, g, a, _, t = targets()

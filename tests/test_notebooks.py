@@ -7,7 +7,8 @@ import pytest
 
 # the [test] extra (setup.sh installs it); a machine without it, the GPU device's image among them, skips these
 nbformat = pytest.importorskip('nbformat', reason='the notebooks run through nbformat/nbclient: pip install .[test]')
-NotebookClient = pytest.importorskip('nbclient', reason='the notebooks run through nbclient: pip install .[test]').NotebookClient
+NotebookClient = pytest.importorskip('nbclient',
+                                     reason='the notebooks run through nbclient: pip install .[test]').NotebookClient
 
 from mcls.demo import tiny_overrides  # noqa: E402
 from mcls.settings import load_settings  # noqa: E402
@@ -60,11 +61,13 @@ def test_label_review_buttons_write_the_corrections_file(tmp_path):
     person, given = table.person.iloc[0], table.gender.iloc[0]
     (tmp_path / 'reports').mkdir()
     pd.DataFrame({'key': [person, table.person.iloc[7]], 'field': 'gender', 'given': ['x', 'y'],
-                  'suggested': ['female' if given == 0 else 'male', 'y'], 'value': ['female' if given == 0 else 'male', 'y'],
+                  'suggested': ['female' if given == 0 else 'male', 'y'], 'value': ['female' if given == 0 else 'male',
+                                                                                    'y'],
                   'score': [0.01, 0.9], 'crop': [table.file.iloc[6], table.file.iloc[13]]}).to_csv(
         tmp_path / 'reports' / 'suspects_gender.csv', index=False)
     run_notebook(NBS / '03_label_review.ipynb', {'root': root, 'task': 'gender', 'shown': 12},
-                 f'assert len(cards) == 1 and not __import__("pathlib").Path({str(corr)!r}).exists()',  # disagreeing only
+                 # only the disagreeing suspect gets a card; nothing is written before a click
+                 f'assert len(cards) == 1 and not __import__("pathlib").Path({str(corr)!r}).exists()',
                  'cards[0][1].click()')
     report = LoadReport()
     fixed = load_train(tmp_path / 'data', corr, report)

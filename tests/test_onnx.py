@@ -41,12 +41,14 @@ def test_onnxruntime_writes_the_pytorch_submission(onnx_models, trained, tmp_pat
     "byte for byte on the CPU; on a GPU cuDNN's and onnxruntime's kernels round differently, so within 1e-3"
     d, _ = onnx_models
     s = trained['settings']
-    subs = {e: predict_eval(with_engine(s, e), [d], tmp_path / f'{e}.csv', tta=tta, progress=False) for e in ('torch', 'onnx')}
+    subs = {e: predict_eval(with_engine(s, e), [d], tmp_path / f'{e}.csv', tta=tta, progress=False) for e in ('torch',
+                                                                                                              'onnx')}
     if not torch.cuda.is_available():
         assert (tmp_path / 'torch.csv').read_bytes() == (tmp_path / 'onnx.csv').read_bytes()
     assert len(subs['onnx']) > 0
     a, b = np.load(tmp_path / 'torch.csv.probs.npz'), np.load(tmp_path / 'onnx.csv.probs.npz')
-    for t in ('mask', 'gender', 'age'): np.testing.assert_allclose(a[t], b[t], atol=1e-4 if not torch.cuda.is_available() else 1e-3)
+    for t in ('mask', 'gender', 'age'): np.testing.assert_allclose(a[t], b[t],
+                                                                   atol=1e-4 if not torch.cuda.is_available() else 1e-3)
 
 
 def test_a_gpu_without_the_onnx_cuda_provider_is_refused_and_the_provider_named(monkeypatch):

@@ -132,7 +132,8 @@ def test_persons_command_writes_the_table_and_sheet_with_opencv_quiet(trained, t
     root = trained['root']
     r = _cli('persons', '--data', root / 'data', '--set', f'paths.cache={tmp_path / "crops"}', '--set', 'crop.size=64',
              '--set', f'predict.identity_weights={files["identity_weights"]}',
-             '--set', f'predict.detector_weights={files["detector_weights"]}', '--out', tmp_path / 'p.csv', cwd=tmp_path)
+             '--set', f'predict.detector_weights={files["detector_weights"]}', '--out', tmp_path / 'p.csv',
+             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert '[ WARN' not in r.stderr and '[ WARN' not in r.stdout, r.stderr
     t = pd.read_csv(tmp_path / 'p.csv', dtype={'ImageID': str})
@@ -146,7 +147,8 @@ def test_persons_auto_without_the_weights_is_one_line(trained, tmp_path):
     r = _cli('predict', '--data', trained['root'] / 'data', '--models', trained['models'], '--persons', 'auto',
              '--set', 'predict.identity_weights=nowhere/sface.onnx', cwd=tmp_path)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and 'identity_weights' in lines[0] and 'OpenCV Zoo' in lines[0], r.stderr
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert 'identity_weights' in lines[0] and 'OpenCV Zoo' in lines[0], r.stderr
     assert not (tmp_path / 'submission.csv').exists()
 
 
@@ -198,7 +200,8 @@ def test_pseudo_labels_join_training_only_and_are_listed_in_the_run(trained, tmp
     assert len(rows) == int((conf >= cut).sum()) and (rows.confidence >= cut).all()
     table = add_pseudo(trained['table'], s, probs, cut)
     extra = table[table.pseudo]
-    assert len(extra) == len(rows) and (extra.fold == -1).all() and extra.crop.map(lambda p: __import__('os').path.exists(p)).all()
+    assert len(extra) == len(rows) and (extra.fold == -1).all()
+    assert extra.crop.map(lambda p: __import__('os').path.exists(p)).all()
     r = train_task(table, s, 'gender', 0, progress=False)
     listed = pd.read_csv(r.run_dir / 'pseudo.csv')
     assert len(listed) == len(rows) and json.loads((r.run_dir / 'run.json').read_text())['pseudo_rows'] == len(rows)

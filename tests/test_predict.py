@@ -134,7 +134,8 @@ def test_eval_problems_write_nothing(trained, tmp_path):
     info = pd.read_csv(data / 'eval' / 'info.csv')
     (data / 'eval' / 'images' / info.ImageID[1]).write_bytes(b'garbage')
     out = tmp_path / 'sub.csv'
-    with pytest.raises(DataError, match=info.ImageID[1]): predict_eval(s, [trained['models']], out, False, progress=False)
+    with pytest.raises(DataError, match=info.ImageID[1]): predict_eval(s, [trained['models']], out, False,
+                                                                       progress=False)
     (data / 'eval' / 'images' / info.ImageID[1]).unlink()
     with pytest.raises(DataError, match='missing'): predict_eval(s, [trained['models']], out, False, progress=False)
     info.rename(columns={'ImageID': 'Image'}).to_csv(data / 'eval' / 'info.csv', index=False)
@@ -168,7 +169,8 @@ def test_tune_and_evaluate_cli(trained, submission, tmp_path):
     report = json.loads((models / 'tuning.json').read_text())['report']
     assert all(v['f1_after'] >= v['f1_before'] for v in report.values())
     out, _ = submission
-    r = cli('evaluate', out, trained['root'] / 'data' / 'eval' / 'answers.csv', '--plot', tmp_path / 'cm.png', cwd=tmp_path)
+    r = cli('evaluate', out, trained['root'] / 'data' / 'eval' / 'answers.csv', '--plot', tmp_path / 'cm.png',
+            cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / 'cm.png').exists() and 'macro F1 (18 classes)' in r.stdout
 
 

@@ -18,7 +18,8 @@ def test_the_gpu_profile_is_the_design_backbone_at_224_px_on_auto_precision(sett
     cpu, gpu = settings
     for t in LEARNERS:
         ts = gpu.tasks[t]
-        assert (ts.arch, ts.size, ts.pretrained, ts.precision, ts.workers) == ('efficientnet_b3', 224, True, 'auto', None)
+        assert (ts.arch, ts.size, ts.pretrained, ts.precision, ts.workers) == ('efficientnet_b3', 224, True, 'auto',
+                                                                               None)
         assert ts.batch > cpu.tasks[t].batch
 
 

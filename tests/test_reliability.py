@@ -1,4 +1,5 @@
-"""Faults and hostile input: each test holds one guarantee of docs/reliability.md: kills are simulated by raising inside a writer, short writes by `ulimit -f`."""
+"""Faults and hostile input: each test holds one guarantee of docs/reliability.md. Kills are simulated by raising
+inside a writer, short writes by `ulimit -f`."""
 import errno
 import hashlib
 import json
@@ -167,9 +168,11 @@ def test_history_with_a_cut_off_line_is_read(trained):
 def _bad_photo_cases(d: Path) -> dict[str, Path]:
     "One photo of each kind the fault pass found, written over photos of the synthetic set."
     folders = sorted((d / 'train' / 'images').iterdir())
-    cases = {k: next(f.glob(f'{stem}.*')) for k, f, stem in (('tiny', folders[0], 'mask1'), ('bomb', folders[1], 'mask2'),
+    cases = {k: next(f.glob(f'{stem}.*')) for k, f, stem in (('tiny', folders[0], 'mask1'), ('bomb', folders[1],
+                                                                                             'mask2'),
                                                              ('garbage', folders[2], 'mask3'))}
-    Image.new('RGB', (10, 10), (120, 90, 80)).save(cases['tiny'], format='PNG' if cases['tiny'].suffix == '.png' else 'JPEG')
+    Image.new('RGB', (10, 10), (120, 90, 80)).save(cases['tiny'],
+                                                   format='PNG' if cases['tiny'].suffix == '.png' else 'JPEG')
     Image.new('1', (12_000, 16_000)).save(cases['bomb'], format='PNG')      # 192 MP in a few kB, whatever its name
     cases['garbage'].write_bytes(b'\xff\xd8 not really a jpeg')
     return cases

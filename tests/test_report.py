@@ -1,7 +1,6 @@
 """What a run leaves to look at: curves, a confusion matrix and a report of what differs from the defaults."""
 import re
 
-import pandas as pd
 from PIL import Image
 
 from mcls.report import changed_settings, read_history

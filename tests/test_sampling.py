@@ -120,7 +120,8 @@ def test_all_is_todays_loader_and_k_draws_per_person(synth_root, per_person, old
     df = table.assign(is_valid=table.fold == 0)
     dls = task_dls(df, s.tasks['joint'], workers=0)
     assert type(dls.train).__name__ == loader and type(dls.valid).__name__ != 'PersonDL'
-    assert dls.valid.n == int(df.is_valid.sum()) and list(dls.valid.get_idxs()) == list(range(dls.valid.n))   # every photo
+    assert dls.valid.n == int(df.is_valid.sum())
+    assert list(dls.valid.get_idxs()) == list(range(dls.valid.n))   # every photo, in order
     train = df[~df.is_valid]
     if loader == 'PersonDL':
         old = train[train.age_group == 2].person.nunique()

@@ -18,7 +18,8 @@ def test_the_seed_config_carries_the_seed_values(tmp_path):
 def test_packaged_defaults_are_the_protocols_winners(tmp_path):
     s = load_settings(cwd=tmp_path)
     j = s.tasks['joint']
-    assert j.mode == "joint" and j.pipeline == "light_real" and j.old_weight == 3 and j.fit == "one_cycle" and j.lr == 3e-3
+    assert j.mode == "joint" and j.pipeline == "light_real" and j.old_weight == 3
+    assert j.fit == "one_cycle" and j.lr == 3e-3
     assert all(t.seed == 777 and t.arch == 'efficientnet_b3' and t.boundary == 60 for t in s.tasks.values())
     assert s.sources['joint.lr'] == 'packaged defaults'
 
@@ -145,7 +146,8 @@ def test_a_run_of_an_older_layout_keeps_what_it_ran_with_not_todays_defaults(tmp
     old = s.to_ini().replace('photos_per_person = 3\n', '').replace('photos_per_person = all\n', '')
     assert 'photos_per_person' not in old
     (tmp_path / 'settings.ini.run').write_text(old)
-    assert load_settings(tmp_path / 'settings.ini.run', standalone=True, cwd=tmp_path).tasks['joint'].photos_per_person == 'all'
+    assert load_settings(tmp_path / 'settings.ini.run', standalone=True,
+                         cwd=tmp_path).tasks['joint'].photos_per_person == 'all'
 
 
 def test_an_older_run_lacking_a_required_key_is_refused_in_one_line(tmp_path):

@@ -41,10 +41,12 @@ def fake_table(n_persons=6):
 def test_the_injected_error_tops_the_table_in_the_corrections_key_format(task):
     table = fake_table()
     col = {'mask': 'mask', 'gender': 'gender', 'age': 'age_group'}[task]
-    oof = pd.DataFrame({'file': table.file, 'probs': list(confident(table[col].to_numpy(), 2 if task == 'gender' else 3))})
+    oof = pd.DataFrame({'file': table.file, 'probs': list(confident(table[col].to_numpy(),
+                                                                    2 if task == 'gender' else 3))})
     wrong = table.copy()
     if task == 'mask': wrong.loc[wrong.file == '/x/3/mask2.jpg', 'mask'] = 1
-    elif task == 'gender': wrong.loc[wrong.person == '000003', 'gender'] = 1 - wrong.loc[wrong.person == '000003', 'gender']
+    elif task == 'gender': wrong.loc[wrong.person == '000003', 'gender'] = 1 - wrong.loc[wrong.person == '000003',
+                                                                                         'gender']
     else: wrong.loc[wrong.person == '000003', 'age_group'] = 0       # truly 50: 30-59
     sus = suspect_table(wrong, oof, task)
     assert len(sus) == (len(table) if task == 'mask' else 6)          # the ranking is complete

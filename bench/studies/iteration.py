@@ -97,7 +97,8 @@ def main(argv=None):
         subprocess.run(['git', 'worktree', 'remove', '--force', str(base)], cwd=ROOT, capture_output=True)
     b = runs['base_tasks']['total_s']
     report = {'date': datetime.now().isoformat(timespec='seconds'), 'base': a.base, 'data': str(a.data),
-              'quick': a.quick, 'command': ' '.join(['python', '-m', 'bench.studies.iteration', *(argv or sys.argv[1:])]),
+              'quick': a.quick, 'command': ' '.join(['python', '-m', 'bench.studies.iteration',
+                                                     *(argv or sys.argv[1:])]),
               'runs': runs, 'speedup_tasks': b / runs['new_tasks']['total_s'],
               'speedup_default': b / runs['new_default']['total_s']}
     out = a.out or RESULTS / f"iteration{'-quick' if a.quick else ''}-{datetime.now():%Y-%m-%d}.json"

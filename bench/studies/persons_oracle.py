@@ -30,7 +30,8 @@ def log_probs(z) -> dict[str, np.ndarray]:
 
 
 def copy_scores(work: Path, seed: int, copy: str, root: Path, margin: float) -> dict | None:
-    "Per photo, found groups and true persons for one seed's predictions of one copy (None: not predicted, or no persons map)."
+    """Per photo, found groups and true persons for one seed's predictions of one copy (None: not predicted, or no
+    persons map)."""
     plain = work / f'sub_{seed}_{copy}.csv.probs.npz'
     if not plain.exists() or not (root / 'build_meta.csv').exists(): return None
     z = np.load(plain)

@@ -58,7 +58,8 @@ def inject(src: Path, dest: Path, seed: int = 0, n: int = 10) -> dict[str, set[s
     injected = {'gender': set(meta.id[gender_rows]), 'age': set(meta.id[[i for i, _ in age_rows]]), 'mask': set()}
     for i in mask_rows:
         d = dest / 'train' / 'images' / meta.path[i]
-        a, b = (next(p for p in d.iterdir() if p.stem == s and not p.name.startswith('.')) for s in ('mask1', 'incorrect_mask'))
+        a, b = (next(p for p in d.iterdir() if p.stem == s and not p.name.startswith('.')) for s in ('mask1',
+                                                                                                     'incorrect_mask'))
         tmp = d / ('swap' + a.suffix)
         a.rename(tmp); b.rename(d / ('mask1' + b.suffix)); tmp.rename(d / ('incorrect_mask' + a.suffix))
         injected['mask'] |= {f'{meta.path[i]}/mask1', f'{meta.path[i]}/incorrect_mask'}
