@@ -2,7 +2,8 @@
 A process holds a lock file while it trains or predicts (`job()`; the kernel releases it however the process ends),
 so every job can count the others, and an idle process (a notebook between fits) counts for none; a training
 rechecks as jobs start and end. Two jobs that each take a thread per core spin waiting for each
-other (docs/benchmarks.md, 'Two jobs on one machine')."""
+other (docs/benchmarks.md, 'Two jobs on one machine'). Light: torch is imported only where threads are set, so the
+launcher and the tests of the registry start fast; the training's callback lives in mcls.train."""
 from __future__ import annotations
 
 import logging
@@ -12,17 +13,23 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-from fastai.vision.all import Callback
+from functools import lru_cache
+
 from filelock import FileLock, Timeout
 
-__all__ = ['REGISTRY', 'cores', 'rank_cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads', 'describe_threads',
-           'ThreadShare']
+__all__ = ['REGISTRY', 'cores', 'lone_threads', 'rank_cores', 'job', 'live_jobs', 'resolve_threads', 'use_threads',
+           'describe_threads']
 
 REGISTRY = Path(tempfile.gettempdir()) / f'mcls-jobs-{os.getuid()}'
-_LONE = torch.get_num_threads()     # torch's own choice for a lone process (OMP_NUM_THREADS where set)
 _held = None                        # this process's open, locked registry file
 log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def lone_threads() -> int:
+    "torch's own choice for a lone process (OMP_NUM_THREADS where set), read before mcls first sets any."
+    import torch
+    return torch.get_num_threads()
 
 
 def cores() -> int:
@@ -99,11 +106,13 @@ def resolve_threads(threads: int | None) -> tuple[int, int]:
     "(threads, jobs): `threads` as given, or for None (auto) a lone job's share of the cores among the live jobs."
     if threads is not None: return threads, 0
     jobs = live_jobs()
-    return max(1, min(_LONE, cores() // jobs)), jobs
+    return max(1, min(lone_threads(), cores() // jobs)), jobs
 
 
 def use_threads(threads: int | None) -> str:
     "Set torch's threads for `[train] threads` (None: auto) and say how many, for the job's start-up line."
+    import torch
+    lone_threads()          # torch's own choice, before it is changed here
     n, jobs = resolve_threads(threads)
     torch.set_num_threads(n)
     return describe_threads(n, threads, jobs)
@@ -116,17 +125,3 @@ def describe_threads(n: int, threads: int | None, jobs: int) -> str:
                 f'the job slows down; set [train] threads = auto)')
     if threads is not None: return f'{head} (threads = {threads})'
     return f'{head} (threads = auto: {cores()} cores, {jobs} mcls job{"s" if jobs != 1 else ""} running)'
-
-
-class ThreadShare(Callback):
-    "threads = auto during a fit: the share is recomputed every `every` seconds, as other jobs start and end."
-    order = 2
-
-    def __init__(self, every: float = 5.0): self.every, self._next = every, 0.0
-
-    def before_batch(self):
-        now = time.monotonic()
-        if now < self._next: return
-        self._next = now + self.every
-        n, _ = resolve_threads(None)
-        if n != torch.get_num_threads(): torch.set_num_threads(n)

@@ -40,7 +40,7 @@ from .sampling import DrawEpoch
 from .runs import data_fingerprint, process_fields, read_run, run_status, update_run
 from .settings import TASKS, Settings, load_settings
 
-__all__ = ['seed_run', 'save_atomic', 'BestModelCallback', 'SaveLastCallback', 'UnfreezeAt', 'TrainResult',
+__all__ = ['seed_run', 'save_atomic', 'BestModelCallback', 'SaveLastCallback', 'ThreadShare', 'UnfreezeAt', 'TrainResult',
            'fine_tune_scheds', 'training_table', 'new_run_dir', 'train_task', 'TrainingFailed', 'with_seed',
            'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
@@ -138,6 +138,20 @@ class EpochPrinter(Callback):
         side = side and side.size_at(self.epoch)
         print(f'{self.learn.path.name}: epoch {self.epoch}{f" ({side} px)" if side else ""}  {figures}'
               f'{"  best" if best else ""}', flush=True)
+
+
+class ThreadShare(Callback):
+    "threads = auto during a fit: the share is recomputed every `every` seconds, as other jobs start and end."
+    order = 2
+
+    def __init__(self, every: float = 5.0): self.every, self._next = every, 0.0
+
+    def before_batch(self):
+        now = time.monotonic()
+        if now < self._next: return
+        self._next = now + self.every
+        n, _ = threads.resolve_threads(None)
+        if n != torch.get_num_threads(): torch.set_num_threads(n)
 
 
 class UnfreezeAt(Callback):
@@ -354,7 +368,7 @@ def _fit_or_resume(table, ts, fold, run_dir: Path, resume_state: dict | None, wo
             resume_state, (df, learn) = None, fresh()
     timer = TrainTimer()
     cbs = [*_fit_cbs(run_dir, not full, resume_state, ts, precision), timer]
-    if ts.threads is None: cbs.append(threads.ThreadShare())     # auto: follow the other jobs as they start and end
+    if ts.threads is None: cbs.append(ThreadShare())     # auto: follow the other jobs as they start and end
     quiet = not (progress and interactive())     # a log, not a terminal: no bars
     if progress and distributed.is_main(): cbs.append(EpochPrinter())     # one line per epoch, best marked
     epochs = ts.full_epochs if full else ts.epochs

@@ -16,7 +16,7 @@ from mcls.synth import make_dataset  # noqa: E402
 # Tiers (pytest -m fast for the edit-test loop; the README's command runs them all). A test's tier is its own marker,
 # else `train` when it uses a synthetic data set, else `fast`; each tier has a per-test time limit.
 TIERS = {'fast': 30, 'train': 300, 'cli': 300, 'bench': 900, 'notebooks': 600}
-DATA_FIXTURES = {'trained', 'synth_root'}
+DATA_FIXTURES = {'trained', 'synth_root', 'joint_run'}     # fixtures that train or draw a data set
 
 
 def pytest_configure(config):

@@ -37,13 +37,13 @@ def test_a_number_is_used_as_given(registry):
 
 def test_auto_shares_the_cores_among_live_jobs_and_forgets_ended_ones(registry):
     assert threads.live_jobs() == 1
-    assert threads.resolve_threads(None) == (min(threads._LONE, threads.cores()), 1)
+    assert threads.resolve_threads(None) == (min(threads.lone_threads(), threads.cores()), 1)
     p = other_job(registry)
     try:
         with threads.job():
             assert (registry / str(os.getpid())).exists()
             assert threads.live_jobs() == 2
-            assert threads.resolve_threads(None) == (max(1, min(threads._LONE, threads.cores() // 2)), 2)
+            assert threads.resolve_threads(None) == (max(1, min(threads.lone_threads(), threads.cores() // 2)), 2)
             assert '2 mcls jobs running' in threads.use_threads(None)
         assert threads.live_jobs() == 2      # an idle process counts for none, the other job still runs
     finally:
@@ -53,7 +53,8 @@ def test_auto_shares_the_cores_among_live_jobs_and_forgets_ended_ones(registry):
 
 
 def test_a_training_follows_jobs_that_start_while_it_runs(registry, monkeypatch):
-    share = threads.ThreadShare(every=0)
+    from mcls.train import ThreadShare
+    share = ThreadShare(every=0)
     monkeypatch.setattr(threads, 'resolve_threads', lambda t: (1, 2))
     torch.set_num_threads(2)
     share.before_batch()
