@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
