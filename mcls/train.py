@@ -41,8 +41,8 @@ from .runs import data_fingerprint, process_fields, read_run, run_status, update
 from .settings import TASKS, Settings, load_settings
 
 __all__ = ['seed_run', 'save_atomic', 'BestModelCallback', 'SaveLastCallback', 'ThreadShare', 'UnfreezeAt',
-           'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir', 'train_task', 'TrainingFailed', 'with_seed',
-           'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
+           'TrainResult', 'fine_tune_scheds', 'training_table', 'new_run_dir', 'train_task', 'TrainingFailed',
+           'with_seed', 'train_learners', 'resume_task', 'lr_find_task', 'valid_files']
 
 MONITOR = 'f1_score'
 log = logging.getLogger(__name__)
