@@ -22,6 +22,9 @@ from .settings import (CHOICES, LEARNERS, TASKS, Settings, SettingsError, cpu_re
                        load_settings,
                        parse_overrides)
 
+__all__ = ['app', 'run']
+
+
 class _Plain:
     "Help pages without Python types: none beside --help (typer shows `<bool>`) or a list argument (`<list[Path]>`)."
     def get_help_option(self, ctx):

@@ -39,7 +39,7 @@ def _info(root: Path) -> Path:
 
 # --- 1, 2: eval/info.csv ---
 
-def test_1_a_duplicate_imageid_is_refused(synth_root):
+def test_a_duplicate_imageid_is_refused(synth_root):
     p = _info(synth_root)
     lines = p.read_text().splitlines()
     p.write_text('\n'.join([*lines, lines[1]]) + '\n')
@@ -47,7 +47,7 @@ def test_1_a_duplicate_imageid_is_refused(synth_root):
                        match=f'row {len(lines) + 1}: ImageID .* listed twice'): load_eval(synth_root / 'data')
 
 
-def test_2_an_imageid_climbing_out_of_eval_images_is_refused(synth_root):
+def test_an_imageid_climbing_out_of_eval_images_is_refused(synth_root):
     person = sorted((synth_root / 'data' / 'train' / 'images').iterdir())[0]
     photo = next(person.glob('mask1.*'))
     info = pd.read_csv(_info(synth_root), dtype=str)
@@ -59,7 +59,7 @@ def test_2_an_imageid_climbing_out_of_eval_images_is_refused(synth_root):
 
 # --- 3, 4, 5: export folders ---
 
-def test_3_joint_and_task_learners_never_share_a_folder(trained, tmp_path):
+def test_joint_and_task_learners_never_share_a_folder(trained, tmp_path):
     from mcls.train import train_task
     models = _copy_models(trained, tmp_path)          # three task learners
     s = trained['settings']
@@ -73,7 +73,7 @@ def test_3_joint_and_task_learners_never_share_a_folder(trained, tmp_path):
     assert not list(Path(s.paths.runs).glob('*-joint-*'))     # refused before a run began
 
 
-def test_4_two_trainings_into_one_folder_cannot_both_succeed(trained, tmp_path):
+def test_two_trainings_into_one_folder_cannot_both_succeed(trained, tmp_path):
     from mcls.train import train_task
     dest = _copy_models(trained, tmp_path)
     before = _digest(dest)
@@ -83,7 +83,7 @@ def test_4_two_trainings_into_one_folder_cannot_both_succeed(trained, tmp_path):
     assert _digest(dest) == before
 
 
-def test_4_the_folder_lock_dies_with_its_process(tmp_path):
+def test_the_folder_lock_dies_with_its_process(tmp_path):
     "kill -9 of the holder frees the folder: no stale lock to clean by hand."
     code = (f'import time; from mcls.atomic import folder_lock\n'
             f'with folder_lock({str(tmp_path / "m")!r}, "f"): print("held", flush=True); time.sleep(60)')
@@ -98,7 +98,7 @@ def test_4_the_folder_lock_dies_with_its_process(tmp_path):
     with folder_lock(tmp_path / 'm', 'f'): pass
 
 
-def test_5_an_export_dir_that_is_a_file_is_refused_before_any_work(synth_root):
+def test_an_export_dir_that_is_a_file_is_refused_before_any_work(synth_root):
     (synth_root / 'precious.txt').write_text('keep me')
     r = _cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', '--export-dir',
              synth_root / 'precious.txt', '--set', f'paths.runs={synth_root / "runs"}',
@@ -110,7 +110,7 @@ def test_5_an_export_dir_that_is_a_file_is_refused_before_any_work(synth_root):
 
 # --- 6: pseudo-labels of another eval set ---
 
-def test_6_pseudo_labels_from_another_eval_set_are_refused(synth_root):
+def test_pseudo_labels_from_another_eval_set_are_refused(synth_root):
     from mcls.pseudo import add_pseudo
     s = tiny_settings(synth_root)
     probs = {t: np.full((2, n), 1.0 / n) for t, n in (('mask', 3), ('gender', 2), ('age', 3))}
@@ -121,7 +121,7 @@ def test_6_pseudo_labels_from_another_eval_set_are_refused(synth_root):
 
 # --- 7: resume after the data or corrections changed ---
 
-def test_7_resume_refuses_when_the_corrections_changed(synth_root, monkeypatch):
+def test_resume_refuses_when_the_corrections_changed(synth_root, monkeypatch):
     from mcls.train import resume_task, training_table
     fixes = synth_root / 'fixes.csv'
     first = load_train(synth_root / 'data').person.iloc[0]
@@ -146,7 +146,7 @@ def _probs(k):
     return {t: np.full((2, n), k) for t, n in (('mask', 3), ('gender', 2), ('age', 3))}
 
 
-def test_8_a_failed_write_leaves_the_old_pair(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_old_pair(tmp_path, monkeypatch):
     from mcls import atomic
     from mcls.submission import probs_path, read_submission_probs, write_submission
     out = tmp_path / 'sub.csv'
@@ -168,7 +168,7 @@ def test_8_a_failed_write_leaves_the_old_pair(tmp_path, monkeypatch):
     assert probs_path(out).name == 'sub.csv.probs.npz'
 
 
-def test_8_a_failed_first_write_leaves_no_orphan(tmp_path, monkeypatch):
+def test_a_failed_first_write_leaves_no_orphan(tmp_path, monkeypatch):
     from mcls.submission import write_submission
     monkeypatch.setattr(Path, 'write_text', lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EFBIG,
                                                                                           'File too large')))
@@ -176,7 +176,7 @@ def test_8_a_failed_first_write_leaves_no_orphan(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_8_parted_files_are_refused_where_they_are_read_together(tmp_path):
+def test_parted_files_are_refused_where_they_are_read_together(tmp_path):
     """a kill between the two renames (or a hand-edited CSV): the reader sees the CSV is not the one the npz was
     written with"""
     from mcls.submission import read_submission_probs, write_submission
@@ -189,7 +189,7 @@ def test_8_parted_files_are_refused_where_they_are_read_together(tmp_path):
 
 # --- 9, 10: checkpoints and exports on a full disk ---
 
-def test_9_a_failed_checkpoint_write_is_one_error_and_no_temporary(trained, tmp_path, monkeypatch):
+def test_a_failed_checkpoint_write_is_one_error_and_no_temporary(trained, tmp_path, monkeypatch):
     import fastai.learner
     from mcls.export import load_task_learner
     from mcls.train import save_atomic
@@ -205,7 +205,7 @@ def test_9_a_failed_checkpoint_write_is_one_error_and_no_temporary(trained, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
-def test_9_a_full_runs_disk_ends_the_run_failed_with_the_real_reason(synth_root, monkeypatch):
+def test_a_full_runs_disk_ends_the_run_failed_with_the_real_reason(synth_root, monkeypatch):
     "the checkpoint fails, then run.json cannot be copied either: the run is still marked failed, naming the checkpoint"
     import fastai.learner
     from mcls import runs
@@ -232,7 +232,7 @@ def test_9_a_full_runs_disk_ends_the_run_failed_with_the_real_reason(synth_root,
     assert list_runs(synth_root / 'runs').reason[0].startswith('WriteError')
 
 
-def test_10_a_full_disk_during_export_is_one_error_and_the_folder_unchanged(trained, tmp_path, monkeypatch):
+def test_a_full_disk_during_export_is_one_error_and_the_folder_unchanged(trained, tmp_path, monkeypatch):
     import mcls.export as E
     from mcls.export import load_task_learner
     models = _copy_models(trained, tmp_path)
@@ -263,7 +263,7 @@ BAD_SETTINGS = [('crop', 'size', '0', 'must be >= 16'), ('crop', 'margin', '-3',
 
 
 @pytest.mark.parametrize('section,key,value,match', BAD_SETTINGS)
-def test_11_a_settings_file_is_checked_like_set(tmp_path, section, key, value, match):
+def test_a_settings_file_is_checked_like_set(tmp_path, section, key, value, match):
     (tmp_path / 'settings.ini').write_text(f'[{section}]\n{key} = {value}\n')
     with pytest.raises(SettingsError, match=match) as e: load_settings(cwd=tmp_path)
     assert 'settings.ini' in str(e.value)
@@ -271,7 +271,7 @@ def test_11_a_settings_file_is_checked_like_set(tmp_path, section, key, value, m
         with pytest.raises(SettingsError, match=match): load_settings(overrides={f'{section}.{key}': value})
 
 
-def test_11_undecodable_settings_bytes_are_one_line(tmp_path):
+def test_undecodable_settings_bytes_are_one_line(tmp_path):
     (tmp_path / 'settings.ini').write_bytes(b'[crop]\nsize = \xff\xfe64\n')
     with pytest.raises(SettingsError, match='not UTF-8'): load_settings(cwd=tmp_path)
 
@@ -280,11 +280,11 @@ def test_11_undecodable_settings_bytes_are_one_line(tmp_path):
 @pytest.mark.parametrize('setting,words', [('crop.size=0', ['[crop] size']), ('predict.batch=0', ['[predict] batch']),
                                            ('predict.tta_passes=0', ['tta_passes']), ('train.workers=-1', ['workers']),
                                            ('crop.fallback_crop=300', ['fallback_crop'])])
-def test_11_bad_values_are_one_line_on_the_command_line(tmp_path, setting, words):
+def test_bad_values_are_one_line_on_the_command_line(tmp_path, setting, words):
     one_line_error(_cli('predict', '--set', setting, cwd=tmp_path), *words)
 
 
-def test_11_crop_on_cuda_without_a_gpu_is_one_line(synth_root):
+def test_crop_on_cuda_without_a_gpu_is_one_line(synth_root):
     import torch
     if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
     r = _cli('crop', '--data', synth_root / 'data', '--set', 'crop.device=cuda', '--split', 'eval',
@@ -294,7 +294,7 @@ def test_11_crop_on_cuda_without_a_gpu_is_one_line(synth_root):
 
 # --- 12: every CSV checked row by row ---
 
-def test_12_corrections_with_an_extra_field_on_every_row(synth_root):
+def test_corrections_with_an_extra_field_on_every_row(synth_root):
     fixes = synth_root / 'fixes.csv'
     person = load_train(synth_root / 'data').person.iloc[0]
     fixes.write_text(f'key,field,value\n{person},age,40,oops\n{person},gender,male,oops\n')
@@ -336,7 +336,7 @@ def test_every_csv_is_validated_where_it_is_read(synth_root, name, damage, words
 
 # --- 13: what killed writers leave ---
 
-def test_13_a_stray_temporary_of_a_killed_accept_is_cleaned(tmp_path):
+def test_a_stray_temporary_of_a_killed_accept_is_cleaned(tmp_path):
     from mcls.suspects import accept_suspects
     stray = tmp_path / f'.fixes.csv.{_dead_pid()}.tmp'
     stray.write_text('half')
@@ -348,7 +348,7 @@ def test_13_a_stray_temporary_of_a_killed_accept_is_cleaned(tmp_path):
 
 # --- classes: paths inside their folders ---
 
-def test_a_linked_images_folder_is_fine_and_a_photo_linking_out_is_not(synth_root, tmp_path_factory):
+def test_linked_images_folder_is_fine_and_a_photo_linking_out_is_not(synth_root, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp('store')
     images = synth_root / 'data' / 'eval' / 'images'
     shutil.move(images, elsewhere / 'images')
@@ -407,7 +407,7 @@ def test_runs_tell_training_done_failed_and_interrupted(tmp_path):
     assert df.reason['failed'].startswith('WriteError') and df.reason.isna().sum() == 4
 
 
-def test_a_training_killed_with_sigkill_shows_interrupted(synth_root):
+def test_training_killed_with_sigkill_shows_interrupted(synth_root):
     "the real thing: kill -9 mid-training leaves status training in run.json, and `mcls runs` says interrupted"
     (synth_root / 'settings.ini').write_text('[train]\narch = test_efficientnet\npretrained = false\nsize = 64\n'
                                               'epochs = 50\nworkers = 0\nbatch = 16\n[joint]\nepochs = 50\n'

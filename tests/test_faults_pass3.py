@@ -40,7 +40,7 @@ def _valid_folder(folder: Path, n: int = 12, persons: int = 4, seed: int = 0, **
 # --- 1: torch's own words for a short write ---
 
 @pytest.mark.cli
-def test_1_a_checkpoint_write_under_a_file_size_limit_is_one_write_error(tmp_path):
+def test_a_checkpoint_write_under_a_file_size_limit_is_one_write_error(tmp_path):
     """torch's zip writer under RLIMIT_FSIZE says 'unexpected pos N vs M' (from 'iostream error'): a WriteError, no
     temporary"""
     code = ('import resource, sys, torch\n'
@@ -63,7 +63,7 @@ def test_1_a_checkpoint_write_under_a_file_size_limit_is_one_write_error(tmp_pat
     OSError(27, 'File too large'),
     'wrapped',
 ])
-def test_1_storage_errors_are_recognised_by_kind_whatever_the_wording(error):
+def test_storage_errors_are_recognised_by_kind_whatever_the_wording(error):
     from mcls.atomic import is_storage_error
     if error == 'wrapped':     # a library's own error raised from the OSError that caused it
         try:
@@ -86,7 +86,7 @@ def _submission(path: Path, ids, ans):
 
 
 @pytest.mark.cli
-def test_2_compare_with_zero_photos_is_one_error(tmp_path):
+def test_compare_with_zero_photos_is_one_error(tmp_path):
     for name in ('a.csv', 'b.csv', 'answers.csv'): _submission(tmp_path / name, [], [])
     r = _cli('compare', 'a.csv', 'b.csv', '--answers', 'answers.csv', cwd=tmp_path)
     one_line_error(r, 'no photos to compare')
@@ -103,21 +103,21 @@ def test_2_compare_with_zero_photos_is_one_error(tmp_path):
     ({'mask__labels': np.full(12, 25)}, 'label 25 is not a class 0-17'),
     ({'age__probs': np.full((5, 3), 1 / 3)}, r'not \(12, 3\)'),
 ])
-def test_3_compare_checks_what_it_reads(tmp_path, bad, words):
+def test_compare_checks_what_it_reads(tmp_path, bad, words):
     from mcls.compare import read_side
     folder = _valid_folder(tmp_path / 'run', **bad)
     with pytest.raises(DataError, match=words): read_side([folder])
 
 
 @pytest.mark.cli
-def test_3_a_nan_probability_is_refused_before_any_table_or_plot(tmp_path):
+def test_a_nan_probability_is_refused_before_any_table_or_plot(tmp_path):
     good, bad = _valid_folder(tmp_path / 'good'), _valid_folder(tmp_path / 'bad', age__probs=np.full((12, 3), np.nan))
     r = _cli('compare', good, bad, '--set', f'paths.reports={tmp_path / "reports"}', cwd=tmp_path)
     one_line_error(r, 'age.valid.npz', 'nan')
     assert 'B - A' not in r.stdout and not (tmp_path / 'reports').exists()
 
 
-def test_3_probabilities_beside_a_submission_are_checked_too(tmp_path):
+def test_probabilities_beside_a_submission_are_checked_too(tmp_path):
     from mcls.submission import read_submission_probs, write_submission
     sub = pd.DataFrame({'ImageID': ['a.jpg', 'b.jpg'], 'ans': [0, 1]})
     write_submission(sub, {'mask': np.full((2, 3), 1 / 3), 'gender': np.full((2, 3), 1 / 3), 'age': np.full((2, 3),
@@ -137,32 +137,32 @@ def _persons_case(tmp_path, rows: str):
 
 
 @pytest.mark.cli
-def test_4_a_persons_map_with_empty_ids_is_refused(tmp_path):
+def test_a_persons_map_with_empty_ids_is_refused(tmp_path):
     r = _persons_case(tmp_path, ''.join(f'eval/images/{i}.jpg,eval,\n' for i in range(6)))
     one_line_error(r, 'meta.csv', 'row 2 has no person id')
 
 
 @pytest.mark.cli
-def test_4_a_photo_given_two_persons_is_refused(tmp_path):
+def test_a_photo_given_two_persons_is_refused(tmp_path):
     rows = ''.join(f'eval/images/{i}.jpg,eval,p{i // 2}\n' for i in range(6)) + 'eval/images/0.jpg,eval,p9\n'
     one_line_error(_persons_case(tmp_path, rows), 'photo 0.jpg is given two persons')
 
 
 @pytest.mark.cli
-def test_4_one_person_cannot_be_resampled(tmp_path):
+def test_one_person_cannot_be_resampled(tmp_path):
     one_line_error(_persons_case(tmp_path, ''.join(f'eval/images/{i}.jpg,eval,p0\n' for i in range(6))),
                    'one unit', 'at least two persons')
 
 
 @pytest.mark.cli
-def test_4_a_person_listed_on_several_rows_is_still_one_person(tmp_path):
+def test_a_person_listed_on_several_rows_is_still_one_person(tmp_path):
     rows = ''.join(f'eval/images/{i}.jpg,eval,p{i // 2}\n' for i in range(6)) + 'eval/images/0.jpg,eval,p0\n'
     r = _persons_case(tmp_path, rows)
     assert r.returncode == 0 and 'over 3 persons' in r.stdout, r.stderr
 
 
 @pytest.mark.cli
-def test_5_draws_are_bounded_and_refused_at_once_beyond(tmp_path):
+def test_draws_are_bounded_and_refused_at_once_beyond(tmp_path):
     a, b = _valid_folder(tmp_path / 'a'), _valid_folder(tmp_path / 'b', seed=1)
     t0 = time.perf_counter()
     r = _cli('compare', a, b, '--draws', '100000000', cwd=tmp_path)
@@ -171,7 +171,7 @@ def test_5_draws_are_bounded_and_refused_at_once_beyond(tmp_path):
     assert time.perf_counter() - t0 < 60       # refused, not computed (a MemoryError after 36 s before)
 
 
-def test_5_draws_in_chunks_give_the_one_chunk_result(tmp_path, monkeypatch):
+def test_draws_in_chunks_give_the_one_chunk_result(tmp_path, monkeypatch):
     "memory is bounded by computing draws in chunks; the chunking does not change the statistics"
     import mcls.compare as C
     sides = [C.read_side([_valid_folder(tmp_path / x, n=60, persons=20, seed=k)]) for k, x in enumerate('ab')]
@@ -221,7 +221,7 @@ def tiny_ranks(tmp_path_factory):
 @pytest.mark.cli
 @pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='finds the ranks through /proc')
 @pytest.mark.parametrize('how', [signal.SIGTERM, signal.SIGKILL])
-def test_6_ranks_die_with_their_launcher_and_export_nothing(tiny_ranks, how):
+def test_ranks_die_with_their_launcher_and_export_nothing(tiny_ranks, how):
     "7 too: a global option (-v) before the command, the documented form, starts the ranks"
     runs, models = f'runs-{how.name}', tiny_ranks / f'models-{how.name}'
     p = subprocess.Popen([sys.executable, '-m', 'mcls', '-v', 'train', 'joint', '--config', 'tiny.ini', '--processes',
@@ -249,7 +249,7 @@ def test_6_ranks_die_with_their_launcher_and_export_nothing(tiny_ranks, how):
     assert run_status(run) == 'interrupted'
 
 
-def test_7_a_global_option_before_the_command_is_the_command_line(monkeypatch):
+def test_a_global_option_before_the_command_is_the_command_line(monkeypatch):
     from mcls import cli
     monkeypatch.setattr(sys, 'argv', ['mcls', '-v', 'train', 'joint', '--processes', '2'])
     cli._join_ranks('train', 2)          # accepted: the ranks run this command line
@@ -258,7 +258,7 @@ def test_7_a_global_option_before_the_command_is_the_command_line(monkeypatch):
 
 
 @pytest.mark.cli
-def test_f_resume_with_processes_and_no_run_is_refused_before_the_ranks(tmp_path):
+def test_resume_with_processes_and_no_run_is_refused_before_the_ranks(tmp_path):
     r = _cli('train', 'mask', '--resume', '--processes', '2', '--set', f'paths.runs={tmp_path / "runs"}', cwd=tmp_path)
     one_line_error(r, 'no run of mask', 'nothing to resume')
     assert 'rank' not in r.stderr            # the launcher's own refusal, not a rank's error relayed
@@ -277,7 +277,7 @@ def onnx_folder(trained, tmp_path_factory):
 
 
 @needs_onnx_provider
-def test_8_a_truncated_graph_is_refused_naming_the_fix(onnx_folder, tmp_path):
+def test_a_truncated_graph_is_refused_naming_the_fix(onnx_folder, tmp_path):
     import shutil
     from mcls.onnx_engine import OnnxModel, onnx_path
     d = tmp_path / 'fold0'
@@ -290,7 +290,7 @@ def test_8_a_truncated_graph_is_refused_naming_the_fix(onnx_folder, tmp_path):
 
 
 @needs_onnx_provider
-def test_9_a_graph_with_altered_weights_is_refused(onnx_folder, tmp_path):
+def test_a_graph_with_altered_weights_is_refused(onnx_folder, tmp_path):
     import shutil
     import onnx
     from onnx import numpy_helper
@@ -310,7 +310,7 @@ def test_9_a_graph_with_altered_weights_is_refused(onnx_folder, tmp_path):
 
 # --- 10: persons auto that cannot group says so ---
 
-def test_10_persons_auto_without_a_threshold_says_it_does_nothing(monkeypatch, caplog, synth_root):
+def test_persons_auto_without_a_threshold_says_it_does_nothing(monkeypatch, caplog, synth_root):
     import mcls.identity as I
     import mcls.persons as P
     from tests.conftest import tiny_settings
@@ -326,7 +326,7 @@ def test_10_persons_auto_without_a_threshold_says_it_does_nothing(monkeypatch, c
 # --- 11: bookkeeping never stops the work ---
 
 @pytest.mark.parametrize('where', ['a file', 'below a file'])
-def test_11_an_unwritable_jobs_registry_runs_the_job_counted_alone(tmp_path, monkeypatch, caplog, where):
+def test_an_unwritable_jobs_registry_runs_the_job_counted_alone(tmp_path, monkeypatch, caplog, where):
     import mcls.threads as T
     blocker = tmp_path / 'registry'
     blocker.write_text('not a folder')
@@ -340,7 +340,7 @@ def test_11_an_unwritable_jobs_registry_runs_the_job_counted_alone(tmp_path, mon
 
 # --- minor items ---
 
-def test_a_evaluate_against_answers_for_fewer_photos_is_refused(tmp_path):
+def test_evaluate_against_answers_for_fewer_photos_is_refused(tmp_path):
     from mcls.evaluate import evaluate_files
     ids = [f'{i}.jpg' for i in range(14)]
     sub = _submission(tmp_path / 'sub.csv', ids, [0] * 14)
@@ -354,13 +354,13 @@ def test_a_evaluate_against_answers_for_fewer_photos_is_refused(tmp_path):
 @pytest.mark.parametrize('args', [('predict', '--out', str(READ_ONLY / 'sub.csv')),
                                   ('compare', 'a', 'b', '--json', str(READ_ONLY / 'c.json')),
                                   ('compare', 'a', 'b', '--plot', str(READ_ONLY / 'c.png'))])
-def test_b_outputs_in_a_read_only_folder_are_refused_before_the_work(tmp_path, args):
+def test_outputs_in_a_read_only_folder_are_refused_before_the_work(tmp_path, args):
     r = _cli(*args, '--set', f'paths.cache={tmp_path / "crops"}', cwd=tmp_path)
     one_line_error(r, str(READ_ONLY), 'does not take new files')
     assert not (tmp_path / 'crops').exists()
 
 
-def test_b_output_folders_are_probed_too(tmp_path):
+def test_output_folders_are_probed_too(tmp_path):
     from mcls.atomic import output_dir, output_file
     assert output_file(tmp_path / 'new' / 'sub.csv', 'x') == tmp_path / 'new' / 'sub.csv'   # a folder still to make
     assert list(tmp_path.iterdir()) == []                                                  # the probe left nothing
@@ -368,7 +368,7 @@ def test_b_output_folders_are_probed_too(tmp_path):
         with pytest.raises(WriteError, match='does not take new files'): output_dir(READ_ONLY, 'the cache')
 
 
-def test_c_a_cut_run_json_is_listed_as_damaged(tmp_path):
+def test_a_cut_run_json_is_listed_as_damaged(tmp_path):
     from mcls.runs import list_runs
     for name, text in (('20260101-000000-mask-fold0', '{"task": "mask", "status": "done", "valid_f1": 0.5}'),
                        ('20260101-000001-age-fold0', '{"task": "age", "status": "tra'),
@@ -381,7 +381,7 @@ def test_c_a_cut_run_json_is_listed_as_damaged(tmp_path):
         assert df.loc[cut, 'status'] == 'damaged' and 'run.json unreadable' in df.loc[cut, 'reason']
 
 
-def test_d_tune_over_folders_with_the_same_validation_photos_is_refused(tmp_path):
+def test_tune_over_folders_with_the_same_validation_photos_is_refused(tmp_path):
     from mcls.tune import load_oof
     a = _valid_folder(tmp_path / 'fold0')
     b = _valid_folder(tmp_path / 'copy', seed=3)         # the same photos validated again
@@ -390,7 +390,7 @@ def test_d_tune_over_folders_with_the_same_validation_photos_is_refused(tmp_path
         load_oof([a, b], 'age')
 
 
-def test_e_more_threads_than_cores_is_said(monkeypatch):
+def test_more_threads_than_cores_is_said(monkeypatch):
     import mcls.threads as T
     monkeypatch.setattr(T, 'cores', lambda: 2)
     assert 'more than the 2 cores here' in T.describe_threads(64, 64, 0)
@@ -402,7 +402,7 @@ def test_e_more_threads_than_cores_is_said(monkeypatch):
 @pytest.mark.parametrize('args', [('suspects', 'age', '--set', f'paths.reports={READ_ONLY}/reports'),
                                   ('eda', '--out-dir', str(READ_ONLY / 'eda')),
                                   ('interpret', 'age', '--set', f'paths.reports={READ_ONLY}/reports')])
-def test_b_report_folders_are_probed_before_the_work(trained, tmp_path, args):
+def test_report_folders_are_probed_before_the_work(trained, tmp_path, args):
     "suspects would train folds, interpret and eda read every photo, before writing their reports"
     extra = ['--models', str(trained['models'])] if args[0] == 'interpret' else []
     r = _cli(*args, *extra, '--data', trained['root'] / 'data', '--set', f'paths.cache={tmp_path / "crops"}',

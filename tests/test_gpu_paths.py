@@ -54,7 +54,7 @@ class FailingGpuDetector:
         raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')
 
 
-def test_a_detector_error_on_the_gpu_is_detected_again_on_the_cpu_never_cached_as_no_face(synth_root, tmp_path, caplog):
+def test_detector_error_on_the_gpu_is_detected_again_on_the_cpu_never_cached_as_no_face(synth_root, tmp_path, caplog):
     from mcls.crop import crop_images
     from mcls.dataset import load_train
     files = load_train(synth_root / 'data').file.tolist()[:12]

@@ -55,3 +55,16 @@ def test_every_third_party_import_belongs_to_a_declared_distribution():
 def test_what_mcls_needs_through_others_is_declared(indirect):
     "fastai.distributed imports accelerate; torch's ONNX exporter imports onnxscript: neither is ours to import"
     assert indirect in declared()
+
+
+def test_the_readme_layout_names_real_modules_and_every_module_lists_its_names():
+    import importlib
+    readme = (ROOT / 'README.md').read_text()
+    layout = readme[readme.index('## Layout'):]
+    named = set(re.findall(r'`(\w+)`', layout.split('is the command line')[0]))
+    modules = {p.stem for p in (ROOT / 'mcls').glob('*.py')} - {'__init__', '__main__'}
+    assert named - {'mcls', '__all__'} <= modules, named - modules
+    for m in sorted(modules):
+        mod = importlib.import_module(f'mcls.{m}')
+        assert hasattr(mod, '__all__'), m
+        assert all(hasattr(mod, n) for n in mod.__all__), (m, [n for n in mod.__all__ if not hasattr(mod, n)])

@@ -66,7 +66,7 @@ def test_short_writes_never_enter_the_crop_cache(synth_root):
     assert not list((synth_root / 'c').rglob('*.tmp'))
 
 
-def test_a_kill_while_writing_a_checkpoint_keeps_the_last_epoch(synth_root, monkeypatch):
+def test_kill_while_writing_a_checkpoint_keeps_the_last_epoch(synth_root, monkeypatch):
     "item 2: a kill while epoch 1's checkpoint is half-written: the run resumes from epoch 0's file and exports."
     import fastai.learner
     s = tiny_settings(synth_root, gender__epochs=3)
@@ -94,7 +94,7 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_last_epoch(synth_root, monk
     assert not list(run.glob('.*.tmp*')) and [p.name for p in run.glob('last-*.pth')] == ['last-2.pth']
 
 
-def test_a_failed_checkpoint_write_is_one_clear_error(trained, tmp_path, monkeypatch):
+def test_failed_checkpoint_write_is_one_clear_error(trained, tmp_path, monkeypatch):
     "item 10: a full disk during a checkpoint is a WriteError naming the file, and no file appears."
     import fastai.learner
     learn = load_task_learner(trained['models'], 'mask')
@@ -112,7 +112,7 @@ def _copy_models(trained, tmp_path) -> Path:
     return d
 
 
-def test_a_kill_during_export_leaves_the_old_folder_whole(trained, tmp_path, monkeypatch):
+def test_kill_during_export_leaves_the_old_folder_whole(trained, tmp_path, monkeypatch):
     "item 4: a kill after the new .pkl is written: the folder keeps the old files, all of them, and no temporaries."
     import mcls.export as E
     models = _copy_models(trained, tmp_path)
@@ -127,7 +127,7 @@ def test_a_kill_during_export_leaves_the_old_folder_whole(trained, tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == ['models']
 
 
-def test_a_kill_between_the_folder_renames_is_finished_by_the_next_reader(trained, tmp_path):
+def test_kill_between_the_folder_renames_is_finished_by_the_next_reader(trained, tmp_path):
     "(a): the swap's two renames are not one step; the next reader completes it, so files always match."
     models = _copy_models(trained, tmp_path)
     pid = _dead_pid()
@@ -208,7 +208,7 @@ def test_sixteen_bit_grey_png_keeps_its_picture(tmp_path):
     assert abs(rgb.mean() - 127.5) < 3
 
 
-def test_a_ten_pixel_photo_is_cropped_for_predict_image(tmp_path):
+def test_ten_pixel_photo_is_cropped_for_predict_image(tmp_path):
     s = tiny_settings(tmp_path)
     Image.new('RGB', (10, 10), (120, 90, 80)).save(tmp_path / 'tiny.jpg')
     out, st = crop_images([str(tmp_path / 'tiny.jpg')], s.crop, tmp_path / 'cache', strict=True, progress=False)
@@ -220,7 +220,7 @@ def test_a_ten_pixel_photo_is_cropped_for_predict_image(tmp_path):
 class Crash(Exception): pass
 
 
-def test_a_kill_before_the_first_epoch_ends_restarts_on_resume(synth_root, monkeypatch):
+def test_kill_before_the_first_epoch_ends_restarts_on_resume(synth_root, monkeypatch):
     "item 5: nothing saved yet; --resume restarts the run in its own folder and exports it."
     import mcls.train as T
     s = tiny_settings(synth_root)
@@ -237,7 +237,7 @@ def test_a_kill_before_the_first_epoch_ends_restarts_on_resume(synth_root, monke
     assert (s.paths.models / 'fold0' / 'age.safetensors').exists()
 
 
-def test_a_kill_in_the_second_phase_of_fine_tune_resumes_there(synth_root, monkeypatch):
+def test_kill_in_the_second_phase_of_fine_tune_resumes_there(synth_root, monkeypatch):
     "(c): fit = fine_tune, killed in the unfrozen phase: resumes at that epoch, unfrozen, one history."
     import mcls.train as T
     from fastai.vision.all import Callback
@@ -297,7 +297,7 @@ class _Evil:
         return (Path.touch, (Path(os.environ['MCLS_TEST_MARKER']),))
 
 
-def test_a_crafted_pickle_is_never_loaded_by_default(trained, tmp_path, monkeypatch):
+def test_crafted_pickle_is_never_loaded_by_default(trained, tmp_path, monkeypatch):
     "item 3: predict and predict-image rebuild from weights; --pickle loads it and fastai warns."
     from mcls.predict import predict_frame
     models = _copy_models(trained, tmp_path)
@@ -346,7 +346,7 @@ def test_an_absolute_path_in_train_csv_is_refused(synth_root, tmp_path_factory):
     with pytest.raises(DataError, match=r'row 2 .*leads outside .*train.images'): load_train(synth_root / 'data')
 
 
-def test_a_symlinked_photo_out_of_the_folder_is_refused(synth_root, tmp_path_factory):
+def test_symlinked_photo_out_of_the_folder_is_refused(synth_root, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp('elsewhere')
     photo = next(next((synth_root / 'data' / 'train' / 'images').iterdir()).glob('normal.*'))
     shutil.move(photo, elsewhere / photo.name)
@@ -372,7 +372,7 @@ def test_two_photos_with_one_stem_are_refused(synth_root):
     with pytest.raises(DataError, match='two photos named mask1'): load_train(synth_root / 'data')
 
 
-def test_a_header_only_train_csv(synth_root):
+def test_header_only_train_csv(synth_root):
     (synth_root / 'data' / 'train' / 'train.csv').write_text('id,gender,race,age,path\n')
     r = _cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', cwd=synth_root)
     assert r.returncode == 2 and 'no persons' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -398,7 +398,7 @@ def test_stray_temporaries_of_dead_writers_are_removed(tmp_path):
     assert remove_stray(tmp_path) == 1 and not dead.exists() and live.exists()
 
 
-def test_a_stray_temporary_in_the_crop_cache_is_cleaned(synth_root):
+def test_stray_temporary_in_the_crop_cache_is_cleaned(synth_root):
     s = tiny_settings(synth_root)
     files = load_train(synth_root / 'data').file.tolist()[:3]
     crop_images(files[:1], s.crop, s.paths.cache, progress=False)
@@ -425,7 +425,7 @@ def test_only_mcls_errors_become_one_line(monkeypatch, capsys):
     assert len(err.err.strip().splitlines()) == 1
 
 
-def test_a_cut_short_cache_entry_from_an_older_version_is_cropped_again(synth_root):
+def test_cut_short_cache_entry_from_an_older_version_is_cropped_again(synth_root):
     s = tiny_settings(synth_root)
     files = load_train(synth_root / 'data').file.tolist()[:2]
     first, _ = crop_images(files, s.crop, s.paths.cache, progress=False)
@@ -458,7 +458,7 @@ def test_damaged_probability_files_are_one_line_errors(trained, tmp_path, damage
     with pytest.raises(DataError, match='sub.csv.probs.npz'): pseudo_rows(tmp_path / 'sub.csv.probs.npz', 0.9)
 
 
-def test_a_folder_or_a_vanished_photo_is_skipped_not_a_traceback(synth_root):
+def test_folder_or_a_vanished_photo_is_skipped_not_a_traceback(synth_root):
     "A folder named like a photo, and a photo deleted between listing and cropping."
     d = sorted((synth_root / 'data' / 'train' / 'images').iterdir())
     gone = next(d[1].glob('normal.*'))
@@ -474,21 +474,21 @@ def test_a_folder_or_a_vanished_photo_is_skipped_not_a_traceback(synth_root):
     with pytest.raises(DataError, match=gone.name): crop_images([str(gone)], s.crop, s.paths.cache, strict=True)
 
 
-def test_a_submission_path_that_is_a_folder_is_one_clear_error(tmp_path):
+def test_submission_path_that_is_a_folder_is_one_clear_error(tmp_path):
     from mcls.atomic import write_csv_atomic
     (tmp_path / 'sub.csv').mkdir()
     with pytest.raises(WriteError, match='in the way'): write_csv_atomic(pd.DataFrame({'a': [1]}), tmp_path / 'sub.csv')
     assert (tmp_path / 'sub.csv').is_dir() and [p.name for p in tmp_path.iterdir()] == ['sub.csv']
 
 
-def test_a_cache_path_that_is_a_file_is_one_line(synth_root):
+def test_cache_path_that_is_a_file_is_one_line(synth_root):
     (synth_root / 'cachefile').write_text('x')
     r = _cli('crop', '--data', synth_root / 'data', '--set', 'crop.size=64', '--split', 'eval',
              '--set', f'paths.cache={synth_root / "cachefile"}', cwd=synth_root)
     assert r.returncode == 2 and 'in the way' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_a_checkpoint_that_cannot_be_loaded_restarts_the_run(synth_root, monkeypatch):
+def test_checkpoint_that_cannot_be_loaded_restarts_the_run(synth_root, monkeypatch):
     "(c): last_epoch.json names a file that is damaged (e.g. written by an older version in place): restart, export."
     s = tiny_settings(synth_root, age__epochs=2)
     kill_after_first_epoch(monkeypatch, training_table(s, progress=False), s, 'age', 0)
