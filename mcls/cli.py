@@ -777,7 +777,8 @@ def predict_image(photos: Annotated[list[Path], typer.Argument(help='.jpg, .jpeg
     s = _settings(config, set)
     for p in photos:
         if not p.is_file(): raise UserError(f'{p}: no such photo; give the path of a .jpg, .jpeg or .png file')
-    crops, _ = crop_images([str(p) for p in photos], s.crop, s.paths.cache, strict=True, progress=False)
+    crops, _ = crop_images([str(p) for p in photos], s.crop, s.paths.cache, strict=True, progress=False,
+                           why='or leave it out of the command')
     df = pd.DataFrame({'crop': [str(crops[str(p)]) for p in photos]})
     labels, probs = predict_frame(df, _model_dirs(s, models), s.predict, tta, pickle=pickle)
     rows = []

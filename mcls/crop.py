@@ -176,9 +176,11 @@ def _progress():
 
 
 def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = False, mtcnn: MTCNN | None = None,
-                progress: bool = True) -> tuple[dict[str, Path], CropStats]:
+                progress: bool = True, why: str = 'every eval photo needs an answer'
+                ) -> tuple[dict[str, Path], CropStats]:
     """Crop each photo into the cache (skipping those already there) and return {file: crop path}.
-    Unreadable photos are skipped and counted, or raise DataError naming the file when `strict` (eval photos).
+    Unreadable photos are skipped and counted, or raise DataError naming the file when `strict` (eval photos, for
+    the reason `why`).
     Photos are detected in batches of equal size (MTCNN batches need it); each crop is written atomically and
     verified, so a killed run resumes where it stopped and a cache entry is always whole."""
     cache = output_dir(cache, 'the crop cache (paths.cache)')
@@ -195,7 +197,7 @@ def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = 
     if todo:
         for sub in [cache, *(cache.glob('??'))]: remove_stray(sub)     # what killed runs left half-written
         t0 = time.perf_counter()
-        _crop_missing(todo, cs, cache, mtcnn or detector(cs), out, stats, unreadable, progress)
+        _crop_missing(todo, cs, cache, mtcnn or detector(cs), out, stats, unreadable, progress, why)
         stats.seconds = time.perf_counter() - t0
     return out, stats
 
@@ -216,7 +218,7 @@ def _lookup(files, cs: CropSettings, cache: Path, stats: CropStats, unreadable) 
 
 
 def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: dict, stats: CropStats, unreadable,
-                  progress: bool):
+                  progress: bool, why: str):
     "Detect faces in batches of photos of one size, then write each crop (and its landmarks) into the cache."
     by_size: dict[tuple[int, int], list] = defaultdict(list)
     with _progress() as bar:
@@ -241,7 +243,7 @@ def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: 
             try:
                 im = open_rgb(f)
             except UnreadableImage as e:
-                unreadable(f, f'unreadable image: {e}', f'{e}. Replace the file (every eval photo needs an answer).')
+                unreadable(f, f'unreadable image: {e}', f'{e}. Replace the file ({why}).')
                 bar.advance(task)
                 continue
             by_size[im.size].append((f, key, im))

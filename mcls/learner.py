@@ -33,6 +33,7 @@ __all__ = ['TARGET', 'ConfigError', 'n_out', 'task_targets', 'norm_stats', 'item
            'task_dls', 'make_loss', 'make_metrics', 'make_model', 'timm_split', 'build_learner', 'check_task_settings',
            'resolve_workers', 'sample_weights', 'person_draw', 'epoch_photos']
 
+log = logging.getLogger(__name__)
 TARGET = {'mask': 'mask', 'gender': 'gender', 'age': 'age_target',
           'joint': 'joint_y'}   # the column each learner learns
 
@@ -195,6 +196,11 @@ def check_task_settings(ts: TaskSettings, full: bool = False):
                            or ts.mix != 'none'):
         raise ConfigError(f'{t} consistency = {ts.consistency} needs the joint learner, photos_per_person = 2-7 (a '
                           f'person\'s photos drawn together) and mix = none')
+    ignored = [k for k, on in (('class_weights', ts.class_weights), ('label_smoothing', ts.label_smoothing),
+                               ('loss = focal', ts.loss == 'focal')) if on]
+    if ts.task == 'joint' and ts.age_head != 'groups' and ignored:
+        log.warning('%s age_head = %s learns years, not groups: %s apply to the groups head only and are not used for '
+                    'age', t, ts.age_head, ', '.join(ignored))
     if ts.age_head != 'groups' and ts.task != 'joint':
         raise ConfigError(f'{t} age_head = {ts.age_head} needs the joint learner (`mcls train joint`)')
     if ts.task == 'joint' and ts.age_head == 'ordinal' and ts.boundary not in AGE_THRESHOLDS:
@@ -247,7 +253,7 @@ def make_model(ts: TaskSettings, pretrained: bool | None = None):
         own = body.state_dict()
         fit = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
         body.load_state_dict(fit, strict=False)     # timm's own loading is strict: load what fits, say how much
-        logging.getLogger(__name__).warning('%s: partial_weights: %d of %d backbone tensors loaded', ts.weights,
+        log.warning('%s: partial_weights: %d of %d backbone tensors loaded', ts.weights,
                                             len(fit), len(own))
         return model
     kwargs = {'pretrained_cfg_overlay': dict(file=str(ts.weights))} if pretrained and ts.weights else {}

@@ -96,6 +96,7 @@ def list_runs(runs: Path) -> pd.DataFrame:
                      'reason': (m.get('error') or '')[:100] or None})
     df = pd.DataFrame(rows, columns=['run', 'task', 'fold', 'status', 'valid_f1', 'valid_acc', 'epochs', 'arch',
                                      'images_per_s', 'reason'])
+    df = df.astype({'fold': 'Int64', 'epochs': 'Int64'})      # whole numbers, missing beside a damaged row
     return df.sort_values(['valid_f1', 'run'], ascending=[False, False], na_position='last').reset_index(drop=True)
 
 

@@ -38,16 +38,3 @@ def test_changed_settings_lists_only_what_differs(tmp_path):
     from mcls.settings import load_settings
     s = load_settings(overrides={'joint.size': '96', 'paths.runs': 'elsewhere'}, cwd=tmp_path)
     assert {k for k, _, _ in changed_settings(s, 'joint')} == {'joint.size', 'paths.runs'}
-
-
-def test_runs_diff_names_what_changed_between_two_runs(synth_root):
-    from mcls.runs import diff_runs
-    s = tiny_settings(synth_root)
-    table = training_table(s, progress=False)
-    a = train_task(table, s, 'gender', None, progress=False).run_dir
-    b = train_task(table, tiny_settings(synth_root, gender__lr='5e-3', train__wd='0.05'), 'gender', None,
-                   progress=False).run_dir
-    changed = dict((k, (x, y)) for k, x, y in diff_runs(a, b))
-    assert changed['gender.lr'][1] == '5e-3' and changed['gender.wd'] == ('0.01', '0.05')
-    assert 'mask.lr' not in changed and not any(k.startswith('paths.') for k in changed)
-    assert diff_runs(a, a) == []
