@@ -24,11 +24,11 @@ except Exception as e:  # noqa: BLE001 - any failure here means the same fix
     raise ImportError(f'facenet-pytorch does not import ({type(e).__name__}: {e}). Install it with '
                       f'`pip install --no-deps facenet-pytorch==2.6.0` (setup.sh does this).') from e
 
-__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'detector', 'landmarks_file', 'save_landmarks',
-           'crop_images', 'attach_crops']
+__all__ = ['CropStats', 'crop_key', 'centre_box', 'face_box', 'fallback_face', 'detector', 'landmarks_file',
+           'save_landmarks', 'crop_images', 'attach_crops']
 
 log = logging.getLogger(__name__)
-FACE, CENTRE = 'face', 'centre'
+FACE, YUNET, CENTRE = 'face', 'yunet', 'centre'     # MTCNN's face, YuNet's where MTCNN had none, neither
 
 
 @dataclass
@@ -38,6 +38,7 @@ class CropStats:
     faces: int = 0
     fallbacks: int = 0
     device_retries: int = 0     # batches whose detection failed on the GPU and ran again on the CPU
+    rescued: int = 0            # photos MTCNN found no face in and the fallback detector did (counted in faces)
     seconds: float = 0.0
     skipped: Counter = field(default_factory=Counter)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
@@ -50,7 +51,28 @@ class CropStats:
 
 
 def _settings_tag(cs: CropSettings) -> str:
-    return f'v2|{cs.size}|{cs.margin}|{cs.min_prob}|{cs.fallback_crop}|{cs.fallback_ref}'   # v2: square fallback
+    tag = f'v2|{cs.size}|{cs.margin}|{cs.min_prob}|{cs.fallback_crop}|{cs.fallback_ref}'   # v2: square fallback
+    return tag if cs.fallback_detector is None else f'{tag}|yunet:{_detector_digest(cs.fallback_detector)}'
+
+
+def _detector_digest(path: Path) -> str:
+    from .identity import weights_digest
+    if not Path(path).is_file():
+        raise ConfigError(f'[crop] fallback_detector = {path}: no such file; give the YuNet ONNX file '
+                          f'(OpenCV Zoo, face_detection_yunet) or leave it empty for the centre crop')
+    return weights_digest(Path(path))
+
+
+def fallback_face(im: Image.Image, detector: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    "YuNet's largest face in a photo MTCNN found none in: (box x0, y0, x1, y1; its 5 landmarks), or None."
+    from .identity import _yunet
+    y = _yunet(str(detector), Path(detector).stat().st_mtime)
+    y.setInputSize(im.size)
+    _, faces = y.detect(np.asarray(im)[:, :, ::-1].copy())
+    if faces is None or not len(faces): return None
+    face = faces[np.argmax(faces[:, 2] * faces[:, 3])]         # the largest
+    x, top, w, h = face[:4]
+    return np.array([x, top, x + w, top + h]), face[4:14].reshape(5, 2)
 
 
 def crop_key(path: Path | str, cs: CropSettings) -> str:
@@ -130,7 +152,7 @@ def _whole_jpeg(p: Path) -> bool:
 
 
 def _cached(cache: Path, key: str) -> Path | None:
-    for kind in (FACE, CENTRE):
+    for kind in (FACE, YUNET, CENTRE):
         p = _cache_file(cache, key, kind)
         if p.exists():
             if _whole_jpeg(p): return p
@@ -227,16 +249,20 @@ def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: 
         def flush(size):
             batch, by_size[size] = by_size[size], []
             for (f, key, im), (b, p, pts) in zip(batch, _detect(mtcnn, [im for _, _, im in batch], stats)):
-                found = b is not None and p[0] is not None and p[0] >= cs.min_prob
-                box = tuple(round(v) for v in (face_box(b[0], *im.size, cs.margin) if found else centre_box(*im.size,
-                                                                                                            cs)))
-                dest = _cache_file(cache, key, FACE if found else CENTRE)
+                kind = FACE if b is not None and p[0] is not None and p[0] >= cs.min_prob else CENTRE
+                if kind == FACE: b, pts = b[0], (None if pts is None else pts[0])
+                elif cs.fallback_detector is not None and (rescued := fallback_face(im, cs.fallback_detector)):
+                    kind, (b, pts) = YUNET, rescued
+                box = tuple(round(v) for v in (centre_box(*im.size, cs) if kind == CENTRE else
+                                               face_box(b, *im.size, cs.margin)))
+                dest = _cache_file(cache, key, kind)
                 _commit(im.crop(box).resize((cs.size, cs.size), Image.BICUBIC), dest, cs.size)
-                if found and pts is not None:    # for face-identity alignment (mcls.identity), in crop pixels
-                    save_landmarks(dest, (pts[0] - box[:2]) * (cs.size / (box[2] - box[0])))
+                if kind != CENTRE and pts is not None:    # for face-identity alignment (mcls.identity), in crop pixels
+                    save_landmarks(dest, (pts - box[:2]) * (cs.size / (box[2] - box[0])))
                 out[f] = dest
-                if found: stats.faces += 1
-                else: stats.fallbacks += 1
+                if kind == CENTRE: stats.fallbacks += 1
+                else: stats.faces += 1
+                if kind == YUNET: stats.rescued += 1
             bar.advance(task, len(batch))
 
         for f, key in todo:
@@ -263,7 +289,7 @@ def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool
         if not len(part): continue
         got, s = crop_images(part.file.tolist(), cs, cache, strict=strict, progress=progress)
         crops.update(got)
-        for k in ('total', 'cached', 'faces', 'fallbacks', 'device_retries', 'seconds'):
+        for k in ('total', 'cached', 'faces', 'fallbacks', 'device_retries', 'rescued', 'seconds'):
             setattr(stats, k, getattr(stats, k) + getattr(s, k))
         stats.skipped.update(s.skipped)
         stats.skipped_files += s.skipped_files

@@ -103,6 +103,7 @@ class CropSettings:
     device: str                        # auto, cpu, cuda, cuda:1 ...
     fallback_crop: tuple[int, int]     # centre crop (w, h) ...
     fallback_ref: tuple[int, int]      # ... on a photo of this (w, h), scaled to the actual photo
+    fallback_detector: Path | None = None   # YuNet ONNX: frames the photos MTCNN finds no face in as a detection does
 
 
 @dataclass

@@ -74,3 +74,41 @@ def test_face_box_is_square_with_margin_and_inside():
     assert (x0 + x1) / 2 == 60 and (y0 + y1) / 2 == 75
     x0, y0, x1, y1 = face_box((0, 0, 50, 50), 200, 200, 0.5)         # pushed back inside the photo
     assert (x0, y0) == (0, 0) and x1 - x0 == 75
+
+
+def test_a_fallback_detector_frames_what_mtcnn_missed_like_a_face_and_keys_the_cache(tmp_path, monkeypatch):
+    "no MTCNN face: YuNet's box is framed as a detection is (margin, square); without a face there, the centre crop"
+    import dataclasses
+    import numpy as np
+    from PIL import Image
+    import mcls.crop as C
+    from mcls.settings import load_settings
+    photo = tmp_path / 'p.jpg'
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 160, 3), dtype=np.uint8)).save(photo)
+    (tmp_path / 'yunet.onnx').write_bytes(b'not read: the detector is faked below')
+    cs = load_settings(cwd=tmp_path).crop
+    yunet = dataclasses.replace(cs, fallback_detector=tmp_path / 'yunet.onnx')
+    assert C.crop_key(photo, cs) != C.crop_key(photo, yunet)                 # crops made with it are cached apart
+    monkeypatch.setattr(C, '_detect', lambda mtcnn, images, stats: [(None, [None], None)] * len(images))
+    seen = []
+    monkeypatch.setattr(C, 'fallback_face', lambda im, det: seen.append(det) or (np.array([40., 50., 100., 130.]),
+                                                                               np.full((5, 2), 70.)))
+    out, stats = C.crop_images([str(photo)], yunet, tmp_path / 'cache', mtcnn=object(), progress=False)
+    assert out[str(photo)].name.endswith('.yunet.jpg') and stats.rescued == 1 and stats.faces == 1
+    assert seen == [yunet.fallback_detector] and C.landmarks_file(out[str(photo)]).exists()
+    monkeypatch.setattr(C, 'fallback_face', lambda im, det: None)
+    out, stats = C.crop_images([str(photo)], dataclasses.replace(yunet, margin=0.3), tmp_path / 'cache', mtcnn=object(),
+                               progress=False)
+    assert out[str(photo)].name.endswith('.centre.jpg') and stats.fallbacks == 1 and stats.rescued == 0
+
+
+def test_a_missing_fallback_detector_is_one_line(tmp_path):
+    import dataclasses
+    import pytest as _pytest
+    from mcls.crop import crop_key
+    from mcls.errors import ConfigError
+    from mcls.settings import load_settings
+    (tmp_path / 'p.jpg').write_bytes(b'x')
+    cs = dataclasses.replace(load_settings(cwd=tmp_path).crop, fallback_detector=tmp_path / 'none.onnx')
+    with _pytest.raises(ConfigError, match='fallback_detector = .*none.onnx: no such file'):
+        crop_key(tmp_path / 'p.jpg', cs)

@@ -97,8 +97,8 @@ def test_auto_workers_by_cores(workers, cores, expected):
 def test_settings_a_year_head_does_not_use_are_said(tmp_path, caplog):
     from mcls.learner import check_task_settings
     from mcls.settings import load_settings
-    ts = load_settings(overrides={'joint.age_head': 'dist', 'joint.class_weights': '1,2,3', 'train.pretrained': 'false'},
-                       cwd=tmp_path).tasks['joint']
+    ov = {'joint.age_head': 'dist', 'joint.class_weights': '1,2,3', 'train.pretrained': 'false'}
+    ts = load_settings(overrides=ov, cwd=tmp_path).tasks['joint']
     check_task_settings(ts)
     assert 'age_head = dist learns years' in caplog.text and 'class_weights' in caplog.text and 'focal' in caplog.text
     caplog.clear()
