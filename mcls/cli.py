@@ -237,6 +237,7 @@ def eda(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None,
 
 def crop_summary(stats) -> Table:
     rows = [('photos', stats.total), ('already cached', stats.cached), ('faces found', stats.faces),
+            ('of them by the fallback detector ([crop] fallback_detector)', stats.rescued),
             ('centre-crop fallbacks', stats.fallbacks),
             ('fallback share', f'{stats.fallbacks / max(stats.cropped, 1):.1%}'),
             ('batches detected again on the CPU (GPU errors)', stats.device_retries),
