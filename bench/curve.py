@@ -40,7 +40,7 @@ from mcls.labels import LABEL_TASKS
 from mcls.settings import load_settings
 from mcls.tune import TUNING_FILE
 
-__all__ = ['SIZES', 'stratified_persons', 'by_mask_state', 'point', 'collect', 'screen']
+__all__ = ['SIZES', 'stratified_persons', 'by_mask_state', 'point', 'collect', 'screen', 'framing']
 
 SIZES = (180, 360, 900, 2700)
 WORK = ROOT / 'runs' / 'curve'
@@ -263,6 +263,39 @@ def plot_curve(curve: dict, dest: Path, beside: dict | None = None) -> Path:
     return save_figure(fig, dest)
 
 
+def framing(a) -> dict:
+    """How the eval photos are framed, by true mask state: the share MTCNN found no face in (the centre crop), and
+    how many of those a fallback detector (`[crop] fallback_detector`, YuNet) finds a face in. Reads the crop cache
+    of the default settings (cropping what it lacks); no training."""
+    from PIL import Image
+    from mcls.crop import CENTRE, attach_crops, fallback_face
+    from mcls.dataset import load_eval
+    from mcls.labels import MASK_NAMES, decode
+    s = load_settings(overrides={'paths.cache': str(a.cache)}) if a.cache else load_settings()
+    eval_df, _ = attach_crops(load_eval(a.data).assign(split='eval'), s.crop, s.paths.cache, progress=False)
+    truth = read_labels(a.data / 'eval' / 'answers.csv').set_index('ImageID').ans
+    mask = dict(zip(truth.index, decode(truth.to_numpy())[0]))
+    t0 = time.perf_counter()
+    rows = []
+    for r in eval_df.itertuples():
+        centre = r.crop.endswith(f'.{CENTRE}.jpg')
+        found = centre and fallback_face(Image.open(r.file).convert('RGB'), a.detector) is not None
+        rows.append((mask[r.image_id], centre, found))
+    df = pd.DataFrame(rows, columns=['mask', 'centre', 'found'])
+    res = {'date': datetime.now().isoformat(timespec='seconds'), 'data': str(a.data), 'detector': str(a.detector),
+           'eval_photos': len(df), 'detector_seconds': time.perf_counter() - t0,
+           'command': ' '.join(['python', '-m', 'bench.curve', *sys.argv[1:]]),
+           'by_mask_state': {name: {'photos': int((df['mask'] == i).sum()),
+                                    'centre_share': float(df.centre[df['mask'] == i].mean()),
+                                    'centre_with_fallback_share':
+                                        float((df.centre & ~df.found)[df['mask'] == i].mean())}
+                             for i, name in enumerate(MASK_NAMES)}}
+    out = Path(a.out or RESULTS / f'framing-{datetime.now():%Y-%m-%d}.json')
+    out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res['by_mask_state'], indent=1))
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -304,8 +337,13 @@ def main(argv=None):
     r.add_argument('--draws', type=int, default=2000)
     r.add_argument('--name', default='screen')
     r.add_argument('--out', type=Path)
+    f = sub.add_parser('framing', help='the centre-crop share by mask state, and what a fallback detector finds')
+    f.add_argument('--data', type=Path, required=True, help='a build with eval/answers.csv')
+    f.add_argument('--cache', type=Path)
+    f.add_argument('--detector', type=Path, required=True, help='YuNet ONNX ([crop] fallback_detector)')
+    f.add_argument('--out', type=Path)
     a = ap.parse_args(argv)
-    return {'point': point, 'collect': collect, 'screen': screen}[a.cmd](a)
+    return {'point': point, 'collect': collect, 'screen': screen, 'framing': framing}[a.cmd](a)
 
 
 if __name__ == '__main__':

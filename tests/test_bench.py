@@ -280,3 +280,17 @@ def test_gpu_check_exits_non_zero_when_a_step_failed_and_refuses_an_unwritable_o
                         str(tmp_path / 'c.json'), '--tests=-q tests/no_such_test_file.py'], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 1 and json.loads((tmp_path / 'c.json').read_text())['stages']['tests']['ok'] is False
+
+
+def test_framing_counts_centre_crops_by_mask_state_and_what_a_detector_finds(tmp_path, monkeypatch):
+    import mcls.crop as C
+    from bench import curve
+    make_dataset(tmp_path / 'data', persons=4, eval_persons=3, seed=2)
+    (tmp_path / 'yunet.onnx').write_bytes(b'faked below')
+    monkeypatch.setattr(C, 'fallback_face', lambda im, det: (None, None))       # it finds a face in every photo
+    res = curve.main(['framing', '--data', str(tmp_path / 'data'), '--cache', str(tmp_path / 'crops'),
+                      '--detector', str(tmp_path / 'yunet.onnx'), '--out', str(tmp_path / 'f.json')])
+    st = res['by_mask_state']
+    assert [st[k]['photos'] for k in ('wear', 'incorrect', 'not_wear')] == [15, 3, 3]
+    assert all(0 <= v['centre_share'] <= 1 and v['centre_with_fallback_share'] == 0 for v in st.values())
+    assert json.loads((tmp_path / 'f.json').read_text())['eval_photos'] == 21
