@@ -237,7 +237,7 @@ def test_gpu_scale_script_runs_one_and_two_gloo_ranks_on_the_cpu(tmp_path):
     runs = json.loads((tmp_path / 's.json').read_text())['runs']
     assert sorted(runs) == ['1', '2'] and r['gpus'] == 0
     assert [runs[k]['world_size'] for k in ('1', '2')] == [1, 2]
-    assert runs['2']['per_gpu_images_per_s'] == runs['2']['train_images_per_s'] / 2 > 0
+    assert 0 < runs['2']['per_gpu_images_per_s'] < runs['2']['train_images_per_s']     # a share of the job's
 
 
 def test_gpu_check_runs_every_step_on_the_cpu_with_tiny_settings(tmp_path):
