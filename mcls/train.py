@@ -514,7 +514,11 @@ def lr_find_task(table: pd.DataFrame, s: Settings, task: str, fold: int, out_png
                           path=Path(out_png).parent)
     pyplot()     # lr_find draws into the current figure: no display needed
     with bars_for_people(learn):
-        sugg = learn.lr_find(num_it=num_it, suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
+        try:
+            sugg = learn.lr_find(num_it=num_it, suggest_funcs=(minimum, steep, valley, slide), show_plot=True)
+        except IndexError:    # fastai's suggestions need more rates than a loss that diverged early leaves
+            raise UserError(f'lr-find: the loss diverged after {len(learn.recorder.losses)} of {num_it} rates, too '
+                            f'few to suggest one; try again with more --num-it or a smaller batch') from None
     save_figure(pyplot().gcf(), out_png)
     return {k: float(v) for k, v in sugg._asdict().items()}
 
