@@ -22,43 +22,28 @@ _STORAGE = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, e
 _IN_THE_WAY = {errno.EISDIR, errno.ENOTDIR, errno.EEXIST}      # e.g. --out names a folder, a cache path is a file
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> float | None:
+    "When process `pid` started (seconds since the epoch), None where it cannot be read."
+    import psutil
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:     # someone else's process: alive
-        pass
-    return True
-
-
-def _stat(pid: int) -> list[str] | None:
-    "The fields of /proc/<pid>/stat after the command name (Linux), None where it cannot be read."
-    try:
-        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    except (OSError, IndexError):
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
 
 
-def _start_of(fields: list[str] | None) -> int | None:
-    try:
-        return int(fields[19]) if fields else None
-    except (IndexError, ValueError):
-        return None
-
-
-def process_start(pid: int) -> int | None:
-    "The start time of process `pid` in clock ticks since boot (Linux), None where it cannot be read."
-    return _start_of(_stat(pid))
-
-
-def process_alive(pid: int, start: int | None = None) -> bool:
+def process_alive(pid: int, start: float | None = None) -> bool:
     """Whether the process `pid` still runs; with `start` (process_start), a new process that reused the pid is not
-    it. A zombie (ended, not yet reaped: a container's init may never reap it) does not run."""
-    if not _alive(pid): return False
-    fields = _stat(pid)
-    if fields and fields[0] in ('Z', 'X'): return False
-    return start is None or _start_of(fields) in (None, start)
+    it. A zombie (ended, not yet reaped: a container's init may never reap it) does not run. (psutil: portable.)"""
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD): return False
+        # a start recorded as clock ticks (older run.json files) cannot be compared: the pid alone decides
+        return start is None or isinstance(start, int) or abs(proc.create_time() - start) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:     # someone else's process: alive
+        return True
 
 
 def _owner(name: str) -> int | None:
@@ -74,7 +59,7 @@ def remove_stray(folder: Path | str, pattern: str = '.*.tmp*') -> int:
     n = 0
     for p in Path(folder).glob(pattern):
         pid = _owner(p.name)
-        if pid is None or pid == os.getpid() or _alive(pid): continue
+        if pid is None or pid == os.getpid() or process_alive(pid): continue
         if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
         else: p.unlink(missing_ok=True)
         n += 1

@@ -6,11 +6,10 @@ reuses its DistributedDL and its gathering of predictions."""
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,11 +27,10 @@ from torch.nn.parallel import DistributedDataParallel
 from .errors import RANKS_DIR, UserError
 from .threads import cores
 
-__all__ = ['RANKS_DIR', 'FAIL_RANK', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'check_gpus', 'SLOW_WAIT',
+__all__ = ['RANKS_DIR', 'LAUNCHER', 'RankFailed', 'Stopped', 'follow_launcher', 'check_gpus', 'SLOW_WAIT',
            'world_size', 'rank', 'local_rank', 'is_main', 'init', 'barrier', 'main_first', 'broadcast_object', 'shard',
            'gather_shards', 'alone', 'RankDL', 'DDPTrainer', 'note_run', 'rank_args', 'launch', 'write_error']
 
-FAIL_RANK = 'MCLS_TEST_FAIL_RANK'   # tests: RANK[:EPOCH], that rank raises when that epoch (default 0) starts
 LAUNCHER = 'MCLS_LAUNCHER_PID'      # set by `launch`: a rank lives only as long as the process that started it
 # the longest rank 0 may take over main_first's block (cropping 31,500 photos: 12 min on 2 CPU cores)
 SLOW_WAIT = timedelta(hours=6)
@@ -186,9 +184,6 @@ class DDPTrainer(Callback):
         if not is_main(): self.learn.logger = noop
 
     def before_epoch(self):
-        who, _, epoch = os.environ.get(FAIL_RANK, '').partition(':')
-        if who == str(rank()) and self.epoch >= int(epoch or 0):
-            raise RuntimeError(f'{FAIL_RANK}: rank {rank()} fails on purpose at epoch {self.epoch}')
         module = self.learn.model.module
         if [p.requires_grad for p in module.parameters()] != self._trainable: self._wrap_model(module)
 
@@ -237,74 +232,64 @@ def rank_args(argv: list[str]) -> list[str]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def launch(args: list[str], processes: int, stop_after: float = 10.0):
-    """Run `mcls ARGS` as `processes` ranks on this machine (the CLI checks `check_gpus` before any work) and wait.
-    Each rank gets its share of the cores (OMP_NUM_THREADS, unless set) and, on a GPU machine, one GPU. When a rank
-    fails the others are stopped, the run rank 0 was training is marked failed, and RankFailed names the rank and its
-    error (its full output is kept)."""
+    """Run `mcls ARGS` as `processes` ranks on this machine with torch's elastic launcher (what torchrun runs: a
+    c10d rendezvous on a free local port, siblings torn down when one fails, signals forwarded) and wait; the CLI
+    checks `check_gpus` before any work. Each rank gets its share of the cores (OMP_NUM_THREADS, unless set) and, on
+    a GPU machine, one GPU; rank 0 talks to the terminal, the others to their logs. When a rank fails the others are
+    stopped, the run rank 0 was training is marked failed, and RankFailed names the rank that failed first and its
+    error. SIGTERM or SIGHUP stop every rank and raise Stopped."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    for name in list(logging.root.manager.loggerDict):      # its notices of stopping ranks: mcls says it in one line
+        if name.startswith('torch.distributed'): logging.getLogger(name).setLevel(logging.CRITICAL)
     tmp = Path(tempfile.mkdtemp(prefix='mcls-ranks-'))
-    env = {**os.environ, 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port()), 'WORLD_SIZE': str(processes),
-           'LOCAL_WORLD_SIZE': str(processes), RANKS_DIR: str(tmp), LAUNCHER: str(os.getpid())}
-    env.setdefault('OMP_NUM_THREADS', str(max(1, cores() // processes)))
-    procs = []
-    for r in range(processes):     # rank 0 talks to the terminal; the others to their logs
-        log = open(tmp / f'rank{r}.log', 'wb') if r else None
-        procs.append(subprocess.Popen([sys.executable, '-m', 'mcls', *args],
-                                      env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)},
-                                      stdout=log, stderr=subprocess.STDOUT if log else None))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=f'mcls-{os.getpid()}',
+                          rdzv_backend='c10d', rdzv_endpoint='127.0.0.1:0', max_restarts=0, monitor_interval=0.05,
+                          logs_specs=DefaultLogsSpecs(log_dir=str(tmp / 'logs'),
+                                                      redirects={r: Std.ALL for r in range(1, processes)}),
+                          signals_to_handle='SIGTERM,SIGINT,SIGHUP', shutdown_timeout=int(stop_after))
     try:
-        with _stopped_by_signals():
-            failed = _wait(procs, tmp)
-    except (KeyboardInterrupt, Stopped):
-        _stop(procs, stop_after)
-        raise
-    if failed is None:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    _stop(procs, stop_after)
-    why = _rank_error(tmp, failed, procs[failed].returncode)
-    run = _mark_failed(tmp, f'rank {failed} of {processes} failed: {why}')
-    raise RankFailed(f'rank {failed} of {processes} failed: {why}; every rank was stopped'
-                     + (f', run {run} marked failed' if run else '') + f' (rank logs: {tmp})')
+        threads = os.environ.get('OMP_NUM_THREADS', str(max(1, cores() // processes)))
+        with _rank_environment({RANKS_DIR: str(tmp), LAUNCHER: str(os.getpid()), 'OMP_NUM_THREADS': threads}):
+            elastic_launch(config, sys.executable)('-m', 'mcls', *args)
+    except SignalException as e:
+        raise Stopped(int(e.sigval)) from None
+    except ChildFailedError as e:
+        failures = e.failures
+        failed = min(failures, key=lambda r: (_error_time(tmp, r), failures[r].timestamp, r))
+        why = _rank_error(tmp, failed, failures[failed].exitcode)
+        run = _mark_failed(tmp, f'rank {failed} of {processes} failed: {why}')
+        raise RankFailed(f'rank {failed} of {processes} failed: {why}; every rank was stopped'
+                         + (f', run {run} marked failed' if run else '') + f' (rank logs: {tmp})') from None
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _rank_environment(values: dict[str, str]):
+    "Variables the ranks inherit, set in this process only while they start and run (the launcher is no rank)."
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 
 class Stopped(Exception):
-    """The launcher was told to stop (SIGTERM from a scheduler or `timeout`, SIGHUP from a closed terminal); the
-    command exits 128 + the signal's number, as a process that signal ends."""
+    """The launcher was told to stop (SIGTERM from a scheduler or `timeout`, SIGHUP from a closed terminal, Ctrl-C);
+    the command exits 128 + the signal's number, as a process that signal ends."""
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
-@contextmanager
-def _stopped_by_signals():
-    "SIGTERM and SIGHUP stop the ranks as Ctrl-C does (the ranks also die with the launcher: follow_launcher)."
-    def stop(signum, frame): raise Stopped(signum)
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, getattr(signal, 'SIGHUP', None)) if sig}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items(): signal.signal(sig, handler)
-
-
-def _wait(procs, tmp: Path) -> int | None:
-    """The rank that failed first (None when all finish cleanly): the peers of a failed rank fail too, of its loss,
-    so among the ranks found failed the earliest error written is the cause."""
-    while True:
-        codes = [p.poll() for p in procs]
-        bad = [r for r, c in enumerate(codes) if c not in (None, 0)]
-        if bad: return min(bad, key=lambda r: (_error_time(tmp, r), r))
-        if all(c == 0 for c in codes): return None
-        time.sleep(0.05)
-
-
 def _error_time(tmp: Path, r: int) -> float:
+    "When rank `r` wrote its one-line error: the peers of a failed rank fail too, of its loss, later."
     err = tmp / f'rank{r}.error'
     return err.stat().st_mtime_ns if err.exists() else float('inf')
 
@@ -316,23 +301,12 @@ def write_error(message: str, trace: str = ''):
     (where / f'rank{rank()}.error').write_text(' '.join(message.split()))
 
 
-def _stop(procs, grace: float):
-    for p in procs:
-        if p.poll() is None: p.send_signal(signal.SIGTERM)
-    end = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill(); p.wait()
-
-
 def _rank_error(tmp: Path, r: int, code: int) -> str:
     "The failed rank's own one-line error (written by mcls.cli), else the last line of its output."
     err = tmp / f'rank{r}.error'
     if err.exists(): return err.read_text().strip()
-    log = tmp / f'rank{r}.log'
-    lines = log.read_text(errors='replace').strip().splitlines() if log.exists() else []
+    logs = list((tmp / 'logs').glob(f'*/attempt_*/{r}/stderr.log'))     # the elastic launcher's per-rank logs
+    lines = logs[0].read_text(errors='replace').strip().splitlines() if logs else []
     return lines[-1] if lines else f'exit code {code}'
 
 

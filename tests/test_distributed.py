@@ -71,10 +71,25 @@ def test_two_ranks_train_once_export_once_and_repeat_exactly(tiny):
     assert len(pd.read_csv(tiny / 'two.csv')) == len(pd.read_csv(tiny / 'data' / 'eval' / 'info.csv'))
 
 
+# injected into every process of a launch (Python imports sitecustomize at start-up): rank 1 fails when epoch 1
+# starts, inside the training, as a real error would
+FAIL_RANK_1 = '''
+import os
+if os.environ.get('RANK') == '1':
+    import mcls.distributed as D
+    real = D.DDPTrainer.before_epoch
+    def before_epoch(self):
+        if self.epoch >= 1: raise RuntimeError(f'rank 1 fails on purpose at epoch {self.epoch}')
+        real(self)
+    D.DDPTrainer.before_epoch = before_epoch
+'''
+
+
 @pytest.mark.cli
-def test_a_failing_rank_stops_the_launch_and_marks_the_run_failed_and_resume_finishes_it(tiny):
+def test_a_failing_rank_stops_the_launch_and_marks_the_run_failed_and_resume_finishes_it(tiny, tmp_path):
+    (tmp_path / 'sitecustomize.py').write_text(FAIL_RANK_1)
     r = mcls('train', 'joint', '--config', 'tiny.ini', '--processes', 2, '--set', 'paths.runs=runs-fail',
-             '--export-dir', 'models-fail', cwd=tiny, **{distributed.FAIL_RANK: '1:1'})
+             '--export-dir', 'models-fail', cwd=tiny, PYTHONPATH=str(tmp_path))
     assert r.returncode != 0
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and 'rank 1 of 2 failed' in lines[0] and 'on purpose' in lines[0], r.stderr[-2000:]
@@ -139,3 +154,24 @@ def test_torchruns_ranks_train_as_well(tiny):
     assert json.loads((run / 'run.json').read_text())['world_size'] == 2
     assert (tiny / 'models-torchrun' / 'joint.safetensors').exists()
     assert r.stdout.count('epoch 0 ') == 1 and 'Better model' not in r.stdout     # rank 0 alone prints its epoch line
+
+
+@pytest.mark.cli
+def test_two_machines_train_one_job(tiny):
+    "Two 'machines' on this one: two torchrun launchers meeting at a c10d rendezvous on localhost, one gloo rank each."
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    node = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1',
+            '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'127.0.0.1:{port}', '--rdzv-id', 'mcls-two-machines',
+            '-m', 'mcls', 'train', 'joint', '--config', 'tiny.ini', '--set', 'paths.runs=runs-nodes',
+            '--export-dir', 'models-nodes']
+    procs = [subprocess.Popen(node, cwd=tiny, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CPU_RANKS)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    (run,) = runs_of(tiny, 'runs-nodes')
+    meta = json.loads((run / 'run.json').read_text())
+    assert (meta['world_size'], meta['status']) == (2, 'done')
+    assert (tiny / 'models-nodes' / 'joint.safetensors').exists()
