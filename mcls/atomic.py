@@ -38,8 +38,9 @@ def process_alive(pid: int, start: float | None = None) -> bool:
     try:
         proc = psutil.Process(pid)
         if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD): return False
-        # a start recorded as clock ticks (older run.json files) cannot be compared: the pid alone decides
-        return start is None or isinstance(start, int) or abs(proc.create_time() - start) < 1.0
+        if isinstance(start, int):      # older run.json files: clock ticks since boot (Linux /proc/<pid>/stat)
+            start = psutil.boot_time() + start / os.sysconf('SC_CLK_TCK')
+        return start is None or abs(proc.create_time() - start) < 1.0
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:     # someone else's process: alive

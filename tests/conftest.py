@@ -12,7 +12,6 @@ from mcls.demo import tiny_overrides  # noqa: E402
 from mcls.settings import LEARNERS, load_settings  # noqa: E402
 from mcls.synth import make_dataset  # noqa: E402
 
-
 # Tiers (pytest -m fast for the edit-test loop; the README's command runs them all). A test's tier is its own marker,
 # else `train` when it uses a synthetic data set, else `fast`; each tier has a per-test time limit.
 TIERS = {'fast': 30, 'train': 300, 'cli': 300, 'bench': 900, 'notebooks': 600}
@@ -60,8 +59,9 @@ def tiny_settings(root: Path, **extra):
 
 def kill_after_first_epoch(monkeypatch, table, s, task: str, fold):
     "Train `task` until epoch 0 has ended and been saved, then stop it as a kill would (KeyboardInterrupt)."
-    import mcls.train as T
     from fastai.vision.all import Callback
+
+    import mcls.train as T
 
     class KillAfterFirstEpoch(Callback):
         order = 99    # after every saver
@@ -90,3 +90,28 @@ def trained(tmp_path_factory):
     results = {t: train_task(table, s, t, 0, export_dir=root / 'models' / 'fold0', progress=False)
                for t in ('mask', 'age', 'gender')}
     return {'root': root, 'settings': s, 'table': table, 'results': results, 'models': root / 'models' / 'fold0'}
+
+
+@pytest.fixture(scope='module')
+def tiny_ranks(tmp_path_factory):
+    from mcls.demo import tiny_overrides
+    from mcls.settings import LEARNERS, load_settings
+    from mcls.synth import make_dataset
+    root = tmp_path_factory.mktemp('launch')
+    make_dataset(root / 'data', persons=15, eval_persons=3, seed=1)
+    ov = tiny_overrides(root, 30, **{'train.workers': 0, 'split.folds': 3,
+                                     **{f'{t}.fit': 'one_cycle' for t in LEARNERS}})
+    (root / 'tiny.ini').write_text(load_settings(overrides=ov).to_ini())
+    return root
+
+
+@pytest.fixture(scope='module')
+def onnx_folder(trained, tmp_path_factory):
+    import shutil
+
+    from mcls.onnx_engine import export_onnx
+    d = tmp_path_factory.mktemp('onnx3') / 'fold0'
+    shutil.copytree(trained['models'], d)
+    export_onnx(d)
+    return d
+

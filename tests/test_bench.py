@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import quality, run as bench_run
+from bench import quality
+from bench import run as bench_run
 from bench.copies import jitter_copy
 from bench.studies import persons_oracle, seed_ensemble, workers
 from mcls.synth import make_dataset
@@ -56,6 +57,7 @@ def test_bench_reports_every_field(tmp_path):
 
 def test_quality_protocol_quick_form_reports_the_summary(tmp_path):
     from pathlib import Path
+
     from bench.common import IDENTITY
     if not Path(IDENTITY['predict.identity_weights']).is_file():
         pytest.skip(f"{IDENTITY['predict.identity_weights']} is not here: the protocol groups persons with it")
@@ -211,6 +213,7 @@ def test_a_screen_judges_a_row_against_the_baseline_by_compare(tmp_path, monkeyp
 def test_stratified_subsets_keep_the_mix_and_nest():
     import numpy as np
     import pandas as pd
+
     from bench.curve import stratified_persons
     rng = np.random.default_rng(0)
     people = pd.DataFrame({'person': [f'p{i:03d}' for i in range(300)], 'gender': rng.integers(0, 2, 300),
@@ -259,6 +262,7 @@ def test_gpu_check_runs_every_step_on_the_cpu_with_tiny_settings(tmp_path):
 def test_gpu_check_records_a_failed_step_and_goes_on(tmp_path, monkeypatch):
     "a failed crop is recorded with its output; what needs the crops is skipped, the tests still run"
     import subprocess
+
     from bench import gpu_check
     monkeypatch.setattr(gpu_check, '_mcls', lambda *a, **k: subprocess.CompletedProcess(a, 3, '', 'error: no GPU left'))
     out = tmp_path / 'c.json'

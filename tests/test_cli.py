@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -6,6 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from mcls.errors import DataError, WriteError
+from mcls.settings import SettingsError, load_settings
+from tests.conftest import tiny_settings
+from tests.helpers import READ_ONLY, _cli, _info, needs_read_only, one_line_error
 
 pytestmark = pytest.mark.cli     # most tests run the command line in a subprocess
 
@@ -71,7 +77,6 @@ def test_demo_runs_end_to_end(tmp_path):
     title = next(i for i, l in enumerate(r.stdout.splitlines()) if l.startswith('demo scores'))
     table = r.stdout.splitlines()[title:title + 10]
     assert table[0].strip() == 'demo scores (drawn faces)' and max(map(len, (l.rstrip() for l in table))) <= 80
-    from mcls.settings import load_settings
     from mcls.settings import learners_for
     learners = learners_for('all', load_settings(cwd=tmp_path))      # what [train] mode says `train all` trains
     assert all((tmp_path / 'demo' / 'models' / 'fold0' / f'{t}.pkl').exists() for t in learners)
@@ -98,6 +103,7 @@ def test_crop_one_split(tmp_path):
 
 def test_every_cli_option_and_argument_has_help():
     import typer.main
+
     from mcls.cli import app
     cmd = typer.main.get_command(app)
     missing = [(name, p.name) for name, c in cmd.commands.items() for p in c.params if not getattr(p, 'help', None)]
@@ -176,6 +182,7 @@ def test_renamed_options_keep_their_old_spelling_out_of_the_help(tmp_path, new, 
     assert a.returncode == b.returncode == 0 and a.stdout.replace(str(tmp_path / 'a'), '') == \
         b.stdout.replace(str(tmp_path / 'b'), '') and '3 persons' in a.stdout
     import typer.main
+
     from mcls.cli import app
     cmds = typer.main.get_command(app).commands
     shown = {n: {o for p in c.params if not getattr(p, 'hidden', False) for o in getattr(p, 'opts', [])}
@@ -203,7 +210,6 @@ def test_command_line_numbers_and_resume_flags_are_checked_in_one_line(tmp_path,
 
 def test_every_error_a_user_can_fix_is_one_class_the_cli_catches():
     from mcls import errors
-    from mcls.settings import SettingsError
     fixable = [getattr(errors, n) for n in errors.__all__ if isinstance(getattr(errors, n), type)]
     assert SettingsError in fixable and all(issubclass(c, errors.FixableError) for c in fixable)
     assert issubclass(errors.WriteError, OSError) and issubclass(errors.DataError, ValueError)
@@ -219,3 +225,108 @@ def test_help_pages_show_no_python_types(tmp_path):
     for cmd in ('', 'train', 'predict', 'predict-image', 'compare', 'runs'):
         out = cli(*cmd.split(), '--help', cwd=tmp_path).stdout
         assert '<bool>' not in out and 'list[' not in out and 'mcls.' not in out, (cmd, out)
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize('setting,words', [('crop.size=0', ['[crop] size']), ('predict.batch=0', ['[predict] batch']),
+                                           ('predict.tta_passes=0', ['tta_passes']), ('train.workers=-1', ['workers']),
+                                           ('crop.fallback_crop=300', ['fallback_crop'])])
+def test_bad_values_are_one_line_on_the_command_line(tmp_path, setting, words):
+    one_line_error(_cli('predict', '--set', setting, cwd=tmp_path), *words)
+
+
+@pytest.mark.parametrize('command,make', [
+    (['predict', '--out', '{root}/out'], 'dir'),
+    (['train', 'mask', '--export-dir', '{root}/out'], 'file'),
+    (['train', 'mask', '--set', 'paths.runs={root}/out'], 'file'),
+    (['crop', '--set', 'paths.cache={root}/out'], 'file'),
+    (['predict', '--out', '{root}/out/sub.csv'], 'file'),
+])
+def test_outputs_of_the_wrong_kind_are_refused_before_any_work(synth_root, command, make):
+    out = synth_root / 'out'
+    out.mkdir() if make == 'dir' else out.write_text('x')
+    args = [a.format(root=synth_root) for a in command]
+    r = _cli(*args, '--data', synth_root / 'data', *(['--no-pretrained'] if 'train' in args else []),
+             '--set', f'paths.cache={synth_root / "crops"}' if 'paths.cache' not in ' '.join(args) else 'crop.size=64',
+             '--set', f'paths.models={synth_root / "models"}', cwd=synth_root)
+    one_line_error(r, str(out))
+    assert not (synth_root / 'crops').exists() and not (synth_root / 'runs').exists()
+
+
+def test_cli_errors_are_one_line_with_nothing_else_on_stderr(synth_root):
+    "a spread of bad inputs through the real entry point: third-party warnings must not reach stderr either"
+    info, answers = _info(synth_root), synth_root / 'data' / 'eval' / 'answers.csv'
+    for p in (info, answers): p.write_text(p.read_text() + p.read_text().splitlines()[1] + '\n')
+    one_line_error(_cli('crop', '--split', 'eval', '--data', synth_root / 'data', cwd=synth_root), 'listed twice')
+    one_line_error(_cli('evaluate', answers, answers, cwd=synth_root), 'appears twice')
+    one_line_error(_cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', '--set', 'mask.lr=-1',
+                        cwd=synth_root), '[mask] lr')
+
+
+@pytest.mark.cli
+@needs_read_only
+@pytest.mark.parametrize('args', [('predict', '--out', str(READ_ONLY / 'sub.csv')),
+                                  ('compare', 'a', 'b', '--json', str(READ_ONLY / 'c.json')),
+                                  ('compare', 'a', 'b', '--plot', str(READ_ONLY / 'c.png'))])
+def test_outputs_in_a_read_only_folder_are_refused_before_the_work(tmp_path, args):
+    r = _cli(*args, '--set', f'paths.cache={tmp_path / "crops"}', cwd=tmp_path)
+    one_line_error(r, str(READ_ONLY), 'does not take new files')
+    assert not (tmp_path / 'crops').exists()
+
+
+def test_output_folders_are_probed_too(tmp_path):
+    from mcls.atomic import output_dir, output_file
+    assert output_file(tmp_path / 'new' / 'sub.csv', 'x') == tmp_path / 'new' / 'sub.csv'   # a folder still to make
+    assert list(tmp_path.iterdir()) == []                                                  # the probe left nothing
+    if READ_ONLY.is_dir():
+        with pytest.raises(WriteError, match='does not take new files'): output_dir(READ_ONLY, 'the cache')
+
+
+@pytest.mark.cli
+@needs_read_only
+@pytest.mark.parametrize('args', [('suspects', 'age', '--set', f'paths.reports={READ_ONLY}/reports'),
+                                  ('eda', '--out-dir', str(READ_ONLY / 'eda')),
+                                  ('interpret', 'age', '--set', f'paths.reports={READ_ONLY}/reports')])
+def test_report_folders_are_probed_before_the_work(trained, tmp_path, args):
+    "suspects would train folds, interpret and eda read every photo, before writing their reports"
+    extra = ['--models', str(trained['models'])] if args[0] == 'interpret' else []
+    r = _cli(*args, *extra, '--data', trained['root'] / 'data', '--set', f'paths.cache={tmp_path / "crops"}',
+             '--set', f'paths.models={tmp_path / "models"}', cwd=tmp_path)
+    one_line_error(r, str(READ_ONLY), 'does not take new files')
+    assert not (tmp_path / 'crops').exists() and not (tmp_path / 'models').exists()
+
+
+def test_resume_with_a_run_resumes_that_run_once(tmp_path, monkeypatch):
+    "item 5: `train all --resume --run R` resumed R three times; without --run, finished runs are left alone."
+    import dataclasses
+
+    import mcls.cli as C
+    import mcls.train as T
+    s = tiny_settings(tmp_path)
+    s = dataclasses.replace(s, paths=dataclasses.replace(s.paths, runs=tmp_path / 'runs'))
+    for name, status in (('20260101-000000-mask-fold0', 'done'), ('20260101-000100-age-fold0', 'interrupted')):
+        (tmp_path / 'runs' / name).mkdir(parents=True)
+        (tmp_path / 'runs' / name / 'run.json').write_text(json.dumps({'status': status}))
+    calls = []
+    monkeypatch.setattr(T, 'resume_task', lambda run, *a, **k: calls.append(Path(run).name) or 'result')
+    assert C._resume(s, ['mask', 'age', 'gender'], Path('runs/R'), None, None) == ['result'] and calls == ['R']
+    calls.clear()
+    assert C._resume(s, ['mask', 'age', 'gender'], None, None, None) == ['result']
+    assert calls == ['20260101-000100-age-fold0']
+
+
+def test_only_mcls_errors_become_one_line(monkeypatch, capsys):
+    "A bug keeps its traceback (exit 1 through typer's handler); a user error is one stderr line and exit 2."
+    import mcls.cli as C
+
+    def bug(**kw): raise RuntimeError('a bug')
+    monkeypatch.setattr(C, 'app', bug)
+    with pytest.raises(RuntimeError): C.run()
+
+    def user(**kw): raise DataError('train.csv: not found. Point --data at the layout.')
+    monkeypatch.setattr(C, 'app', user)
+    with pytest.raises(SystemExit) as e: C.run()
+    err = capsys.readouterr()
+    assert e.value.code == 2 and err.err.strip().startswith('error:') and not err.out
+    assert len(err.err.strip().splitlines()) == 1
+

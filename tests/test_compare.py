@@ -1,8 +1,5 @@
 """`mcls compare`: a paired bootstrap over persons on made-up predictions whose answer is known."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ from mcls.errors import DataError
 from mcls.evaluate import score
 from mcls.labels import LABEL_TASKS, N_CLASSES, decode
 from mcls.submission import write_submission
+from tests.helpers import _cli, _persons_case, _submission, _valid_folder, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSONS, PHOTOS = 200, 7
@@ -137,10 +135,6 @@ def test_validation_folders_resample_train_csv_persons(tmp_path):
     with pytest.raises(DataError, match=f'no prediction for {files[-7]}'): read_side([tmp_path / 'b'])
 
 
-def _cli(*args, cwd):
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1'}
-    return subprocess.run([sys.executable, ROOT / 'cli.py', *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=300)
 
 
 @pytest.mark.cli
@@ -162,3 +156,63 @@ def test_compare_command_on_submissions(tmp_path):
     bad = _cli('compare', 'a.csv', 'short.csv', '--answers', 'answers.csv', cwd=tmp_path)
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and f'no prediction for {ids[0]}' in lines[0], bad.stderr
+
+
+@pytest.mark.cli
+def test_compare_with_zero_photos_is_one_error(tmp_path):
+    for name in ('a.csv', 'b.csv', 'answers.csv'): _submission(tmp_path / name, [], [])
+    r = _cli('compare', 'a.csv', 'b.csv', '--answers', 'answers.csv', cwd=tmp_path)
+    one_line_error(r, 'no photos to compare')
+    from mcls.compare import compare, read_side
+    a, b = (_valid_folder(tmp_path / x, n=0) for x in 'ab')
+    with pytest.raises(DataError, match='no photos'): compare(read_side([a]), read_side([b]))
+
+
+@pytest.mark.parametrize('bad, words', [
+    ({'age__probs': np.full((12, 3), np.nan)}, 'age probability nan'),
+    ({'mask__probs': -np.ones((12, 3))}, 'mask probability -1.0'),
+    ({'gender__probs': np.ones((12, 1))}, r'gender probabilities of shape \(12, 1\)'),
+    ({'mask__probs': np.full((12, 6), 1 / 6)}, r'mask probabilities of shape \(12, 6\)'),
+    ({'mask__labels': np.full(12, 25)}, 'label 25 is not a class 0-17'),
+    ({'age__probs': np.full((5, 3), 1 / 3)}, r'not \(12, 3\)'),
+])
+def test_compare_checks_what_it_reads(tmp_path, bad, words):
+    from mcls.compare import read_side
+    folder = _valid_folder(tmp_path / 'run', **bad)
+    with pytest.raises(DataError, match=words): read_side([folder])
+
+
+@pytest.mark.cli
+def test_one_person_cannot_be_resampled(tmp_path):
+    one_line_error(_persons_case(tmp_path, ''.join(f'eval/images/{i}.jpg,eval,p0\n' for i in range(6))),
+                   'one unit', 'at least two persons')
+
+
+@pytest.mark.cli
+def test_a_person_listed_on_several_rows_is_still_one_person(tmp_path):
+    rows = ''.join(f'eval/images/{i}.jpg,eval,p{i // 2}\n' for i in range(6)) + 'eval/images/0.jpg,eval,p0\n'
+    r = _persons_case(tmp_path, rows)
+    assert r.returncode == 0 and 'over 3 persons' in r.stdout, r.stderr
+
+
+@pytest.mark.cli
+def test_draws_are_bounded_and_refused_at_once_beyond(tmp_path):
+    "refused before anything is read or drawn: with sides that do not exist, the error is still the draws'"
+    r = _cli('compare', tmp_path / 'no_a', tmp_path / 'no_b', '--draws', '100000000', cwd=tmp_path)
+    one_line_error(r, '--draws 100000000', '100,000')
+    assert 'no such' not in r.stderr and not (tmp_path / 'reports').exists()
+
+
+def test_draws_in_chunks_give_the_one_chunk_result(tmp_path, monkeypatch):
+    "memory is bounded by computing draws in chunks; the chunking does not change the statistics"
+    import mcls.compare as C
+    sides = [C.read_side([_valid_folder(tmp_path / x, n=60, persons=20, seed=k)]) for k, x in enumerate('ab')]
+    whole = C.compare(*sides, draws=3000)
+    monkeypatch.setattr(C, 'CHUNK_CELLS', 20 * 7)          # chunks of 7 draws
+    chunked = C.compare(*sides, draws=3000)
+    for m, v in whole['metrics'].items():
+        w = chunked['metrics'][m]
+        assert (w['a'], w['b'], w['diff']) == (v['a'], v['b'], v['diff'])
+        assert abs(w['low'] - v['low']) < 0.05 and abs(w['high'] - v['high']) < 0.05
+    assert len(chunked['differences']['f1_18']) == 3000
+

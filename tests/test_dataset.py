@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mcls.crop import attach_crops
+from mcls.crop import attach_crops, crop_images
 from mcls.dataset import DataError, LoadReport, load_eval, load_images, load_train
 from mcls.images import open_rgb
 from mcls.synth import make_dataset
 from tests.conftest import tiny_settings
+from tests.helpers import _cli, _info
 
 
 @pytest.fixture
@@ -130,3 +131,95 @@ def test_unknown_correction_key(synth_root):
     corr = synth_root / 'corr.csv'
     corr.write_text('key,field,value\nnobody,gender,male\n')
     with pytest.raises(DataError, match=f"{corr}.*'nobody'"): load_train(synth_root / 'data', corr)
+
+
+def test_a_duplicate_imageid_is_refused(synth_root):
+    p = _info(synth_root)
+    lines = p.read_text().splitlines()
+    p.write_text('\n'.join([*lines, lines[1]]) + '\n')
+    with pytest.raises(DataError,
+                       match=f'row {len(lines) + 1}: ImageID .* listed twice'): load_eval(synth_root / 'data')
+
+
+def test_an_imageid_climbing_out_of_eval_images_is_refused(synth_root):
+    person = sorted((synth_root / 'data' / 'train' / 'images').iterdir())[0]
+    photo = next(person.glob('mask1.*'))
+    info = pd.read_csv(_info(synth_root), dtype=str)
+    info.loc[0, 'ImageID'] = f'../../train/images/{person.name}/{photo.name}'
+    info.to_csv(_info(synth_root), index=False)
+    assert photo.is_file()       # inside the data folder, but not an eval photo
+    with pytest.raises(DataError, match=r'row 2: .*leads outside .*eval.images'): load_eval(synth_root / 'data')
+
+
+def test_linked_images_folder_is_fine_and_a_photo_linking_out_is_not(synth_root, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp('store')
+    images = synth_root / 'data' / 'eval' / 'images'
+    shutil.move(images, elsewhere / 'images')
+    images.symlink_to(elsewhere / 'images')
+    assert len(load_eval(synth_root / 'data'))               # the linked folder: fine
+    first = sorted((elsewhere / 'images').iterdir())[0]
+    shutil.move(first, elsewhere / first.name)
+    first.symlink_to(elsewhere / first.name)                 # a photo linking out of it: not
+    with pytest.raises(DataError, match=f'{first.name}.*leads outside'): load_eval(synth_root / 'data')
+    train = synth_root / 'data' / 'train' / 'images'
+    person = sorted(train.iterdir())[0]
+    shutil.move(person, elsewhere / person.name)
+    person.symlink_to(elsewhere / person.name)               # a person folder linking out of train/images
+    with pytest.raises(DataError, match='leads outside'): load_train(synth_root / 'data')
+
+
+def test_an_absolute_path_in_train_csv_is_refused(synth_root, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp('elsewhere')
+    csv = synth_root / 'data' / 'train' / 'train.csv'
+    df = pd.read_csv(csv, dtype=str)
+    shutil.copytree(synth_root / 'data' / 'train' / 'images' / df.path[0], elsewhere / 'p')
+    df.loc[0, 'path'] = str(elsewhere / 'p')
+    df.to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r'row 2 .*leads outside .*train.images'): load_train(synth_root / 'data')
+
+
+def test_symlinked_photo_out_of_the_folder_is_refused(synth_root, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp('elsewhere')
+    photo = next(next((synth_root / 'data' / 'train' / 'images').iterdir()).glob('normal.*'))
+    shutil.move(photo, elsewhere / photo.name)
+    photo.symlink_to(elsewhere / photo.name)
+    with pytest.raises(DataError, match=f'{photo.name} leads outside'): load_train(synth_root / 'data')
+
+
+def test_an_eval_id_climbing_out_is_refused(synth_root):
+    p = synth_root / 'data' / 'eval' / 'info.csv'
+    info = pd.read_csv(p)
+    info.loc[1, 'ImageID'] = '../../../elsewhere.jpg'
+    info.to_csv(p, index=False)
+    with pytest.raises(DataError, match='row 3'): load_eval(synth_root / 'data')
+
+
+def test_two_photos_with_one_stem_are_refused(synth_root):
+    "item 13: mask1.jpg and mask1.png would both be used as mask1."
+    d = next((synth_root / 'data' / 'train' / 'images').iterdir())
+    first = next(d.glob('mask1.*'))
+    shutil.copy(first, d / ('mask1.jpeg' if first.suffix != '.jpeg' else 'mask1.png'))
+    with pytest.raises(DataError, match='two photos named mask1'): load_train(synth_root / 'data')
+
+
+def test_header_only_train_csv(synth_root):
+    (synth_root / 'data' / 'train' / 'train.csv').write_text('id,gender,race,age,path\n')
+    r = _cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', cwd=synth_root)
+    assert r.returncode == 2 and 'no persons' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_folder_or_a_vanished_photo_is_skipped_not_a_traceback(synth_root):
+    "A folder named like a photo, and a photo deleted between listing and cropping."
+    d = sorted((synth_root / 'data' / 'train' / 'images').iterdir())
+    gone = next(d[1].glob('normal.*'))
+    photo = next(d[0].glob('mask4.*'))
+    photo.unlink()
+    photo.mkdir()
+    train = load_train(synth_root / 'data')
+    assert str(photo) not in set(train.file)
+    gone.unlink()
+    s = tiny_settings(synth_root)
+    out, st = crop_images(train.file.tolist(), s.crop, s.paths.cache, progress=False)
+    assert str(gone) not in out and st.skipped['unreadable image'] == 1
+    with pytest.raises(DataError, match=gone.name): crop_images([str(gone)], s.crop, s.paths.cache, strict=True)
+

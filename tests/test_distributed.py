@@ -1,18 +1,25 @@
 """Several ranks as one job (`--processes N`): 2 gloo ranks on the CPU, tiny synthetic data, the real command line."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mcls import distributed
 from mcls.demo import tiny_overrides
+from mcls.errors import UserError
+from mcls.runs import run_status
 from mcls.settings import LEARNERS, load_settings
 from mcls.synth import make_dataset
+from mcls.train import training_table
+from tests.helpers import _children, _cli, _gone, one_line_error
 
 ROOT = Path(__file__).parents[1]
 # the ranks run on the CPU (gloo) on any machine: 2 ranks would not fit a 1-GPU machine, which refuses them
@@ -53,7 +60,6 @@ def test_two_ranks_train_once_export_once_and_repeat_exactly(tiny):
     meta = json.loads((a / 'run.json').read_text())
     assert meta['world_size'] == 2 and meta['status'] == 'done'
     s = load_settings(tiny / 'tiny.ini')
-    from mcls.train import training_table
     fold = int((training_table(s, progress=False).fold == 0).sum())
     assert meta['valid_photos'] == [fold, fold]          # every validation photo once, each epoch, across ranks
     assert len(np.load(a / 'mask.valid.npz')['files']) == fold
@@ -175,3 +181,77 @@ def test_two_machines_train_one_job(tiny):
     meta = json.loads((run / 'run.json').read_text())
     assert (meta['world_size'], meta['status']) == (2, 'done')
     assert (tiny / 'models-nodes' / 'joint.safetensors').exists()
+
+
+@pytest.mark.cli
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='finds the ranks through /proc')
+@pytest.mark.parametrize('how', [signal.SIGTERM, signal.SIGKILL])
+def test_ranks_die_with_their_launcher_and_export_nothing(tiny_ranks, how):
+    "7 too: a global option (-v) before the command, the documented form, starts the ranks"
+    runs, models = f'runs-{how.name}', tiny_ranks / f'models-{how.name}'
+    p = subprocess.Popen([sys.executable, '-m', 'mcls', '-v', 'train', 'joint', '--config', 'tiny.ini', '--processes',
+                          '2',
+                          '--set', f'paths.runs={runs}', '--export-dir', str(models)], cwd=tiny_ranks,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})      # gloo ranks on any machine
+    try:
+        end = time.monotonic() + 240
+        while not list((tiny_ranks / runs).glob('*/history.csv')) and time.monotonic() < end:   # an epoch done
+            assert p.poll() is None, p.stderr.read()
+            time.sleep(0.2)
+        ranks = _children(p.pid)
+        assert len(ranks) == 2
+        p.send_signal(how)
+        p.wait(timeout=60)
+        assert _gone(ranks, 30), 'a rank outlived its launcher'
+    finally:
+        if p.poll() is None: p.kill()
+    if how == signal.SIGTERM: assert p.returncode == 128 + how and 'interrupted (SIGTERM)' in p.stderr.read()
+    time.sleep(1)
+    assert not models.exists()
+    (run,) = [r.parent for r in (tiny_ranks / runs).glob('*/run.json')]
+    assert run_status(run) == 'interrupted'
+
+
+def test_a_global_option_before_the_command_is_the_command_line(monkeypatch):
+    from mcls import cli
+    monkeypatch.setattr(sys, 'argv', ['mcls', '-v', 'train', 'joint', '--processes', '2'])
+    cli._join_ranks('train', 2)          # accepted: the ranks run this command line
+    monkeypatch.setattr(sys, 'argv', ['pytest', 'tests'])
+    with pytest.raises(UserError, match='needs the command line'): cli._join_ranks('train', 2)
+
+
+@pytest.mark.cli
+def test_resume_with_processes_and_no_run_is_refused_before_the_ranks(tmp_path):
+    r = _cli('train', 'mask', '--resume', '--processes', '2', '--set', f'paths.runs={tmp_path / "runs"}', cwd=tmp_path)
+    one_line_error(r, 'no run of mask', 'nothing to resume')
+    assert 'rank' not in r.stderr            # the launcher's own refusal, not a rank's error relayed
+
+
+@pytest.mark.parametrize('gpus, ranks, refused', [(1, 2, True), (4, 8, True), (4, 4, False), (2, 1, False)])
+def test_more_ranks_than_gpus_is_refused_naming_both_numbers(monkeypatch, gpus, ranks, refused):
+    from mcls import distributed
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
+    if refused:
+        with pytest.raises(UserError, match=f'{ranks} ranks on this machine but torch sees {gpus} GPU.*at most {gpus}'):
+            distributed.check_gpus(ranks)
+    else:
+        distributed.check_gpus(ranks)
+
+
+def test_any_number_of_ranks_on_a_cpu(monkeypatch):
+    from mcls import distributed
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    distributed.check_gpus(64)
+
+
+def test_processes_beyond_the_gpus_are_refused_before_any_work(monkeypatch, tmp_path):
+    import sys
+
+    from mcls import cli
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(sys, 'argv', ['mcls', 'train', 'joint', '--processes', '2'])
+    with pytest.raises(UserError, match='2 ranks on this machine but torch sees 1 GPU'): cli._join_ranks('train', 2)
+

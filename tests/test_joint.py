@@ -8,9 +8,18 @@ import torch.nn.functional as F
 from fastai.vision.all import Callback, MixUp
 from sklearn.metrics import f1_score
 
-from mcls.joint import (AGE_SIGMA, AGE_THRESHOLDS, AGE_YEARS, JointLoss, decode_target, encode_target, group_probs,
-                        joint_f1, n_logits,
-                        split_probs)
+from mcls.joint import (
+    AGE_SIGMA,
+    AGE_THRESHOLDS,
+    AGE_YEARS,
+    JointLoss,
+    decode_target,
+    encode_target,
+    group_probs,
+    joint_f1,
+    n_logits,
+    split_probs,
+)
 from mcls.labels import decode, encode
 from mcls.learner import ConfigError, check_task_settings, timm_split
 from mcls.predict import predict_eval, predict_frame
@@ -230,8 +239,9 @@ def test_joint_learner_exports_predicts_and_tunes(joint_run):
 
 
 def test_albumentations_follow_torchs_seed():
-    from mcls.augment import AlbumentationsTransform
     from fastai.vision.all import PILImage
+
+    from mcls.augment import AlbumentationsTransform
     img = PILImage.create(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
 
     def draw(seed):      # each training run builds its pipeline anew after fastai's set_seed
@@ -245,6 +255,7 @@ def test_albumentations_follow_torchs_seed():
 @pytest.mark.parametrize('task', ['mask', 'gender', 'age'])
 def test_interpret_reads_a_joint_learners_head(joint_run, task, tmp_path):
     from PIL import Image
+
     from mcls.interpret import interpret_task
     paths = interpret_task(joint_run['table'], task, joint_run['models'], 0, tmp_path, k=6)
     assert [p.name for p in paths] == [f'{task}_fold0_confusion.png', f'{task}_fold0_top_losses.png']

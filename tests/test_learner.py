@@ -6,6 +6,8 @@ import torch
 
 from mcls.learner import ConfigError, check_task_settings, make_loss, make_model, norm_stats
 from mcls.settings import load_settings
+from mcls.train import training_table
+from tests.conftest import tiny_settings
 
 
 @pytest.fixture
@@ -72,8 +74,8 @@ def test_offline_pretrained_fails_at_once_naming_the_fixes(age, monkeypatch):
 
 
 def test_local_weights_file_is_loaded(age, tmp_path):
-    from safetensors.torch import save_file
     import timm
+    from safetensors.torch import save_file
     ref = timm.create_model('test_efficientnet', num_classes=0)
     f = tmp_path / 'w.safetensors'
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(f))
@@ -104,3 +106,45 @@ def test_settings_a_year_head_does_not_use_are_said(tmp_path, caplog):
     caplog.clear()
     check_task_settings(load_settings(overrides={'train.pretrained': 'false'}, cwd=tmp_path).tasks['joint'])
     assert 'learns years' not in caplog.text
+
+
+@pytest.mark.parametrize('make', ['garbage', 'other_arch'])
+def test_bad_weights_are_refused_before_any_work(tmp_path, make):
+    import timm
+    from safetensors.torch import save_file
+
+    from mcls.learner import check_task_settings
+    w = tmp_path / 'w.safetensors'
+    if make == 'garbage': w.write_bytes(b'\x00' * 64)
+    else: save_file(timm.create_model('test_vit').state_dict(), str(w))
+    s = tiny_settings(tmp_path, train__pretrained='true', train__weights=str(w))
+    with pytest.raises(ConfigError, match='not ImageNet weights for test_efficientnet'):
+        check_task_settings(s.tasks['mask'])
+
+
+@pytest.mark.parametrize('cores, local_ranks, workers', [(16, 1, 16), (16, 2, 8), (16, 8, 0), (32, 1, 16), (2, 1, 0)])
+def test_workers_are_a_share_of_the_cores_per_rank(monkeypatch, cores, local_ranks, workers):
+    import mcls.threads as T
+    from mcls.learner import resolve_workers
+    monkeypatch.setattr(T, 'cores', lambda: cores)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', str(local_ranks))
+    assert T.rank_cores() == cores // local_ranks
+    assert resolve_workers(None) == workers
+    assert resolve_workers(3) == 3                   # a number is taken as given
+
+
+def test_workers_augment_without_an_opencv_thread_pool(synth_root):
+    import cv2
+
+    from mcls.learner import task_dls
+    s = tiny_settings(synth_root)
+    table = training_table(s, progress=False).assign(is_valid=False)
+    try:
+        cv2.setNumThreads(4)
+        task_dls(table, s.tasks['mask'], workers=0)
+        assert cv2.getNumThreads() == 4               # augmenting in this process: its pool is left alone
+        task_dls(table, s.tasks['mask'], workers=2)
+        assert cv2.getNumThreads() == 1               # no pool (0), set before the workers fork and inherit it
+    finally:
+        cv2.setNumThreads(-1)
+

@@ -1,11 +1,14 @@
 """Model folders: every reader finishes a folder swap that a kill interrupted before it looks, so a complete learner
 waiting beside its folder is never reported missing."""
 import shutil
+from pathlib import Path
 
 import pytest
 
+from mcls.errors import UserError
 from mcls.modeldirs import check_model_dir, fold_dirs, learners_in
-from tests.test_reliability import _dead_pid
+from mcls.train import train_task
+from tests.helpers import _cli, _copy_models, _dead_pid, one_line_error
 
 
 def _killed_between_renames(trained, models_root):
@@ -46,3 +49,27 @@ def test_every_reader_finishes_an_interrupted_swap_first(trained, tmp_path, read
     assert not fold0.exists()
     assert READERS[reader](s)
     assert (fold0 / 'mask.json').exists() and sorted(p.name for p in (tmp_path / 'models').iterdir()) == ['fold0']
+
+
+def test_joint_and_task_learners_never_share_a_folder(trained, tmp_path):
+    models = _copy_models(trained, tmp_path)          # three task learners
+    s = trained['settings']
+    with pytest.raises(UserError, match=r'holds task learners .*--export-dir'):
+        train_task(trained['table'], s, 'joint', 0, export_dir=models, progress=False)
+    joint_only = tmp_path / 'joint'
+    joint_only.mkdir()
+    (joint_only / 'joint.json').write_text('{}')
+    with pytest.raises(UserError, match=r'holds a joint learner.*mask learner cannot share'):
+        train_task(trained['table'], s, 'mask', 0, export_dir=joint_only, progress=False)
+    assert not list(Path(s.paths.runs).glob('*-joint-*'))     # refused before a run began
+
+
+def test_an_export_dir_that_is_a_file_is_refused_before_any_work(synth_root):
+    (synth_root / 'precious.txt').write_text('keep me')
+    r = _cli('train', 'mask', '--data', synth_root / 'data', '--no-pretrained', '--export-dir',
+             synth_root / 'precious.txt', '--set', f'paths.runs={synth_root / "runs"}',
+             '--set', f'paths.cache={synth_root / "crops"}', cwd=synth_root)
+    one_line_error(r, 'precious.txt', 'a file is in the way')
+    assert (synth_root / 'precious.txt').read_text() == 'keep me'
+    assert not (synth_root / 'runs').exists() and not (synth_root / 'crops').exists()
+

@@ -54,6 +54,7 @@ def test_every_notebook_has_a_parameters_cell_and_no_test_hook():
 
 def test_label_review_buttons_write_the_corrections_file(tmp_path):
     import pandas as pd
+
     from mcls.dataset import LoadReport, load_train
     corr = tmp_path / 'fixes.csv'
     root = _folder(tmp_path, 4, **{'paths.corrections': corr})

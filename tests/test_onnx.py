@@ -5,9 +5,8 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from safetensors.torch import load_file, save_file
-
 import torch
+from safetensors.torch import load_file, save_file
 
 from mcls.errors import DataError, UserError
 from mcls.onnx_engine import OnnxModel, export_onnx, onnx_path, providers
@@ -75,3 +74,39 @@ def test_a_missing_or_stale_graph_is_refused_naming_the_fix(onnx_models, tmp_pat
     onnx_path(d, 'gender').unlink()
     with pytest.raises(DataError, match=r'gender\.onnx: missing.*export-onnx'):
         OnnxModel(d, 'gender')
+
+
+@needs_onnx_provider
+def test_a_truncated_graph_is_refused_naming_the_fix(onnx_folder, tmp_path):
+    import shutil
+
+    from mcls.onnx_engine import OnnxModel, onnx_path
+    d = tmp_path / 'fold0'
+    shutil.copytree(onnx_folder, d)
+    data = onnx_path(d, 'mask').read_bytes()
+    onnx_path(d, 'mask').write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError, match=r'mask\.onnx: not a whole ONNX graph.*export-onnx'): OnnxModel(d, 'mask')
+    onnx_path(d, 'age').write_bytes(b'')
+    with pytest.raises(DataError, match=r'age\.onnx: not a whole ONNX graph'): OnnxModel(d, 'age')
+
+
+@needs_onnx_provider
+def test_a_graph_with_altered_weights_is_refused(onnx_folder, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from mcls.onnx_engine import OnnxModel, onnx_path
+    d = tmp_path / 'fold0'
+    shutil.copytree(onnx_folder, d)
+    OnnxModel(d, 'gender')                              # intact: taken
+    m = onnx.load(str(onnx_path(d, 'gender')))
+    init = max(m.graph.initializer, key=lambda t: np.prod(t.dims))
+    w = numpy_helper.to_array(init).copy()
+    w.flat[0] += 0.5                                    # one weight changed, the metadata left as it was
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(m, str(onnx_path(d, 'gender')))
+    with pytest.raises(DataError, match=r'gender\.onnx: changed since `mcls export-onnx` wrote it'): OnnxModel(d,
+                                                                                                               'gender')
+

@@ -3,11 +3,11 @@ into another environment gives an mcls whose every command imports."""
 import ast
 import re
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # imported but not declared, each for a reason

@@ -1,3 +1,5 @@
+import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -6,8 +8,18 @@ import pandas as pd
 import pytest
 
 from mcls.labels import decode
-from mcls.persons import (MASK_SLOTS, assign_masks, choose_threshold, consistent_labels, group_photos, group_quality,
-                          pair_scores)
+from mcls.persons import (
+    MASK_SLOTS,
+    assign_masks,
+    choose_threshold,
+    consistent_labels,
+    group_photos,
+    group_quality,
+    pair_scores,
+)
+from mcls.train import train_task
+from tests.conftest import tiny_settings
+from tests.helpers import _cli
 
 
 def people(n_persons=12, per=7, noise=0.05, dim=16, seed=0):
@@ -152,19 +164,13 @@ def test_persons_auto_without_the_weights_is_one_line(trained, tmp_path):
     assert not (tmp_path / 'submission.csv').exists()
 
 
-def _cli(*args, cwd):
-    import os
-    import subprocess
-    import sys
-    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'NO_ALBUMENTATIONS_UPDATE': '1'}
-    return subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / 'cli.py'), *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_predict_with_persons_reads_no_answers_and_changes_nothing_for_unrelated_photos(trained, tmp_path):
     "Eval photos of different persons (one each), answers and build metadata removed: auto == off."
     import dataclasses
     import shutil
+
     from mcls.predict import predict_eval
     s, root = trained['settings'], trained['root']
     data = tmp_path / 'data'
@@ -186,10 +192,8 @@ def test_predict_with_persons_reads_no_answers_and_changes_nothing_for_unrelated
 
 
 def test_pseudo_labels_join_training_only_and_are_listed_in_the_run(trained, tmp_path):
-    import json
     from mcls.predict import predict_eval
     from mcls.pseudo import add_pseudo, pseudo_rows
-    from mcls.train import train_task
     s = trained['settings']
     predict_eval(s, [trained['models']], tmp_path / 'sub.csv', tta=False, progress=False)
     probs = tmp_path / 'sub.csv.probs.npz'
@@ -207,3 +211,16 @@ def test_pseudo_labels_join_training_only_and_are_listed_in_the_run(trained, tmp
     assert len(listed) == len(rows) and json.loads((r.run_dir / 'run.json').read_text())['pseudo_rows'] == len(rows)
     valid = np.load(r.run_dir / 'gender.valid.npz')
     assert len(valid['files']) == int((trained['table'].fold == 0).sum())      # validation has no pseudo rows
+
+
+def test_persons_auto_without_a_threshold_says_it_does_nothing(monkeypatch, caplog, synth_root):
+    import mcls.identity as I
+    import mcls.persons as P
+    s = tiny_settings(synth_root)
+    monkeypatch.setattr(P, 'person_threshold', lambda s: {'threshold': 0.0, 'align': 'eyes', 'photos': 40})
+    monkeypatch.setattr(I, 'identity_embeddings', lambda crops, *a, **k: np.ones((len(crops), 4)))   # identical faces
+    with caplog.at_level(logging.WARNING):
+        groups, _, _ = P.group_eval(s, ['a'] * 7)
+    assert len(set(groups)) == 7                        # nothing grouped, as the threshold says...
+    assert 'persons auto does nothing here' in caplog.text and 'persons = off' in caplog.text   # ...and it is said
+

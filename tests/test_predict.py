@@ -1,18 +1,21 @@
 import itertools
-import re
-from pathlib import Path
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.metrics import f1_score
 
-from mcls.dataset import DataError
+from mcls.dataset import DataError, load_eval
 from mcls.evaluate import evaluate_files, read_labels
 from mcls.predict import check_models, combine, predict_eval, predict_frame
+from mcls.train import train_task
 from mcls.tune import apply_offsets, fit_offsets, load_oof, read_offsets, write_offsets
+from tests.helpers import _cli, _copy_models
 
 
 @pytest.mark.parametrize('mask,gender,age', list(itertools.product(range(3), range(2), range(3))))
@@ -99,10 +102,6 @@ def test_tuning_uses_true_age_groups(trained, tmp_path):
 
 # --- bad input: a clear error and no submission file ---
 
-def _copy_models(trained, tmp_path):
-    d = tmp_path / 'models'
-    shutil.copytree(trained['models'], d)
-    return d
 
 
 def _no_output(trained, models, tmp_path, match):
@@ -145,6 +144,7 @@ def test_eval_problems_write_nothing(trained, tmp_path):
 
 def test_interpret_writes_confusion_and_top_losses(trained, tmp_path):
     from PIL import Image
+
     from mcls.interpret import interpret_task
     paths = interpret_task(trained['table'], 'age', trained['models'], 0, tmp_path, k=4, workers=0)
     assert [p.name for p in paths] == ['age_fold0_confusion.png', 'age_fold0_top_losses.png']
@@ -177,9 +177,16 @@ def test_tune_and_evaluate_cli(trained, submission, tmp_path):
 def test_a_new_export_drops_what_was_fitted_on_the_old_learners(trained, tmp_path):
     "tuning.json describes the learners it was fitted on: a re-export must not keep it."
     import shutil
-    from mcls.train import train_task
     d = tmp_path / 'fold0'
     shutil.copytree(trained['models'], d)
     (d / 'tuning.json').write_text('{"offsets": {}}')
     train_task(trained['table'], trained['settings'], 'mask', 0, export_dir=d, progress=False)
     assert not (d / 'tuning.json').exists()
+
+
+def test_one_bad_eval_photo_is_a_one_line_error_naming_it(synth_root):
+    info = load_eval(synth_root / 'data')
+    Image.new('1', (12_000, 16_000)).save(info.file[2], format='PNG')
+    r = _cli('crop', '--data', synth_root / 'data', '--split', 'eval', '--set', 'crop.size=64', cwd=synth_root)
+    assert r.returncode == 2 and info.file[2] in ' '.join(r.stderr.split()) and 'Traceback' not in r.stderr
+

@@ -133,8 +133,9 @@ def test_all_is_todays_loader_and_k_draws_per_person(synth_root, per_person, old
 
 def test_a_resumed_run_draws_what_an_uninterrupted_one_draws(synth_root, monkeypatch):
     "the photos each epoch trains on, recorded as it starts: the same epochs 1 and 2 whether or not epoch 0 was killed"
-    import mcls.train as T
     from fastai.vision.all import Callback
+
+    import mcls.train as T
     s, table = _table(synth_root, train__photos_per_person='3', mask__epochs=3)
     seen = {}
 

@@ -1,8 +1,10 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from mcls.settings import PACKAGED, SettingsError, load_settings, parse_overrides
+from tests.helpers import BAD_SETTINGS
 
 
 def test_the_seed_config_carries_the_seed_values(tmp_path):
@@ -159,7 +161,6 @@ def test_an_older_run_lacking_a_required_key_is_refused_in_one_line(tmp_path):
 
 @pytest.mark.parametrize('make', ['folder', 'fifo'])
 def test_a_settings_path_that_is_not_a_file_is_one_line(tmp_path, make):
-    import os
     p = tmp_path / 'settings.ini'
     p.mkdir() if make == 'folder' else os.mkfifo(p)
     with pytest.raises(SettingsError, match='settings.ini: (a folder|not a regular file)'):
@@ -171,3 +172,24 @@ def test_a_settings_path_that_is_not_a_file_is_one_line(tmp_path, make):
 def test_a_byte_order_mark_is_read_as_text(tmp_path):
     (tmp_path / 'settings.ini').write_bytes(b'\xef\xbb\xbf[joint]\nepochs = 4\n')
     assert load_settings(cwd=tmp_path).tasks['joint'].epochs == 4
+
+
+@pytest.mark.parametrize('section,key,value,match', BAD_SETTINGS)
+def test_a_settings_file_is_checked_like_set(tmp_path, section, key, value, match):
+    (tmp_path / 'settings.ini').write_text(f'[{section}]\n{key} = {value}\n')
+    with pytest.raises(SettingsError, match=match) as e: load_settings(cwd=tmp_path)
+    assert 'settings.ini' in str(e.value)
+    if match != 'unknown section':
+        with pytest.raises(SettingsError, match=match): load_settings(overrides={f'{section}.{key}': value})
+
+
+def test_undecodable_settings_bytes_are_one_line(tmp_path):
+    (tmp_path / 'settings.ini').write_bytes(b'[crop]\nsize = \xff\xfe64\n')
+    with pytest.raises(SettingsError, match='not UTF-8'): load_settings(cwd=tmp_path)
+
+
+def test_reproducible_is_a_setting_and_off_by_default(tmp_path):
+    from mcls.settings import load_settings
+    assert load_settings(cwd=tmp_path).tasks['joint'].reproducible is False
+    assert load_settings(overrides={'train.reproducible': 'true'}, cwd=tmp_path).tasks['age'].reproducible is True
+

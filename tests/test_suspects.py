@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 
 from mcls.dataset import LoadReport, load_train
+from mcls.labels import age_group
 from mcls.pseudo import GROUP_YEARS
 from mcls.suspects import accept_suspects, oof_probs, rank_suspects, suspect_table
-from mcls.labels import age_group
+from tests.helpers import _dead_pid
 
 
 def confident(labels, k, p=0.9, seed=0):
@@ -95,3 +96,14 @@ def test_suspects_command_writes_ranking_sheet_and_corrections(trained, tmp_path
     assert 0 < len(pd.read_csv(corr)) <= 9
     with pytest.raises(Exception, match='two model folders'):
         oof_probs([trained['models'], trained['models']], 'mask')
+
+
+def test_a_stray_temporary_of_a_killed_accept_is_cleaned(tmp_path):
+    from mcls.suspects import accept_suspects
+    stray = tmp_path / f'.fixes.csv.{_dead_pid()}.tmp'
+    stray.write_text('half')
+    sus = pd.DataFrame({'key': ['p1'], 'field': ['gender'], 'given': ['male'], 'suggested': ['female'],
+                        'value': ['female']})
+    assert accept_suspects(sus, tmp_path / 'fixes.csv') == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['fixes.csv']
+

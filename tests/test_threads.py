@@ -1,4 +1,5 @@
 """Torch threads of a job: [train] threads, or auto: the cores shared by the mcls jobs running on the machine."""
+import logging
 import os
 import subprocess
 import sys
@@ -67,3 +68,24 @@ def test_a_job_killed_by_sigkill_is_no_longer_counted(registry):
     assert threads.live_jobs() == 2
     p.kill(); p.wait()
     assert threads.live_jobs() == 1 and not list(registry.iterdir())
+
+
+@pytest.mark.parametrize('where', ['a file', 'below a file'])
+def test_an_unwritable_jobs_registry_runs_the_job_counted_alone(tmp_path, monkeypatch, caplog, where):
+    import mcls.threads as T
+    blocker = tmp_path / 'registry'
+    blocker.write_text('not a folder')
+    monkeypatch.setattr(T, 'REGISTRY', blocker if where == 'a file' else blocker / 'inner')
+    with caplog.at_level(logging.WARNING):
+        with T.job():
+            assert T.live_jobs() == 1 and T.resolve_threads(None)[1] == 1
+    assert 'the jobs registry cannot be written' in caplog.text and 'counted' in caplog.text
+    assert blocker.read_text() == 'not a folder'
+
+
+def test_more_threads_than_cores_is_said(monkeypatch):
+    import mcls.threads as T
+    monkeypatch.setattr(T, 'cores', lambda: 2)
+    assert 'more than the 2 cores here' in T.describe_threads(64, 64, 0)
+    assert T.describe_threads(2, 2, 0) == '2 torch threads (threads = 2)'
+

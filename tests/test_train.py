@@ -1,16 +1,23 @@
+import errno
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from fastai.vision.all import Callback, CancelTrainException
 
+from mcls.dataset import load_train
+from mcls.errors import ConfigError, DataError, WriteError
 from mcls.export import load_task_learner, rebuild_learner
 from mcls.runs import list_runs
-from mcls.train import resume_task, train_task, training_table
-from tests.conftest import tiny_settings
+from mcls.train import resume_task, save_atomic, train_task, training_table
+from tests.conftest import kill_after_first_epoch, tiny_settings
+from tests.helpers import Crash, _bad_photo_cases
 
 TASKS = ('mask', 'age', 'gender')
 
@@ -83,7 +90,6 @@ def test_age_boundary_changes_training_targets_only(synth_root):
     assert task_targets(df, s.tasks['age']).age_target.tolist() == [1, 2, 2, 2, 1]
 
 
-class Crash(Exception): pass
 
 
 class CrashAfterFirstEpoch(Callback):
@@ -142,7 +148,6 @@ def test_a_run_that_fails_says_so_with_the_error(trained, monkeypatch):
 
 
 def test_fewer_training_photos_than_a_batch_is_refused_before_any_run(trained):
-    from mcls.errors import ConfigError
     small = trained['table'][trained['table'].person.isin(trained['table'].person.unique()[:2])]
     before = set((trained['root'] / 'runs').iterdir())
     with pytest.raises(ConfigError, match="draws only .* training photos .*: lower --batch"):
@@ -204,7 +209,6 @@ def test_images_per_second_counts_the_photos_each_epoch_drew(synth_root, photos_
 def test_a_batch_larger_than_an_epoch_draws_per_rank_is_refused_before_any_run(synth_root, monkeypatch, ranks,
                                                                                    photos_per_person):
     import mcls.distributed as D
-    from mcls.errors import ConfigError
     from mcls.learner import epoch_photos
     s = tiny_settings(synth_root, joint__photos_per_person=photos_per_person)
     table = training_table(s, progress=False)
@@ -249,8 +253,8 @@ def test_a_diverged_training_is_a_failed_run_not_an_export(synth_root, full):
 
 
 def test_a_learner_with_non_finite_weights_writes_no_submission(trained, tmp_path):
-    import shutil
     from safetensors.torch import load_file, save_file
+
     from mcls.errors import DataError
     from mcls.predict import predict_eval
     d = tmp_path / 'nan'
@@ -262,3 +266,219 @@ def test_a_learner_with_non_finite_weights_writes_no_submission(trained, tmp_pat
     with pytest.raises(DataError, match='age learner gives non-finite probabilities'):
         predict_eval(trained['settings'], [d], tmp_path / 'sub.csv', tta=False, progress=False)
     assert not (tmp_path / 'sub.csv').exists()
+
+
+def test_resume_refuses_when_the_corrections_changed(synth_root, monkeypatch):
+    from mcls.train import resume_task, training_table
+    fixes = synth_root / 'fixes.csv'
+    first = load_train(synth_root / 'data').person.iloc[0]
+    fixes.write_text(f'key,field,value\n{first},age,40\n')
+    s = tiny_settings(synth_root, paths__corrections=fixes, gender__epochs=2)
+    kill_after_first_epoch(monkeypatch, training_table(s, progress=False), s, 'gender', 0)
+    run = next((synth_root / 'runs').iterdir())
+    others = load_train(synth_root / 'data').person.drop_duplicates().iloc[1:6]
+    fixes.write_text('key,field,value\n' + ''.join(f'{p},gender,female\n' for p in others))
+    with pytest.raises(DataError, match='changed since this run started'): resume_task(run, progress=False)
+    fixes.write_text(f'key,field,value\n{first},age,40\n')          # restored: the run resumes
+    assert resume_task(run, progress=False).epochs == 2
+
+
+def test_a_failed_checkpoint_write_is_one_error_and_no_temporary(trained, tmp_path, monkeypatch):
+    import fastai.learner
+
+    from mcls.export import load_task_learner
+    from mcls.train import save_atomic
+    learn = load_task_learner(trained['models'], 'mask')
+    learn.path = tmp_path
+
+    def short_write(obj, f, *a, **k):     # torch's zip writer under `ulimit -f`: half a file, then its own error
+        Path(f).write_bytes(b'PK' + b'\0' * 64)
+        raise RuntimeError('[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0: file write failed')
+
+    monkeypatch.setattr(fastai.learner.torch, 'save', short_write)
+    with pytest.raises(WriteError, match=r'last-0\.pth.*free disk space'): save_atomic(learn, 'last-0', True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_runs_disk_ends_the_run_failed_with_the_real_reason(synth_root, monkeypatch):
+    "the checkpoint fails, then run.json cannot be copied either: the run is still marked failed, naming the checkpoint"
+    import fastai.learner
+
+    from mcls import runs
+    from mcls.train import train_task, training_table
+    s = tiny_settings(synth_root)
+    table = training_table(s, progress=False)
+    full = {'on': False}
+    real_atomic = runs.write_text_atomic
+
+    def disk(obj, f, *a, **k):
+        full['on'] = True
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    def no_room_for_a_copy(path, text):
+        if full['on']: raise WriteError(f'{path}: could not be written (No space left on device)')
+        return real_atomic(path, text)
+
+    monkeypatch.setattr(fastai.learner.torch, 'save', disk)
+    monkeypatch.setattr(runs, 'write_text_atomic', no_room_for_a_copy)
+    with pytest.raises(WriteError, match=r'(best|last-0)\.pth'): train_task(table, s, 'mask', 0, progress=False)
+    run = next((synth_root / 'runs').iterdir())
+    meta = json.loads((run / 'run.json').read_text())
+    assert meta['status'] == 'failed' and '.pth: could not be written' in meta['error']
+    assert list_runs(synth_root / 'runs').reason[0].startswith('WriteError')
+
+
+def test_kill_while_writing_a_checkpoint_keeps_the_last_epoch(synth_root, monkeypatch):
+    "item 2: a kill while epoch 1's checkpoint is half-written: the run resumes from epoch 0's file and exports."
+    import fastai.learner
+    s = tiny_settings(synth_root, gender__epochs=3)
+    table = training_table(s, progress=False)
+    real_save, saves = fastai.learner.torch.save, []
+
+    def dying_save(obj, f, *a, **k):
+        saves.append(str(f))
+        if '.last-1.' in str(f):       # half of the file, then the process dies
+            Path(f).write_bytes(b'\x80\x02' + b'\0' * 100)
+            raise KeyboardInterrupt
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(fastai.learner.torch, 'save', dying_save)
+    with pytest.raises(KeyboardInterrupt): train_task(table, s, 'gender', 0, progress=False)
+    monkeypatch.setattr(fastai.learner.torch, 'save', real_save)
+    run = next((synth_root / 'runs').iterdir())
+    state = json.loads((run / 'last_epoch.json').read_text())
+    assert state == {**state, 'epoch': 0, 'file': 'last-0'}
+    torch.load(run / 'last-0.pth', weights_only=False)           # whole
+    assert json.loads((run / 'run.json').read_text())['status'] == 'interrupted'
+    r = resume_task(run, progress=False)
+    assert r.export_dir == s.paths.models / 'fold0' and (r.export_dir / 'gender.safetensors').exists()
+    assert pd.read_csv(run / 'history.csv').epoch.tolist() == [0, 1, 2]
+    assert not list(run.glob('.*.tmp*')) and [p.name for p in run.glob('last-*.pth')] == ['last-2.pth']
+
+
+def test_failed_checkpoint_write_is_one_clear_error(trained, tmp_path, monkeypatch):
+    "item 10: a full disk during a checkpoint is a WriteError naming the file, and no file appears."
+    import fastai.learner
+    learn = load_task_learner(trained['models'], 'mask')
+    learn.path = tmp_path
+
+    def full_disk(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(fastai.learner.torch, 'save', full_disk)
+    with pytest.raises(WriteError, match=r'last-3\.pth.*free disk space'): save_atomic(learn, 'last-3', True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_history_with_a_cut_off_line_is_read(trained):
+    from mcls.train import _keep_history
+    run = trained['results']['mask'].run_dir
+    h = run.parent / 'cut' / 'history.csv'
+    h.parent.mkdir(exist_ok=True)
+    lines = (run / 'history.csv').read_text().splitlines()
+    h.write_text('\n'.join([*lines, '1,0.5']))          # killed while appending epoch 1
+    _keep_history(h, 1)
+    assert pd.read_csv(h).epoch.tolist() == [0]
+
+
+def test_one_bad_photo_is_skipped_in_training_and_listed_in_the_run(synth_root):
+    "item 8, (b): a 10x10 photo is cropped (centre fallback); a decompression bomb and garbage are skipped, named."
+    cases = _bad_photo_cases(synth_root / 'data')
+    s = tiny_settings(synth_root)
+    table = training_table(s, progress=False)
+    assert str(cases['tiny']) in set(table.file)
+    skipped = dict(table.attrs['skipped'])
+    assert {str(cases['bomb']), str(cases['garbage'])} <= set(skipped)
+    assert 'DecompressionBomb' in skipped[str(cases['bomb'])]
+    r = train_task(table, s, 'mask', 0, progress=False)
+    listed = pd.read_csv(r.run_dir / 'skipped.csv')
+    assert {str(cases['bomb']), str(cases['garbage'])} <= set(listed.file)
+
+
+def test_kill_before_the_first_epoch_ends_restarts_on_resume(synth_root, monkeypatch):
+    "item 5: nothing saved yet; --resume restarts the run in its own folder and exports it."
+    import mcls.train as T
+    s = tiny_settings(synth_root)
+    table = training_table(s, progress=False)
+
+    def killed(*a, **k): raise KeyboardInterrupt
+    real_fit = T._fit
+    monkeypatch.setattr(T, '_fit', killed)
+    with pytest.raises(KeyboardInterrupt): train_task(table, s, 'age', 0, progress=False)
+    monkeypatch.setattr(T, '_fit', real_fit)
+    run = next((synth_root / 'runs').iterdir())
+    r = resume_task(run, progress=False)
+    assert r.run_dir == run and json.loads((run / 'run.json').read_text())['status'] == 'done'
+    assert (s.paths.models / 'fold0' / 'age.safetensors').exists()
+
+
+def test_kill_in_the_second_phase_of_fine_tune_resumes_there(synth_root, monkeypatch):
+    "(c): fit = fine_tune, killed in the unfrozen phase: resumes at that epoch, unfrozen, one history."
+    from fastai.vision.all import Callback
+
+    import mcls.train as T
+    s = tiny_settings(synth_root, mask__epochs=3, mask__fit='fine_tune', mask__freeze_epochs=1)
+    table = training_table(s, progress=False)
+
+    class CrashInEpoch2(Callback):
+        order = 99
+        def before_epoch(self):
+            if self.epoch == 2: raise Crash('killed')
+
+    real_cbs = T._fit_cbs
+    monkeypatch.setattr(T, '_fit_cbs', lambda *a: [*real_cbs(*a), CrashInEpoch2()])
+    with pytest.raises(Crash): train_task(table, s, 'mask', 0, progress=False)
+    monkeypatch.setattr(T, '_fit_cbs', real_cbs)
+    run = next((synth_root / 'runs').iterdir())
+    assert json.loads((run / 'last_epoch.json').read_text())['epoch'] == 1
+    frozen = []
+    real_fit = T._fit
+
+    def watching_fit(learn, ts, epochs, cbs, start_epoch=0):
+        class Watch(Callback):
+            order = 99
+            def before_epoch(self):
+                if self.epoch >= start_epoch: frozen.append(all(p.requires_grad for p in self.learn.model.parameters()))
+        real_fit(learn, ts, epochs, [*cbs, Watch()], start_epoch)
+
+    monkeypatch.setattr(T, '_fit', watching_fit)
+    resume_task(run, progress=False)
+    assert frozen == [True]             # epoch 2 ran with every layer trainable
+    assert pd.read_csv(run / 'history.csv').epoch.tolist() == [0, 1, 2]
+    assert (s.paths.models / 'fold0' / 'mask.safetensors').exists()
+
+
+def test_checkpoint_that_cannot_be_loaded_restarts_the_run(synth_root, monkeypatch):
+    "(c): last_epoch.json names a file that is damaged (e.g. written by an older version in place): restart, export."
+    s = tiny_settings(synth_root, age__epochs=2)
+    kill_after_first_epoch(monkeypatch, training_table(s, progress=False), s, 'age', 0)
+    run = next((synth_root / 'runs').iterdir())
+    (run / 'last-0.pth').write_bytes(b'\x80\x02 cut short')
+    r = resume_task(run, progress=False)
+    assert pd.read_csv(run / 'history.csv').epoch.tolist() == [0, 1]
+    assert json.loads((run / 'run.json').read_text())['status'] == 'done' and r.export_dir is not None
+
+
+def test_train_prints_the_centre_crop_fallback_share(synth_root):
+    from rich.console import Console
+
+    from mcls.cli import _load_summary
+    from mcls.dataset import LoadReport
+    from mcls.train import training_table
+    report = LoadReport()
+    table = training_table(tiny_settings(synth_root), progress=False, report=report)
+    centres = int(table.crop.str.endswith('.centre.jpg').sum())
+    assert report.crops == len(table) and report.crop_fallbacks == centres
+    console = Console(width=200, record=True)
+    console.print(_load_summary(report))
+    assert f'{centres} ({centres / len(table):.1%})' in console.export_text()
+
+
+@pytest.mark.parametrize('reproducible', [True, False])
+def test_cudnn_autotuner_is_on_unless_reproducible(reproducible):
+    from mcls.train import seed_run
+    seed_run(1, reproducible)
+    assert torch.backends.cudnn.benchmark is (not reproducible)
+    assert torch.backends.cudnn.deterministic is reproducible
+    a = torch.rand(3)
+    seed_run(1, reproducible)
+    assert torch.equal(a, torch.rand(3))          # seeded either way
+
