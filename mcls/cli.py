@@ -149,8 +149,8 @@ PickleOpt = Annotated[bool, typer.Option('--pickle', help="load fastai's .pkl (r
 
 def _table(title: str, columns, rows) -> Table:
     t = Table(title=title, title_justify='left')
-    for c in columns: t.add_column(c, justify='right' if c[:1].islower() and c not in ('setting', 'source',
-                                                                                       'value') else 'left')
+    for c in columns:
+        t.add_column(c, justify='right' if c[:1].islower() and c not in ('setting', 'source', 'value') else 'left')
     for r in rows: t.add_row(*[f'{v:.4f}' if isinstance(v, float) else escape(str(v)) for v in r])
     return t
 
@@ -195,8 +195,8 @@ def synth(out: Annotated[Path, typer.Argument(help='folder to write (replaced)')
     "Write a small synthetic data set in the competition layout (drawn faces; no downloads)."
     from .synth import make_dataset
     info = make_dataset(out, _renamed(train_persons, persons), eval_persons, seed=seed, awkward=awkward)
-    console.print(f'{info.root}: {info.persons} persons, {info.train_images} training and {info.eval_images} eval '
-                  f'photos')
+    console.print(f'{info.root}: {info.persons} persons, {info.train_images} training and '
+                  f'{info.eval_images} eval photos')
 
 
 def _load(s: Settings, with_eval=True):
@@ -209,8 +209,8 @@ def _load(s: Settings, with_eval=True):
 def _load_summary(report) -> Table:
     rows = [('persons', report.persons), ('training photos', report.images), ('eval photos', report.eval_images),
             ('label fixes applied (corrections rows)', report.correction_rows),
-            ('photos changed by the fixes', report.corrections), ('persons without 7 photos',
-                                                                  report.incomplete_persons)]
+            ('photos changed by the fixes', report.corrections),
+            ('persons without 7 photos', report.incomplete_persons)]
     if report.crops: rows.append(('centre-crop fallbacks (no face found)',
                                   f'{report.crop_fallbacks} ({report.crop_fallbacks / report.crops:.1%})'))
     rows += [(f'skipped: {k}', v) for k, v in sorted(report.skipped.items())]
@@ -341,8 +341,7 @@ def train(task: LearnerArg, config: ConfigOpt = None, set: SetOpt = None, data: 
                                                           rich_help_panel=OUTPUT)] = None,
           export_dir: Annotated[Optional[Path], typer.Option(help='default: models/fold{k} or models/full under '
                                                                   f'paths.models{_now("paths.models")}',
-                                                                  metavar='<path>',
-                                                             rich_help_panel=OUTPUT)] = None,
+                                                                  metavar='<path>', rich_help_panel=OUTPUT)] = None,
           workers: WorkersOpt = None,
           pseudo: Annotated[Optional[Path], typer.Option(
               help='a predict .probs.npz: add its confident eval photos to training (transductive)', metavar='<path>',
@@ -575,8 +574,8 @@ def export_onnx(models: Annotated[Path, typer.Argument(help='a model folder `mcl
 
 
 def print_scores(scores, title='scores'):
-    console.print(_table(title, ('metric', 'value'), [('macro F1 (18 classes)', scores.f1), ('accuracy',
-                                                                                             scores.accuracy),
+    console.print(_table(title, ('metric', 'value'), [('macro F1 (18 classes)', scores.f1),
+                                                      ('accuracy', scores.accuracy),
                                                       *[(f'{t} macro F1', v) for t, v in scores.task_f1.items()]]))
 
 

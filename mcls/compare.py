@@ -180,8 +180,8 @@ def compare(a: list[Predictions], b: list[Predictions], persons_map: Path | None
     check_draws(draws)
     _check_resampling(len(keys), len(names), unit_name)
     metrics = [*METRICS, *(f'{LOWER_IS_BETTER}{t}' for t in LABEL_TASKS if all(t in p.probs for p in (*a, *b)))]
-    tables = {m: ([_unit_table(p, unit_idx, len(names), m) for p in a], [_unit_table(p, unit_idx, len(names),
-                                                                                     m) for p in b])
+    tables = {m: ([_unit_table(p, unit_idx, len(names), m) for p in a],
+                  [_unit_table(p, unit_idx, len(names), m) for p in b])
               for m in metrics}
     rng = np.random.default_rng(seed)
     diffs = {m: [] for m in metrics}

@@ -198,8 +198,8 @@ def _progress():
 
 
 def crop_images(files: list[str], cs: CropSettings, cache: Path, strict: bool = False, mtcnn: MTCNN | None = None,
-                progress: bool = True, why: str = 'every eval photo needs an answer'
-                ) -> tuple[dict[str, Path], CropStats]:
+                progress: bool = True,
+                why: str = 'every eval photo needs an answer') -> tuple[dict[str, Path], CropStats]:
     """Crop each photo into the cache (skipping those already there) and return {file: crop path}.
     Unreadable photos are skipped and counted, or raise DataError naming the file when `strict` (eval photos, for
     the reason `why`).
@@ -278,8 +278,8 @@ def _crop_missing(todo: list, cs: CropSettings, cache: Path, mtcnn: MTCNN, out: 
             if by_size[size]: flush(size)
 
 
-def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path, progress: bool = True) -> tuple[pd.DataFrame,
-                                                                                                  CropStats]:
+def attach_crops(df: pd.DataFrame, cs: CropSettings, cache: Path,
+                 progress: bool = True) -> tuple[pd.DataFrame, CropStats]:
     """Crop every photo of an image table (train and/or eval) and add a `crop` column. Unreadable training photos
     are dropped (counted in the stats); an unreadable eval photo is an error, since a submission needs every row."""
     stats = CropStats()

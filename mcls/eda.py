@@ -27,8 +27,8 @@ def distributions(df: pd.DataFrame, boundary: int = 60) -> dict[str, pd.DataFram
     return {
         'gender (persons)': _count(persons.gender, GENDERS),
         'age group (persons)': _count(persons.age_group, AGE_NAMES),
-        f'age group at boundary {boundary} (persons)': _count(pd.Series(age_group(persons.age.to_numpy(), boundary)),
-                                                              AGE_NAMES),
+        f'age group at boundary {boundary} (persons)':
+            _count(pd.Series(age_group(persons.age.to_numpy(), boundary)), AGE_NAMES),
         'mask (photos)': _count(tr['mask'], MASK_NAMES),
         'class (photos)': _count(tr.label, [f'{i:2d} {class_name(i)}' for i in range(N_CLASSES)]),
     }
@@ -51,8 +51,8 @@ def plot_distributions(df: pd.DataFrame, out_dir: Path | str, boundary: int = 60
     ax.set(title=f'age of persons (group boundaries 30 / 60; training boundary {boundary} dashed)',
            xlabel='age', ylabel='persons')
     save(fig, 'age_hist.png')
-    for key, name in (('gender (persons)', 'gender.png'), ('mask (photos)', 'mask.png'), ('class (photos)',
-                                                                                          'classes.png')):
+    for key, name in (('gender (persons)', 'gender.png'), ('mask (photos)', 'mask.png'),
+                      ('class (photos)', 'classes.png')):
         t = tables[key]
         fig, ax = plt.subplots(figsize=(10 if len(t) > 3 else 4, 4))
         ax.bar(t.value, t['count'], color='tab:green')

@@ -235,9 +235,9 @@ def _check_weights(arch: str, weights: Path, mtime: float, partial: bool = False
         own = {k: v for k, v in own.items() if not k.endswith('num_batches_tracked')}
         hit = sum(k in sd and tuple(sd[k].shape) == tuple(v.shape) for k, v in own.items())
     except Exception as e:  # noqa: BLE001 - unreadable or not weights: one fix
-        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} (timm cannot read it: '
-                          f'{type(e).__name__}: '
-                          f'{str(e).splitlines()[0][:160]}); give the file made for {arch} (--weights)') from None
+        why = f'{type(e).__name__}: {str(e).splitlines()[0][:160]}'
+        raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch} (timm cannot read it: {why}); give '
+                          f'the file made for {arch} (--weights)') from None
     if hit == 0 or (hit < len(own) and not partial):
         raise ConfigError(f'weights = {weights}: not ImageNet weights for {arch}: only {hit} of its {len(own)} tensors '
                           f'fit by name and shape; give the file made for {arch} (--weights), set arch to the model it '

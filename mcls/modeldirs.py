@@ -46,9 +46,8 @@ def check_model_dir(model_dir: Path) -> tuple[str, ...]:
     if not d.is_dir(): raise UserError(f'{d}: no such model folder; give --models a folder that `mcls train` exported')
     held = learners_in(d)
     if not held:
-        raise UserError(f'{d}: holds no learner (no joint.json or task .json files); train into it with `mcls train '
-                        f'all '
-                        f'--export-dir {d}` or give another --models')
+        raise UserError(f'{d}: holds no learner (no joint.json or task .json files); train into it with '
+                        f'`mcls train all --export-dir {d}` or give another --models')
     return held if held == ('joint',) else TASKS
 
 

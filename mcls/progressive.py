@@ -7,13 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from fastai.vision.all import Callback
 
-__all__ = ['ProgressiveResize', 'epoch_sizes']
-
-
-def epoch_sizes(early_sizes: tuple[int, ...] | None, size: int, epochs: int) -> list[int]:
-    "The size each of `epochs` epochs trains at: `early_sizes` for the first ones, `size` for the rest."
-    early = tuple(early_sizes or ())
-    return [*early[:epochs], *[size] * max(0, epochs - len(early))]
+__all__ = ['ProgressiveResize']
 
 
 class ProgressiveResize(Callback):

@@ -61,8 +61,8 @@ LIMITS = {
     'crop.size': Range(16), 'crop.margin': Range(0, 5), 'crop.min_prob': UNIT, 'crop.batch': ONE_UP,
     'crop.fallback_crop': ONE_UP, 'crop.fallback_ref': ONE_UP,
     'split.folds': Range(2),
-    'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG, 'train.label_smoothing': Range(0, 1,
-                                                                                                       hi_open=True),
+    'train.batch': ONE_UP, 'train.size': Range(16), 'train.wd': NONNEG,
+    'train.label_smoothing': Range(0, 1, hi_open=True),
     'train.gamma': NONNEG, 'train.class_weights': NONNEG, 'train.workers': NONNEG, 'train.threads': ONE_UP,
     'train.lr': POS,
     'train.epochs': ONE_UP, 'train.full_epochs': ONE_UP, 'train.boundary': Range(31, 120),
@@ -198,9 +198,8 @@ class Settings:
 
 def cpu_recipe_on_gpu(s: Settings, learners: list[str], cuda: bool) -> str | None:
     "One line for a user who trains on a CUDA GPU with the CPU recipe's size and batch, naming the switch; else None."
-    if not cuda or any('packaged defaults' not in s.sources.get(f'{t}.{k}', '') for t in learners for k in ('size',
-                                                                                                            'batch')):
-        return None
+    packaged = all('packaged defaults' in s.sources.get(f'{t}.{k}', '') for t in learners for k in ('size', 'batch'))
+    if not (cuda and packaged): return None
     ts = s.tasks[learners[0]]
     return (f'a CUDA GPU is here but the CPU recipe is in force ({ts.size} px, batch {ts.batch}): add '
             f'`--config {GPU_PROFILE}` for the GPU profile (docs/scaling.md)')
@@ -262,15 +261,15 @@ def check_value(section: str, name: str, value):
     key = _table_key(section, name)
     if key in CHOICES and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v not in CHOICES[key]: raise ValueError(f'use one of '
-                                                       f'{", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
+            if v not in CHOICES[key]:
+                raise ValueError(f'use one of {", ".join(CHOICES[key])}{did_you_mean(v, CHOICES[key])}')
     if key == 'crop.device' and not DEVICE.fullmatch(value): raise ValueError('use auto, cpu, cuda or cuda:N')
     if key == 'train.photos_per_person': parse_photos_per_person(value)
     lim = LIMITS.get(key)
     if lim is not None and value is not None:
         for v in (value if isinstance(value, tuple) else (value,)):
-            if v not in lim: raise ValueError(f'must be {lim}' if math.isfinite(v) else f'must be a finite number, '
-                                                                                        f'{lim}')
+            if v not in lim:
+                raise ValueError(f'must be {lim}' if math.isfinite(v) else f'must be a finite number, {lim}')
 
 
 def _convert(cls, section: str, values: dict[str, str], sources: dict[str, str], **extra):

@@ -42,11 +42,10 @@ def oof_probs(model_dirs: list[Path], task: str) -> pd.DataFrame:
     import json
     for d in map(Path, model_dirs):
         meta = d / ('joint.json' if learners_in(d) == ('joint',) else 'age.json')
-        if task == 'age' and meta.exists() and json.loads(meta.read_text()).get('boundary') not in (None,
-                                                                                                    SCORE_BOUNDARY):
+        boundary = json.loads(meta.read_text()).get('boundary') if task == 'age' and meta.exists() else None
+        if boundary not in (None, SCORE_BOUNDARY):
             raise DataError(f'{meta}: trained with age boundary != {SCORE_BOUNDARY}: suspects need the true age '
-                            f'groups; '
-                            f'train the fold models with --boundary {SCORE_BOUNDARY}')
+                            f'groups; train the fold models with --boundary {SCORE_BOUNDARY}')
     folds = read_folds(model_dirs, task, 'train the folds with --fold all to make it')
     return pd.concat([pd.DataFrame({'file': z['files'], 'probs': list(z['probs'])}) for z in folds], ignore_index=True)
 
@@ -64,8 +63,8 @@ def suspect_table(table: pd.DataFrame, oof: pd.DataFrame, task: str) -> pd.DataF
     age (the mean of the person's photo probabilities: folds are by person), `folder/stem` for a photo's mask.
     `value` is what accepting writes: a name, or for age a year inside the suggested group."""
     df = table.merge(oof, on='file', how='inner')
-    if df.empty: raise DataError('no training photo has out-of-fold probabilities: were the models trained on this '
-                                 'data?')
+    if df.empty:
+        raise DataError('no training photo has out-of-fold probabilities: were the models trained on this data?')
     col = {'mask': 'mask', 'gender': 'gender', 'age': 'age_group'}[task]
     if task == 'mask':
         items = df.assign(key=df.folder + '/' + df.stem)
@@ -104,7 +103,7 @@ def accept_suspects(suspects: pd.DataFrame, corrections: Path, n: int | None = N
     new = new[new.given != new.suggested][['key', 'field', 'value']].astype(str)
     old = (read_corrections(corrections) if corrections.exists()
            else pd.DataFrame(columns=['key', 'field', 'value']))
-    merged = pd.concat([old[['key', 'field', 'value']], new], ignore_index=True).drop_duplicates(['key', 'field'],
-                                                                                               keep='last')
+    merged = pd.concat([old[['key', 'field', 'value']], new], ignore_index=True)
+    merged = merged.drop_duplicates(['key', 'field'], keep='last')
     write_csv_atomic(merged, corrections)
     return len(new)

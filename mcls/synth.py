@@ -128,8 +128,8 @@ def make_dataset(out: Path | str, persons: int = 40, eval_persons: int = 10, siz
                 _save(draw_face(mask, gender, age, prng, size), root / 'eval' / 'images' / image_id)
                 ev.append((image_id, int(encode(mask, gender, age_group(age)))))
                 meta.append((f'eval/images/{image_id}', 'eval', f'{p + 1:06d}'))
-    pd.DataFrame(rows, columns=['id', 'gender', 'race', 'age', 'path']).to_csv(root / 'train' / 'train.csv',
-                                                                               index=False)
+    train = pd.DataFrame(rows, columns=['id', 'gender', 'race', 'age', 'path'])
+    train.to_csv(root / 'train' / 'train.csv', index=False)
     order = rng.permutation(len(ev))
     ev_df = pd.DataFrame([ev[i] for i in order], columns=['ImageID', 'ans'])
     ev_df.to_csv(root / 'eval' / 'answers.csv', index=False)

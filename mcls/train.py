@@ -98,8 +98,8 @@ class ResumeGuard(Callback):
     order = 0
 
     def _muted(self):
-        return [cb for cb in self.learn.cbs if isinstance(cb, (Recorder, TrackerCallback, SaveLastCallback,
-                                                               EpochPrinter))]
+        muted = (Recorder, TrackerCallback, SaveLastCallback, EpochPrinter)
+        return [cb for cb in self.learn.cbs if isinstance(cb, muted)]
 
     def before_epoch(self):
         for cb in self._muted(): cb.run = True
@@ -281,8 +281,7 @@ def train_task(table: pd.DataFrame, s: Settings, task: str, fold: int | None = 0
         ranks = f' per rank ({distributed.world_size()} ranks)' if distributed.world_size() > 1 else ''
         raise ConfigError(f'[{task}] batch = {ts.batch} but an epoch draws only {per_rank} training photos{ranks} '
                           f'(photos_per_person = {ts.photos_per_person}): lower --batch (at most {per_rank}), draw '
-                          f'more '
-                          f'photos per person, or add photos')
+                          f'more photos per person, or add photos')
     if export_dir is not None: check_export_dir(Path(export_dir), task)
     locked = export_dir is not None and distributed.is_main()
     with folder_lock(export_dir, 'export folder') if locked else nullcontext(), threads.job():

@@ -6,17 +6,18 @@ import torch
 from fastai.vision.all import Callback
 
 from mcls.errors import ConfigError
-from mcls.progressive import ProgressiveResize, epoch_sizes
+from mcls.progressive import ProgressiveResize
 from tests.conftest import kill_after_first_epoch, tiny_settings
 
 
 @pytest.mark.parametrize('early, size, epochs, want', [
     ((32, 48), 64, 4, [32, 48, 64, 64]),
-    (None, 64, 2, [64, 64]),
+    ((), 64, 2, [64, 64]),
     ((32,), 64, 1, [32]),        # more early sizes than epochs: settings refuse it (below); the schedule cuts
 ])
 def test_epoch_sizes_are_the_early_ones_then_the_final(early, size, epochs, want):
-    assert epoch_sizes(early, size, epochs) == want
+    cb = ProgressiveResize(early)
+    assert [cb.size_at(e) or size for e in range(epochs)] == want
 
 
 def test_a_batch_is_scaled_in_training_only():
