@@ -60,6 +60,12 @@ def _help_settings() -> Settings | None:
 _HELP = _help_settings()
 
 
+def _tta_note(ps) -> str:
+    "What a TTA prediction ran: passes of its pipeline beside the plain one, at which multiples of the size."
+    scales = ', '.join(f'{x:g}' for x in ps.tta_scales or (1.0,))
+    return f'TTA: {ps.tta_pipeline} x{ps.tta_passes} and plain, at {scales} x the training size'
+
+
 def _now(key: str) -> str:
     """For an option's help: the value in force of setting `key` ('section.key', or a bare [train] key, shown per
     learner where they differ) and the file it comes from: ' (now 6 from settings.ini)'."""
@@ -555,7 +561,7 @@ def predict(config: ConfigOpt = None, set: SetOpt = None, data: DataOpt = None, 
         console.print(use_threads(s.threads))
         sub = predict_eval(s, dirs, out, use_tta, tune, pickle)
     if sub is None: return     # not rank 0
-    console.print(f'wrote {out} ({len(sub)} rows, {"TTA x" + str(s.predict.tta_passes) if use_tta else "no TTA"}, '
+    console.print(f'wrote {out} ({len(sub)} rows, {_tta_note(s.predict) if use_tta else "no TTA"}, '
                   f'engine {engine_note}, '
                   f'persons {s.predict.persons}, '
                   f'models {", ".join(map(str, dirs))}, {time.perf_counter() - t0:.0f} s) and {out}.probs.npz')

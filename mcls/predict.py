@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import distributed
 from .atomic import output_file
@@ -22,8 +23,8 @@ from .settings import CHOICES, TASKS, PredictSettings, Settings
 from .terminal import interactive
 from .tune import apply_offsets, read_offsets
 
-__all__ = ['combine', 'check_models', 'task_probs', 'learner_for', 'folder_probs', 'ensemble_probs', 'predict_frame',
-           'decision_scores', 'person_labels', 'eval_table', 'predict_eval']
+__all__ = ['combine', 'check_models', 'view_sizes', 'task_probs', 'learner_for', 'folder_probs', 'ensemble_probs',
+           'predict_frame', 'decision_scores', 'person_labels', 'eval_table', 'predict_eval']
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,22 @@ def check_models(model_dirs: list[Path]) -> dict[Path, dict[str, dict]]:
     return metas
 
 
+def view_sizes(size: int, scales: tuple[float, ...] | None) -> list[int]:
+    "The sizes TTA predicts at: a learner's training `size` times each of `[predict] tta_scales` (None: size alone)."
+    return sorted({round(size * s) for s in scales or (1.0,)})
+
+
 def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bool) -> np.ndarray:
-    "Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete."
+    """Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete, at
+    every size of `view_sizes` (the crops are resized from the cached crop, so a larger view sees more pixels)."""
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
     # a terminal keeps fastai's bars, without the epoch table header its tta() would print; a log gets neither
     with (learn.no_logging() if interactive() else learn.no_bar()), \
             inference_mode(learn.model, meta.get('precision', 'fp32'), meta['size'], meta.get('channels_last', False)):
-        if tta:   # fastai: lerp(mean of n augmented passes, plain pass, beta)
-            probs, _ = learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(meta['size'], ps.tta_pipeline),
-                                 batch_tfms=batch_tfms(meta['arch']), beta=ps.tta_beta)
+        if tta:   # fastai: lerp(mean of n augmented passes, plain pass, beta) at each size, then the sizes' mean
+            probs = torch.stack([learn.tta(dl=dl, n=ps.tta_passes, item_tfms=item_tfms(size, ps.tta_pipeline),
+                                           batch_tfms=batch_tfms(meta['arch']), beta=ps.tta_beta)[0]
+                                 for size in view_sizes(meta['size'], ps.tta_scales)]).mean(0)
         else:
             probs, _ = learn.get_preds(dl=dl)
     return probs.float().numpy()

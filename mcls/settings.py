@@ -71,6 +71,7 @@ LIMITS = {
     'train.old_weight': Range(1, 10),
     'train.ema': Range(0, 1, hi_open=True), 'train.early_sizes': Range(16), 'train.consistency': NONNEG,
     'predict.tta_passes': ONE_UP, 'predict.batch': ONE_UP, 'predict.tta_beta': UNIT, 'predict.persons_margin': NONNEG,
+    'predict.tta_scales': Range(0.5, 2),
 }
 DEVICE = re.compile(r'auto|cpu|cuda(:\d+)?|mps')     # [crop] device
 PER_PERSON = 7                                       # photos of a person: [train] photos_per_person = all or 1-7
@@ -163,6 +164,7 @@ class PredictSettings:
     batch: int
     out: Path
     tta_beta: float = 0.25    # weight of the plain pass in fastai's lerp (0.5 + one flip pass = a true flip TTA)
+    tta_scales: tuple[float, ...] | None = None   # TTA at each of these multiples of the learner's size, averaged
     persons: str = 'off'      # auto: group eval photos into persons and decide per person (mcls.persons)
     engine: str = 'torch'     # torch | onnx: onnxruntime on the folder's <task>.onnx (mcls export-onnx)
     persons_margin: float = 2.0   # nats a 5/1/1 mask assignment may cost over the per-photo answers

@@ -42,6 +42,7 @@ BAD_SETTINGS = [('crop', 'size', '0', 'must be >= 16'), ('crop', 'margin', '-3',
                 ('crop', 'fallback_crop', '300', 'needs 2'), ('predict', 'batch', '0', 'must be >= 1'),
                 ('predict', 'tta_passes', '0', 'must be >= 1'), ('train', 'workers', '-1', 'must be >= 0'),
                 ('predict', 'tta_beta', '2', 'must be >= 0 and <= 1'), ('split', 'folds', '1', 'must be >= 2'),
+                ('predict', 'tta_scales', '1,3', 'must be >= 0.5 and <= 2'),
                 ('mask', 'loss', 'hinge', 'use one of ce, focal'), ('predict', 'persons', 'maybe', 'use one of auto'),
                 ('crop', 'device', 'gpu', 'use auto, cpu'), ('joint', 'lr', 'fast', 'could not convert'),
                 ('train', 'colour', 'blue', 'unknown setting'), ('colours', 'red', '1', 'unknown section')]

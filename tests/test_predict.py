@@ -2,6 +2,7 @@ import itertools
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from sklearn.metrics import f1_score
 
 from mcls.dataset import DataError, load_eval
 from mcls.evaluate import evaluate_files, read_labels
-from mcls.predict import check_models, combine, predict_eval, predict_frame
+from mcls.predict import check_models, combine, predict_eval, predict_frame, view_sizes
 from mcls.train import train_task
 from mcls.tune import apply_offsets, fit_offsets, load_oof, read_offsets, write_offsets
 from tests.helpers import _cli, _copy_models
@@ -50,6 +51,21 @@ def test_tta_changes_probabilities_and_keeps_them_valid(trained):
     for t in ('mask', 'gender', 'age'):
         assert np.allclose(tta[t].sum(1), 1, atol=1e-4) and (tta[t] >= 0).all()
         assert not np.allclose(tta[t], plain[t], atol=1e-6)
+
+
+@pytest.mark.parametrize('size,scales,sizes', [(128, None, [128]), (128, (1.0, 1.25), [128, 160]),
+                                               (224, (1.25, 1.0, 1.0), [224, 280]), (64, (0.5,), [32])])
+def test_view_sizes_are_the_training_size_times_each_scale(size, scales, sizes):
+    assert view_sizes(size, scales) == sizes
+
+
+def test_tta_at_two_scales_is_the_mean_of_each_scale(trained):
+    df, ps = trained['table'].iloc[:12], trained['settings'].predict
+    def tta_at(*scales): return predict_frame(df, [trained['models']], replace(ps, tta_scales=scales), tta=True)[1]
+    one, larger, both = tta_at(1.0), tta_at(1.5), tta_at(1.0, 1.5)
+    for t in ('mask', 'gender', 'age'):
+        assert not np.allclose(one[t], larger[t], atol=1e-5)     # the larger view really is another input
+        assert np.allclose(both[t], (one[t] + larger[t]) / 2, atol=1e-5)
 
 
 def test_fold_ensemble_averages(trained, tmp_path):
