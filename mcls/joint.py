@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from fastai.vision.all import AccumMetric, DisplayedTransform, TensorCategory, TitledStr
 from sklearn.metrics import f1_score
 
-from .labels import (LABEL_TASKS, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, class_name, decode, encode,
-                     split_tasks, task_labels)
+from .labels import (LABEL_TASKS, MASK_NAMES, N_CLASSES, SCORE_BOUNDARY, TASK_CLASSES, TASK_SLICES, class_name, decode,
+                     encode, split_tasks, task_labels)
 
 __all__ = ['AGE_THRESHOLDS', 'AGE_YEARS', 'AGE_SIGMA', 'HEADS', 'YEARS_SPAN', 'n_logits', 'encode_target',
            'decode_target', 'target_persons', 'consistency_term', 'group_probs', 'JointTarget', 'JointLoss', 'joint_f1',
@@ -37,6 +37,7 @@ def year_targets(years: torch.Tensor, sigma: float = AGE_SIGMA) -> torch.Tensor:
     return F.softmax(-0.5 * ((grid[None] - y) / sigma) ** 2, 1)
 
 
+UNMASKED = MASK_NAMES.index('not_wear')   # the photo whose face the mask does not hide
 YEARS_SPAN = 128     # encoded years are below this; a person's index, where encoded, sits above them
 
 
@@ -57,17 +58,23 @@ def target_persons(t: torch.Tensor) -> torch.Tensor:
     return t // (N_CLASSES * YEARS_SPAN)
 
 
-def consistency_term(log_probs: list[torch.Tensor], persons: torch.Tensor) -> torch.Tensor:
-    """Per photo, KL(person mean || photo) of the gender and age-group distributions, where the mean is over the
-    photo's person's photos in the batch and held fixed: age and gender do not change with the mask, so each photo is
-    pulled towards what the person's photos say together. Photos alone in the batch with their person add 0."""
+def consistency_term(log_probs: list[torch.Tensor], persons: torch.Tensor,
+                     teachers: torch.Tensor | None = None) -> torch.Tensor:
+    """Per photo, KL(person target || photo) of the gender and age-group distributions, the target held fixed: age
+    and gender do not change with the mask, so each photo is pulled towards what its person's photos in the batch say.
+    The target is the mean of the person's photos, or with `teachers` (one bool per photo) of the person's teacher
+    photos alone (say the unmasked ones: distillation from the face the mask does not hide). Photos without another
+    photo of their person in the batch (without a teacher, with `teachers`) add 0."""
     _, inverse, counts = torch.unique(persons, return_inverse=True, return_counts=True)
+    weight = torch.ones(len(persons), device=persons.device) if teachers is None else teachers.float()
+    taught = torch.zeros(len(counts), device=persons.device).index_add_(0, inverse, weight)
     out = torch.zeros(len(persons), device=persons.device)
     for log_p in log_probs:       # one (photos, classes) tensor of log-probabilities per task
-        mean = torch.zeros(len(counts), log_p.shape[1], device=log_p.device).index_add_(0, inverse, log_p.exp())
-        target = (mean / counts[:, None]).detach()[inverse]
+        total = torch.zeros(len(counts), log_p.shape[1], device=log_p.device)
+        total.index_add_(0, inverse, log_p.exp() * weight[:, None])
+        target = (total / taught.clamp_min(1)[:, None]).detach()[inverse]
         out = out + (target * (target.clamp_min(1e-8).log() - log_p)).sum(1)
-    return out * (counts[inverse] > 1)
+    return out * ((counts[inverse] > 1) & (taught[inverse] > 0))
 
 
 def group_probs(age_logits: torch.Tensor, age_head: str, boundary: int = SCORE_BOUNDARY) -> torch.Tensor:
@@ -105,9 +112,10 @@ class JointLoss:
                  age_weights=None,               # per-group weights of the age loss (groups head)
                  boundary: int = SCORE_BOUNDARY, # the >= group read from the ordinal and dist heads
                  reduction: str = 'mean',
-                 consistency: float = 0.0):      # weight of consistency_term (targets must carry persons)
+                 consistency: float = 0.0,       # weight of consistency_term (targets must carry persons)
+                 consistency_target: str = 'mean'):   # mean | unmasked: whose distributions the term pulls to
         self.task_weights, self.age_head, self.age_loss, self.gamma = tuple(task_weights), age_head, age_loss, gamma
-        self.consistency = consistency
+        self.consistency, self.consistency_target = consistency, consistency_target
         self.label_smoothing, self.boundary, self.reduction = label_smoothing, boundary, reduction
         self.age_weights = None if age_weights is None else torch.as_tensor(age_weights, dtype=torch.float)
         self.thresholds = torch.tensor(AGE_THRESHOLDS)
@@ -134,7 +142,8 @@ class JointLoss:
         if getattr(self, 'consistency', 0):        # learners exported before the term existed have no attribute
             age = group_probs(out[:, HEADS['age']], self.age_head, self.boundary).clamp_min(1e-8).log()
             gender = F.log_softmax(out[:, HEADS['gender']], -1)
-            loss = loss + self.consistency * consistency_term([gender, age], target_persons(targ.long()))
+            teachers = m == UNMASKED if getattr(self, 'consistency_target', 'mean') == 'unmasked' else None
+            loss = loss + self.consistency * consistency_term([gender, age], target_persons(targ.long()), teachers)
         red = kwargs.get('reduction', self.reduction)
         return loss.mean() if red == 'mean' else loss.sum() if red == 'sum' else loss
 

@@ -137,7 +137,8 @@ def make_loss(ts: TaskSettings):
     w = torch.tensor(ts.class_weights, dtype=torch.float) if ts.class_weights else None
     if ts.task == 'joint':
         return JointLoss(ts.task_weights or (1.0, 1.0, 1.0), ts.age_head, ts.loss, ts.gamma, ts.label_smoothing,
-                         age_weights=w, boundary=ts.boundary, consistency=ts.consistency)
+                         age_weights=w, boundary=ts.boundary, consistency=ts.consistency,
+                         consistency_target=ts.consistency_target)
     if ts.loss == 'focal': return FocalLossFlat(gamma=ts.gamma, weight=w)
     return CrossEntropyLossFlat(weight=w, label_smoothing=ts.label_smoothing)
 

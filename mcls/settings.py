@@ -55,6 +55,7 @@ CHOICES = {
     'predict.engine': ('torch', 'onnx'),
     'predict.persons_tasks': LABEL_TASKS,
     'train.track': ('tensorboard', 'wandb'),
+    'train.consistency_target': ('mean', 'unmasked'),
 }
 POS, NONNEG, ONE_UP, UNIT = Range(0, lo_open=True), Range(0), Range(1), Range(0, 1)
 LIMITS = {
@@ -154,6 +155,7 @@ class TaskSettings:
     early_sizes: tuple[int, ...] | None = None   # progressive resizing: the first epochs' sizes; the rest at size
     track: tuple[str, ...] = ()    # experiment trackers of the fit: tensorboard, wandb (mcls.tracking)
     consistency: float = 0.0       # joint: weight of the person-consistency term on age and gender (mcls.joint)
+    consistency_target: str = 'mean'   # what the term pulls to: the person's photos' mean, or their unmasked photo
 
 
 @dataclass

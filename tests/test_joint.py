@@ -287,6 +287,32 @@ def test_the_consistency_term_pulls_each_photo_towards_its_persons_mean():
     assert g[2:].abs().max() < 1e-6
 
 
+def test_with_teachers_the_term_pulls_only_the_others_towards_the_teachers():
+    from mcls.joint import consistency_term
+    persons = torch.tensor([0, 0, 0, 1, 1])
+    teachers = torch.tensor([True, False, False, False, False])     # person 1 has no teacher in the batch
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 1.0], [0.0, 2.0], [2.0, 0.0]], requires_grad=True)
+    term = consistency_term([torch.log_softmax(logits, -1)], persons, teachers)
+    assert term[1] > term[2] > 0                            # the further from the teacher, the larger
+    assert term[0].abs() < 1e-6 and term[3:].abs().max() < 1e-6
+    term.sum().backward()
+    g = logits.grad
+    assert g[0].abs().max() < 1e-6 and g[3:].abs().max() < 1e-6   # the teacher and the untaught are not moved
+    assert g[1, 1] > 0 and g[1, 0] < 0 and g[2, 1] > 0       # descending moves the others to the teacher's class 0
+
+
+@pytest.mark.parametrize('target', ['mean', 'unmasked'])
+def test_the_consistency_target_decides_which_photos_the_term_pulls(target):
+    from mcls.joint import encode_target
+    m, gen, a, years = [2, 0, 0], [0, 0, 0], [0, 0, 0], [20, 20, 20]      # unmasked, worn, worn
+    t = torch.as_tensor(encode_target(m, gen, a, years, person=[3, 3, 3]))
+    out = torch.tensor([[2.0, 0, 0, 2, 0, 2, 0, 0], [2.0, 0, 0, 0, 2, 0, 2, 0], [2.0, 0, 0, 0, 2, 0, 2, 0]])
+    extra = (JointLoss(age_loss='ce', consistency=0.5, consistency_target=target)(out, t, reduction='none')
+             - JointLoss(age_loss='ce')(out, t, reduction='none'))
+    assert (extra[1:] > 0).all()
+    assert (extra[0] > 0) if target == 'mean' else extra[0].abs() < 1e-6     # the unmasked photo teaches
+
+
 def test_joint_loss_adds_the_term_only_when_asked():
     from mcls.joint import encode_target
     m, gen, a, years = [0, 0], [0, 0], [0, 2], [20, 70]
