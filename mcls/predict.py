@@ -52,7 +52,8 @@ def view_sizes(size: int, scales: tuple[float, ...] | None) -> list[int]:
 
 def task_probs(learn, df: pd.DataFrame, meta: dict, ps: PredictSettings, tta: bool) -> np.ndarray:
     """Probabilities of one learner for the `crop` column of `df`; TTA uses the TTA-safe pipeline, complete, at
-    every size of `view_sizes` (the crops are resized from the cached crop, so a larger view sees more pixels)."""
+    every size of `view_sizes`, each resized from the crop as the learner decodes it: the whole cached crop, or with
+    `decode_at_size` one decoded for the training size, which a larger view only upscales."""
     dl = learn.dls.test_dl(df[['crop']], bs=ps.batch)
     # a terminal keeps fastai's bars, without the epoch table header its tta() would print; a log gets neither
     with (learn.no_logging() if interactive() else learn.no_bar()), \
